@@ -1,0 +1,226 @@
+// Package config reads the service's configuration from the environment, the
+// way Knative and the Helm chart hand it to every function. Bad values fail
+// start-up with a message naming the variable.
+package config
+
+import (
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+)
+
+// AllMethods are the staging methods the service knows, in the order the
+// earlier service listed them; ALLOWED_METHODS defaults to all of them.
+var AllMethods = []string{"local_copy", "local_symlink", "direct_download", "jupyter_copy"}
+
+// Owner says who owns staged files: nobody in particular (the service's own
+// user), the requesting user looked up by name, or a fixed uid:gid.
+type Owner struct {
+	Mode     string // "none", "user" or "ids"
+	UID, GID int
+}
+
+// Config is every setting a function reads. Fields are filled from the
+// variables named in their comments.
+type Config struct {
+	Port               int         // PORT, default 8080 (Knative's)
+	SourceStoragePath  string      // SOURCE_STORAGE_PATH, required
+	TargetStoragePath  string      // TARGET_STORAGE_PATH, required
+	AllowedMethods     []string    // ALLOWED_METHODS: JSON list or comma-separated
+	LogLevel           slog.Level  // LOGGING_LEVEL: DEBUG, INFO, WARNING, ERROR
+	DatabaseURL        string      // DATABASE_URL, default sqlite under ./.data
+	Sink               string      // K_SINK, set by a Knative SinkBinding
+	JupyterHubURL      string      // JUPYTERHUB_URL
+	RucioBaseURL       string      // RUCIO_BASE_URL
+	StagedOwner        Owner       // STAGED_OWNER: none, user or <uid>:<gid>
+	SymlinkTargetRoot  string      // SYMLINK_TARGET_ROOT: the source root as pods see it
+	EnableFileCreator  bool        // ENABLE_FILE_CREATOR
+	StagedFileMode     os.FileMode // STAGED_FILE_MODE, octal, default 0400
+	StagedDirMode      os.FileMode // STAGED_DIR_MODE, octal, default 0500
+	CopyWorkers        int         // COPY_WORKERS, parallel file copies per directory, default 8
+	JupyterFunctionURL string      // JUPYTER_FUNCTION_URL: where the stage function hands jupyter_copy
+}
+
+// DefaultDatabaseURL is the embedded SQLite used when DATABASE_URL is unset.
+const DefaultDatabaseURL = "sqlite://.data/staging.db"
+
+// FromEnv reads the configuration from the process environment.
+func FromEnv() (*Config, error) { return Load(os.LookupEnv) }
+
+// Load reads the configuration through lookup, so tests need not touch the
+// process environment.
+func Load(lookup func(string) (string, bool)) (*Config, error) {
+	get := func(name, def string) string {
+		if v, ok := lookup(name); ok && strings.TrimSpace(v) != "" {
+			return strings.TrimSpace(v)
+		}
+		return def
+	}
+	c := &Config{
+		SourceStoragePath:  get("SOURCE_STORAGE_PATH", ""),
+		TargetStoragePath:  get("TARGET_STORAGE_PATH", ""),
+		DatabaseURL:        get("DATABASE_URL", DefaultDatabaseURL),
+		Sink:               get("K_SINK", ""),
+		JupyterHubURL:      get("JUPYTERHUB_URL", ""),
+		RucioBaseURL:       get("RUCIO_BASE_URL", ""),
+		SymlinkTargetRoot:  get("SYMLINK_TARGET_ROOT", ""),
+		JupyterFunctionURL: get("JUPYTER_FUNCTION_URL", ""),
+	}
+	var err error
+	if c.Port, err = intVar("PORT", get("PORT", "8080"), 1, 65535); err != nil {
+		return nil, err
+	}
+	if c.CopyWorkers, err = intVar("COPY_WORKERS", get("COPY_WORKERS", "8"), 1, 256); err != nil {
+		return nil, err
+	}
+	for _, p := range []struct {
+		name string
+		dst  *string
+	}{{"SOURCE_STORAGE_PATH", &c.SourceStoragePath}, {"TARGET_STORAGE_PATH", &c.TargetStoragePath}} {
+		if *p.dst == "" {
+			return nil, fmt.Errorf("%s is required", p.name)
+		}
+		abs, err := filepath.Abs(*p.dst)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", p.name, err)
+		}
+		*p.dst = abs
+	}
+	if c.AllowedMethods, err = parseMethods(get("ALLOWED_METHODS", "")); err != nil {
+		return nil, err
+	}
+	if c.LogLevel, err = parseLevel(get("LOGGING_LEVEL", "INFO")); err != nil {
+		return nil, err
+	}
+	if c.StagedOwner, err = parseOwner(get("STAGED_OWNER", "none")); err != nil {
+		return nil, err
+	}
+	if c.StagedFileMode, err = modeVar("STAGED_FILE_MODE", get("STAGED_FILE_MODE", "0400")); err != nil {
+		return nil, err
+	}
+	if c.StagedDirMode, err = modeVar("STAGED_DIR_MODE", get("STAGED_DIR_MODE", "0500")); err != nil {
+		return nil, err
+	}
+	if c.EnableFileCreator, err = boolVar("ENABLE_FILE_CREATOR", get("ENABLE_FILE_CREATOR", "false")); err != nil {
+		return nil, err
+	}
+	for name, v := range map[string]string{"K_SINK": c.Sink, "JUPYTERHUB_URL": c.JupyterHubURL,
+		"RUCIO_BASE_URL": c.RucioBaseURL, "JUPYTER_FUNCTION_URL": c.JupyterFunctionURL} {
+		if v == "" {
+			continue
+		}
+		if u, err := url.Parse(v); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return nil, fmt.Errorf("%s: %q is not an http(s) URL", name, v)
+		}
+	}
+	if c.SymlinkTargetRoot != "" && !filepath.IsAbs(c.SymlinkTargetRoot) {
+		return nil, fmt.Errorf("SYMLINK_TARGET_ROOT: %q is not an absolute path", c.SymlinkTargetRoot)
+	}
+	if !strings.HasPrefix(c.DatabaseURL, "mysql://") && !strings.HasPrefix(c.DatabaseURL, "sqlite://") {
+		return nil, fmt.Errorf("DATABASE_URL: want mysql://user:pass@host:port/db or sqlite:///path/file.db")
+	}
+	return c, nil
+}
+
+// Allowed reports whether method is in ALLOWED_METHODS.
+func (c *Config) Allowed(method string) bool {
+	for _, m := range c.AllowedMethods {
+		if m == method {
+			return true
+		}
+	}
+	return false
+}
+
+// parseMethods accepts the Helm values' JSON list or a comma-separated list.
+func parseMethods(v string) ([]string, error) {
+	if v == "" {
+		return append([]string(nil), AllMethods...), nil
+	}
+	var list []string
+	if strings.HasPrefix(v, "[") {
+		if err := json.Unmarshal([]byte(v), &list); err != nil {
+			return nil, fmt.Errorf("ALLOWED_METHODS: not a JSON list of strings: %w", err)
+		}
+	} else {
+		for _, m := range strings.Split(v, ",") {
+			list = append(list, strings.TrimSpace(m))
+		}
+	}
+	seen := map[string]bool{}
+	out := list[:0]
+	for _, m := range list {
+		known := false
+		for _, k := range AllMethods {
+			known = known || k == m
+		}
+		if !known {
+			return nil, fmt.Errorf("ALLOWED_METHODS: unknown method %q (known: %s)", m, strings.Join(AllMethods, ", "))
+		}
+		if !seen[m] {
+			seen[m] = true
+			out = append(out, m)
+		}
+	}
+	return out, nil
+}
+
+// parseLevel accepts the earlier service's Python level names in any case.
+func parseLevel(v string) (slog.Level, error) {
+	switch strings.ToUpper(v) {
+	case "DEBUG":
+		return slog.LevelDebug, nil
+	case "INFO":
+		return slog.LevelInfo, nil
+	case "WARNING", "WARN":
+		return slog.LevelWarn, nil
+	case "ERROR", "CRITICAL":
+		return slog.LevelError, nil
+	}
+	return 0, fmt.Errorf("LOGGING_LEVEL: %q is not one of DEBUG, INFO, WARNING, ERROR", v)
+}
+
+func parseOwner(v string) (Owner, error) {
+	switch strings.ToLower(v) {
+	case "none":
+		return Owner{Mode: "none"}, nil
+	case "user":
+		return Owner{Mode: "user"}, nil
+	}
+	u, g, ok := strings.Cut(v, ":")
+	uid, err1 := strconv.Atoi(u)
+	gid, err2 := strconv.Atoi(g)
+	if !ok || err1 != nil || err2 != nil || uid < 0 || gid < 0 {
+		return Owner{}, fmt.Errorf("STAGED_OWNER: %q is not none, user or <uid>:<gid>", v)
+	}
+	return Owner{Mode: "ids", UID: uid, GID: gid}, nil
+}
+
+func intVar(name, v string, lo, hi int) (int, error) {
+	n, err := strconv.Atoi(v)
+	if err != nil || n < lo || n > hi {
+		return 0, fmt.Errorf("%s: %q is not a number from %d to %d", name, v, lo, hi)
+	}
+	return n, nil
+}
+
+func modeVar(name, v string) (os.FileMode, error) {
+	n, err := strconv.ParseUint(v, 8, 32)
+	if err != nil || n > 0o777 {
+		return 0, fmt.Errorf("%s: %q is not an octal permission such as 0400", name, v)
+	}
+	return os.FileMode(n), nil
+}
+
+func boolVar(name, v string) (bool, error) {
+	b, err := strconv.ParseBool(v)
+	if err != nil {
+		return false, fmt.Errorf("%s: %q is not true or false", name, v)
+	}
+	return b, nil
+}

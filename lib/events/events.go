@@ -1,0 +1,170 @@
+// Package events is the CloudEvents door shared by the functions: it turns
+// an org.skao.staging.request event (binary or structured mode, the way a
+// Knative Trigger delivers) into a staging request and answers with an
+// org.skao.staging.completed reply event, or a 4xx/5xx with a detail so a
+// broker retries only what is worth retrying.
+package events
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+
+	cloudevents "github.com/cloudevents/sdk-go/v2"
+	"github.com/cloudevents/sdk-go/v2/binding"
+	cehttp "github.com/cloudevents/sdk-go/v2/protocol/http"
+
+	staging "github.com/ska-telescope/skao-staging-service/lib"
+	"github.com/ska-telescope/skao-staging-service/lib/httpx"
+)
+
+// Event types and the extension attribute Triggers filter on.
+const (
+	TypeRequest   = "org.skao.staging.request"
+	TypeCompleted = "org.skao.staging.completed"
+	TypeFailed    = "org.skao.staging.failed"
+	ExtMethod     = "stagingmethod"
+)
+
+// RequestData is the data of a request event.
+type RequestData struct {
+	Method             string `json:"method"`
+	Username           string `json:"username"`
+	LocalPathOnStorage string `json:"local_path_on_storage"`
+	RelativePath       string `json:"relative_path"`
+	JupyterToken       string `json:"jupyter_token,omitempty"`
+	// OperationID is set when the event carries an async request whose
+	// pending operation it completes.
+	OperationID string `json:"operation_id,omitempty"`
+}
+
+// ReplyData is the data of a completed (or failed) event.
+type ReplyData struct {
+	ID           string `json:"id"`
+	Status       string `json:"status"`
+	Message      string `json:"message,omitempty"`
+	Detail       string `json:"detail,omitempty"`
+	Method       string `json:"method"`
+	Username     string `json:"username"`
+	RelativePath string `json:"relative_path"`
+}
+
+// Receiver answers request events by staging them.
+type Receiver struct {
+	Service *staging.Service
+	Source  string // the CloudEvents source of replies, e.g. /skao/staging/stage
+	Logger  *slog.Logger
+}
+
+func (rc *Receiver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	r.Body = http.MaxBytesReader(w, r.Body, httpx.MaxBody)
+	ev, err := cehttp.NewEventFromHTTPRequest(r)
+	if err != nil {
+		status := http.StatusUnprocessableEntity
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			status = http.StatusRequestEntityTooLarge
+		}
+		httpx.Error(w, staging.Wrap(status, "Not a valid CloudEvent: "+err.Error(), err))
+		return
+	}
+	req, err := Decode(ev)
+	if err != nil {
+		httpx.Error(w, err)
+		return
+	}
+	if req.Method == "direct_download" {
+		httpx.Error(w, staging.Errorf(http.StatusUnprocessableEntity, "direct_download streams to a client and cannot be requested by an event"))
+		return
+	}
+	out, err := rc.Service.Stage(r.Context(), *req)
+	if err != nil {
+		httpx.Error(w, err)
+		return
+	}
+	reply := Reply(rc.Source, out.Operation, nil)
+	if err := cehttp.WriteResponseWriter(r.Context(), binding.ToMessage(&reply), http.StatusOK, w); err != nil {
+		rc.Logger.Error("write reply event", "operation", out.Operation.ID, "error", err)
+	}
+}
+
+// Decode checks a request event and turns it into a staging request keyed
+// by the event's source and id.
+func Decode(ev *cloudevents.Event) (*staging.Request, error) {
+	if ev.Type() != TypeRequest {
+		return nil, staging.Errorf(http.StatusBadRequest, "Unsupported event type %q: want %s", ev.Type(), TypeRequest)
+	}
+	var d RequestData
+	if err := ev.DataAs(&d); err != nil {
+		return nil, staging.Wrap(http.StatusUnprocessableEntity, "Malformed event data: "+err.Error(), err)
+	}
+	if d.Method == "" {
+		return nil, staging.Errorf(http.StatusUnprocessableEntity, "method is required in the event data")
+	}
+	if ext, ok := ev.Extensions()[ExtMethod]; ok && fmt.Sprint(ext) != d.Method {
+		return nil, staging.Errorf(http.StatusUnprocessableEntity, "Extension %s=%v does not match method %s", ExtMethod, ext, d.Method)
+	}
+	req := &staging.Request{Method: d.Method, Username: d.Username, Source: d.LocalPathOnStorage,
+		Target: d.RelativePath, JupyterToken: d.JupyterToken, OperationID: d.OperationID}
+	if d.OperationID == "" {
+		req.EventKey = staging.EventKey(ev.Source(), ev.ID())
+	}
+	return req, nil
+}
+
+// Reply is the event that reports an operation's outcome. Its id is derived
+// from the operation, so a replayed outcome is the same event.
+func Reply(source string, op *staging.Operation, err error) cloudevents.Event {
+	ev := cloudevents.NewEvent()
+	ev.SetID(op.ID + "/" + string(op.Status))
+	ev.SetSource(source)
+	ev.SetSubject(op.ID)
+	ev.SetType(TypeCompleted)
+	data := ReplyData{ID: op.ID, Status: string(op.Status), Message: op.Message,
+		Method: op.Method, Username: op.Username, RelativePath: op.RelativePath}
+	if op.Status == staging.StatusFailed {
+		ev.SetType(TypeFailed)
+		data.Detail = op.ErrorReason
+	}
+	ev.SetData(cloudevents.ApplicationJSON, data)
+	return ev
+}
+
+// NewRequest is the event that hands a pending operation to whatever
+// receives K_SINK's events (async staging).
+func NewRequest(source string, op *staging.Operation, req staging.Request) cloudevents.Event {
+	ev := cloudevents.NewEvent()
+	ev.SetID(op.ID)
+	ev.SetSource(source)
+	ev.SetType(TypeRequest)
+	ev.SetExtension(ExtMethod, req.Method)
+	ev.SetData(cloudevents.ApplicationJSON, RequestData{Method: req.Method, Username: req.Username,
+		LocalPathOnStorage: req.Source, RelativePath: req.Target, JupyterToken: req.JupyterToken, OperationID: op.ID})
+	return ev
+}
+
+// Sender sends events to a sink URL (K_SINK).
+type Sender struct {
+	client cloudevents.Client
+	sink   string
+}
+
+// NewSender returns a Sender for sink.
+func NewSender(sink string) (*Sender, error) {
+	c, err := cloudevents.NewClientHTTP()
+	if err != nil {
+		return nil, fmt.Errorf("cloudevents client: %w", err)
+	}
+	return &Sender{client: c, sink: sink}, nil
+}
+
+// Send delivers ev and reports an error unless the sink acknowledged it.
+func (s *Sender) Send(ctx context.Context, ev cloudevents.Event) error {
+	res := s.client.Send(cloudevents.ContextWithTarget(ctx, s.sink), ev)
+	if !cloudevents.IsACK(res) {
+		return fmt.Errorf("send %s to %s: %w", ev.Type(), s.sink, res)
+	}
+	return nil
+}

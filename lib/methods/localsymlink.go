@@ -1,0 +1,75 @@
+package methods
+
+import (
+	"context"
+	"errors"
+	"io/fs"
+	"path/filepath"
+
+	staging "github.com/ska-telescope/skao-staging-service/lib"
+	"github.com/ska-telescope/skao-staging-service/lib/storage"
+)
+
+// LocalSymlink puts a symlink to the source in the user's area. It never
+// touches the source itself: not its mode, not its owner.
+type LocalSymlink struct {
+	Storage *storage.Storage
+	Options Options
+}
+
+func (LocalSymlink) Name() string { return "local_symlink" }
+
+func (m LocalSymlink) Prepare(ctx context.Context, req *staging.Request) (*staging.Plan, error) {
+	src, err := m.Storage.Source(req.Source)
+	if err != nil {
+		return nil, err
+	}
+	rel, err := storage.TargetRel(req.Target)
+	if err != nil {
+		return nil, err
+	}
+	uid, gid, err := m.Options.owner(req.Username)
+	if err != nil {
+		return nil, err
+	}
+	// The link points where pods see the source, which SYMLINK_TARGET_ROOT
+	// names when it is mounted elsewhere than in this function.
+	root := m.Storage.SourcePath
+	if m.Options.SymlinkTargetRoot != "" {
+		root = m.Options.SymlinkTargetRoot
+	}
+	link := filepath.Join(root, src.Rel)
+	run := func(ctx context.Context, job *staging.Job) (*staging.Result, error) {
+		t, err := openTarget(m.Storage, req.Username, rel)
+		if err != nil {
+			return nil, err
+		}
+		defer t.Close()
+		for attempt := 0; ; attempt++ {
+			if existing, err := t.dir.Readlink(t.name); err == nil {
+				if existing == link {
+					return &staging.Result{Message: alreadyAvailable(t.path)}, nil
+				}
+				return nil, conflict(t.path)
+			} else if _, lerr := t.dir.Lstat(t.name); lerr == nil {
+				return nil, conflict(t.path)
+			}
+			err := t.dir.Symlink(link, t.name)
+			if errors.Is(err, fs.ErrExist) && attempt == 0 {
+				continue // made by someone else just now: look again
+			}
+			if err != nil {
+				return nil, targetError(err, t.rel)
+			}
+			break
+		}
+		if uid >= 0 {
+			if err := t.dir.Lchown(t.name, uid, gid); err != nil {
+				t.dir.Remove(t.name)
+				return nil, targetError(err, t.rel)
+			}
+		}
+		return &staging.Result{Message: staged(req.Username, m.Name())}, nil
+	}
+	return &staging.Plan{Lock: staging.LockKey(req.Username, rel), Source: src.Path, Run: run}, nil
+}

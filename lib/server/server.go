@@ -1,0 +1,120 @@
+// Package server runs a function's HTTP handler the way Knative's runtime
+// contract expects: it listens on $PORT, answers /healthz and /readyz,
+// fails readiness and drains in-flight requests on SIGTERM, then runs the
+// function's own shutdown (waiting for async work, closing the store).
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"knative.dev/pkg/network/handlers"
+	"knative.dev/pkg/signals"
+
+	"github.com/ska-telescope/skao-staging-service/lib/httpx"
+)
+
+// Options describe one function's server.
+type Options struct {
+	Port    int
+	Handler http.Handler
+	// Ready checks the function's dependencies (the database) for /readyz.
+	Ready func(ctx context.Context) error
+	// Shutdown runs after in-flight requests have finished.
+	Shutdown func(ctx context.Context)
+	Logger   *slog.Logger
+	// DrainTimeout bounds how long in-flight requests may take after SIGTERM
+	// (Knative's revision timeout is the natural value).
+	DrainTimeout time.Duration
+	// Listening, when set, is called with the bound address once the server
+	// accepts connections.
+	Listening func(addr net.Addr)
+}
+
+// Run serves until SIGTERM or SIGINT, then drains. It returns when done.
+func Run(o Options) error { return RunContext(signals.NewContext(), o) }
+
+// RunContext is Run with the stop signal given as a context.
+func RunContext(ctx context.Context, o Options) error {
+	if o.DrainTimeout == 0 {
+		o.DrainTimeout = 5 * time.Minute
+	}
+	var draining atomic.Bool
+	ready := func(w http.ResponseWriter, r *http.Request) {
+		if draining.Load() {
+			httpx.JSON(w, http.StatusServiceUnavailable, httpx.Detail{Detail: "shutting down"})
+			return
+		}
+		if o.Ready != nil {
+			cctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+			defer cancel()
+			if err := o.Ready(cctx); err != nil {
+				httpx.JSON(w, http.StatusServiceUnavailable, httpx.Detail{Detail: "not ready: " + err.Error()})
+				return
+			}
+		}
+		httpx.JSON(w, http.StatusOK, map[string]string{"status": "ready"})
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		httpx.JSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	})
+	mux.HandleFunc("GET /readyz", ready)
+	mux.Handle("/", o.Handler)
+	// Knative's drainer answers kubelet and Knative probes, and turns them
+	// to 503 once draining starts, whatever path they use.
+	drainer := &handlers.Drainer{Inner: mux, HealthCheck: ready, QuietPeriod: 200 * time.Millisecond}
+
+	srv := &http.Server{
+		Handler:           drainer,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       2 * time.Minute, // bodies are small; a trickled one must not hold a worker
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(o.Logger.Handler(), slog.LevelWarn),
+		BaseContext:       func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
+	}
+	ln, err := net.Listen("tcp", ":"+strconv.Itoa(o.Port))
+	if err != nil {
+		return fmt.Errorf("listen on port %d: %w", o.Port, err)
+	}
+	if o.Listening != nil {
+		o.Listening(ln.Addr())
+	}
+	o.Logger.Info("listening", "addr", ln.Addr().String())
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+
+	select {
+	case err := <-errc:
+		return fmt.Errorf("serve: %w", err)
+	case <-ctx.Done():
+	}
+	o.Logger.Info("draining")
+	draining.Store(true)
+	// Drain waits for a quiet period without requests; under steady load
+	// that may never come, so it is bounded and Shutdown does the rest.
+	drained := make(chan struct{})
+	go func() { drainer.Drain(); close(drained) }()
+	select {
+	case <-drained:
+	case <-time.After(2 * time.Second):
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), o.DrainTimeout)
+	defer cancel()
+	err = srv.Shutdown(sctx)
+	if o.Shutdown != nil {
+		o.Shutdown(sctx)
+	}
+	if err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("drain: %w", err)
+	}
+	o.Logger.Info("stopped")
+	return nil
+}

@@ -1,0 +1,193 @@
+// Package storage resolves user-supplied paths under the two storage roots,
+// the site's source storage and the users' areas, through os.Root, so no path
+// ('..', absolute, or a symlink) can reach outside them.
+package storage
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"net/http"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"syscall"
+
+	staging "github.com/ska-telescope/skao-staging-service/lib"
+)
+
+// Storage holds the source root and the root of all user areas.
+type Storage struct {
+	SourcePath string // SOURCE_STORAGE_PATH, absolute
+	TargetPath string // TARGET_STORAGE_PATH, absolute
+	sourceReal string // SourcePath with symlinks evaluated
+	source     *os.Root
+	target     *os.Root
+}
+
+// Open opens both roots. The source must exist; the target is created.
+func Open(sourcePath, targetPath string) (*Storage, error) {
+	src, err := os.OpenRoot(sourcePath)
+	if err != nil {
+		return nil, fmt.Errorf("open source storage: %w", err)
+	}
+	if err := os.MkdirAll(targetPath, 0o755); err != nil {
+		src.Close()
+		return nil, fmt.Errorf("create target storage: %w", err)
+	}
+	dst, err := os.OpenRoot(targetPath)
+	if err != nil {
+		src.Close()
+		return nil, fmt.Errorf("open target storage: %w", err)
+	}
+	real, err := filepath.EvalSymlinks(sourcePath)
+	if err != nil {
+		real = sourcePath
+	}
+	return &Storage{SourcePath: filepath.Clean(sourcePath), TargetPath: filepath.Clean(targetPath),
+		sourceReal: real, source: src, target: dst}, nil
+}
+
+// Close closes both roots.
+func (s *Storage) Close() error {
+	return errors.Join(s.source.Close(), s.target.Close())
+}
+
+// SourceRoot is the traversal-safe root of the source storage.
+func (s *Storage) SourceRoot() *os.Root { return s.source }
+
+// Source is a resolved source path.
+type Source struct {
+	Rel  string      // relative to the source root, "." for the root itself
+	Path string      // absolute path as the service sees it
+	Info fs.FileInfo // of what the path names, links inside the root followed
+}
+
+// Source resolves local_path_on_storage, absolute (then under the source
+// root) or relative to it. Escapes are 403, missing paths 400.
+func (s *Storage) Source(p string) (*Source, error) {
+	rel, err := s.sourceRel(p)
+	if err != nil {
+		return nil, err
+	}
+	info, err := s.source.Stat(rel)
+	if err != nil {
+		return nil, classify(err, "Source path does not exist: "+p, "Source path is outside the source storage: "+p)
+	}
+	return &Source{Rel: rel, Path: filepath.Join(s.SourcePath, rel), Info: info}, nil
+}
+
+func (s *Storage) sourceRel(p string) (string, error) {
+	if p == "" {
+		return "", staging.Errorf(http.StatusUnprocessableEntity, "local_path_on_storage is required")
+	}
+	if strings.ContainsRune(p, 0) {
+		return "", staging.Errorf(http.StatusBadRequest, "Source path contains a NUL byte")
+	}
+	if filepath.IsAbs(p) {
+		clean := filepath.Clean(p)
+		for _, root := range []string{s.SourcePath, s.sourceReal} {
+			if rel, err := filepath.Rel(root, clean); err == nil && filepath.IsLocal(rel) || rel == "." {
+				return rel, nil
+			}
+		}
+		return "", staging.Errorf(http.StatusForbidden, "Source path is outside the source storage: %s", p)
+	}
+	if !filepath.IsLocal(p) {
+		if filepath.Clean(p) == "." {
+			return ".", nil
+		}
+		return "", staging.Errorf(http.StatusForbidden, "Source path is outside the source storage: %s", p)
+	}
+	return filepath.Clean(p), nil
+}
+
+// TargetRel validates relative_path: a local path inside the user area, not
+// the area itself.
+func TargetRel(p string) (string, error) {
+	if p == "" {
+		return "", staging.Errorf(http.StatusUnprocessableEntity, "relative_path is required")
+	}
+	if strings.ContainsRune(p, 0) {
+		return "", staging.Errorf(http.StatusBadRequest, "Target path contains a NUL byte")
+	}
+	if !filepath.IsLocal(p) {
+		return "", staging.Errorf(http.StatusForbidden, "Target path is outside the user area: %s", p)
+	}
+	rel := filepath.Clean(p)
+	if IsTemp(filepath.Base(rel)) {
+		return "", staging.Errorf(http.StatusBadRequest, "Target name is reserved for temporary files: %s", p)
+	}
+	return rel, nil
+}
+
+// UserArea opens the user's area TARGET_STORAGE_PATH/<username>, creating it.
+// The username must already be validated.
+func (s *Storage) UserArea(username string) (*os.Root, error) {
+	if !filepath.IsLocal(username) || strings.ContainsRune(username, '/') {
+		return nil, staging.Errorf(http.StatusUnprocessableEntity, "Invalid username: %s", username)
+	}
+	if err := s.target.Mkdir(username, 0o755); err != nil && !errors.Is(err, fs.ErrExist) {
+		return nil, classify(err, "User area cannot be created", "User area is outside the target storage")
+	}
+	root, err := s.target.OpenRoot(username)
+	if err != nil {
+		return nil, classify(err, "User area cannot be opened", "User area is outside the target storage")
+	}
+	return root, nil
+}
+
+// UserAreaPath is the absolute path of a user's area.
+func (s *Storage) UserAreaPath(username string) string {
+	return filepath.Join(s.TargetPath, username)
+}
+
+// TargetRoot is the traversal-safe root of all user areas.
+func (s *Storage) TargetRoot() *os.Root { return s.target }
+
+// classify turns an os.Root error into a 400 (missing), 403 (escape) or 500.
+func classify(err error, missing, escape string) error {
+	switch {
+	case IsEscape(err):
+		return staging.Wrap(http.StatusForbidden, escape, err)
+	case errors.Is(err, fs.ErrNotExist), errors.Is(err, syscall.ENOTDIR):
+		return staging.Wrap(http.StatusBadRequest, missing, err)
+	case errors.Is(err, fs.ErrPermission):
+		return staging.Wrap(http.StatusForbidden, "Permission denied", err)
+	}
+	return staging.Wrap(http.StatusInternalServerError, "Storage error", err)
+}
+
+// IsEscape reports whether err is os.Root refusing a path that leaves the
+// root (through '..' or a symlink). The os package does not export that
+// error, so it is recognised by its text; a test pins the behaviour.
+func IsEscape(err error) bool {
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		return pe.Err != nil && pe.Err.Error() == "path escapes from parent"
+	}
+	var le *os.LinkError
+	if errors.As(err, &le) {
+		return le.Err != nil && le.Err.Error() == "path escapes from parent"
+	}
+	return false
+}
+
+// Temporary files and directories are named ".skao-staging-<operation id>.tmp"
+// in the target folder, so a sweep can find them and tell whose they are.
+var tempPattern = regexp.MustCompile(`^\.skao-staging-([0-9a-f-]{36})\.tmp$`)
+
+// TempName is the temporary name for an operation's output.
+func TempName(operationID string) string { return ".skao-staging-" + operationID + ".tmp" }
+
+// IsTemp reports whether name is a temporary name.
+func IsTemp(name string) bool { return tempPattern.MatchString(name) }
+
+// TempOperation returns the operation id in a temporary name, or "".
+func TempOperation(name string) string {
+	if m := tempPattern.FindStringSubmatch(name); m != nil {
+		return m[1]
+	}
+	return ""
+}
