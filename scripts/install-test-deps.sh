@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Installs, as root from Debian's packages, the real servers the tests start:
+# MariaDB. Does nothing for what is already there.
+set -euo pipefail
+need=()
+command -v mariadbd >/dev/null 2>&1 || need+=(mariadb-server)
+if [ ${#need[@]} -gt 0 ]; then
+	if [ "$(id -u)" != 0 ]; then
+		echo "missing ${need[*]}: run as root, or install them" >&2
+		exit 1
+	fi
+	export DEBIAN_FRONTEND=noninteractive
+	apt-get update -qq
+	apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Starts the service locally. Every variable set in the environment wins;
+# only unset ones get these defaults. Sample data is seeded into the default
+# source storage so a new user can stage at once.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+data="$PWD/.data"
+export PORT="${PORT:-8000}"
+export SOURCE_STORAGE_PATH="${SOURCE_STORAGE_PATH:-$data/source}"
+export TARGET_STORAGE_PATH="${TARGET_STORAGE_PATH:-$data/user_areas}"
+export DATABASE_URL="${DATABASE_URL:-sqlite://$data/staging.db}"
+export ENABLE_FILE_CREATOR="${ENABLE_FILE_CREATOR:-true}"
+export LOGGING_LEVEL="${LOGGING_LEVEL:-INFO}"
+
+if [ ! -e "$SOURCE_STORAGE_PATH/samples" ] && [ "$SOURCE_STORAGE_PATH" = "$data/source" ]; then
+	mkdir -p "$SOURCE_STORAGE_PATH/samples/observation-001/calibration"
+	printf 'Hello from the SKAO Staging Service sample data.\n' >"$SOURCE_STORAGE_PATH/samples/hello.txt"
+	head -c 1048576 /dev/urandom >"$SOURCE_STORAGE_PATH/samples/random-1MiB.bin"
+	for i in 1 2 3; do
+		printf 'visibility block %s\n' "$i" >"$SOURCE_STORAGE_PATH/samples/observation-001/block-$i.txt"
+	done
+	printf 'gain table\n' >"$SOURCE_STORAGE_PATH/samples/observation-001/calibration/gains.txt"
+fi
+mkdir -p "$SOURCE_STORAGE_PATH" "$TARGET_STORAGE_PATH"
+
+echo "SKAO Staging Service on http://127.0.0.1:$PORT (source $SOURCE_STORAGE_PATH, user areas $TARGET_STORAGE_PATH)"
+exec ./bin/stage
