@@ -83,9 +83,9 @@ type Store interface {
 	// Finish writes the outcome (Status, Message, ErrorReason, Code, Bytes,
 	// BytesDone, FinishedAt) and releases the target lock.
 	Finish(ctx context.Context, op *Operation) error
-	// Abandon marks running or pending operations whose heartbeat is older
-	// than before as failed with reason and releases their locks; id "" means
-	// all such operations. It returns how many it marked.
+	// Abandon marks running operations whose heartbeat is older than before
+	// as failed with reason and releases their locks; id "" means all such
+	// operations. It returns how many it marked.
 	Abandon(ctx context.Context, id string, before time.Time, reason string) (int64, error)
 	// List returns operations matching f, newest first.
 	List(ctx context.Context, f Filter) ([]Operation, error)

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // AllMethods are the staging methods the service knows, in the order the
@@ -28,22 +29,23 @@ type Owner struct {
 // Config is every setting a function reads. Fields are filled from the
 // variables named in their comments.
 type Config struct {
-	Port               int         // PORT, default 8080 (Knative's)
-	SourceStoragePath  string      // SOURCE_STORAGE_PATH, required
-	TargetStoragePath  string      // TARGET_STORAGE_PATH, required
-	AllowedMethods     []string    // ALLOWED_METHODS: JSON list or comma-separated
-	LogLevel           slog.Level  // LOGGING_LEVEL: DEBUG, INFO, WARNING, ERROR
-	DatabaseURL        string      // DATABASE_URL, default sqlite under ./.data
-	Sink               string      // K_SINK, set by a Knative SinkBinding
-	JupyterHubURL      string      // JUPYTERHUB_URL
-	RucioBaseURL       string      // RUCIO_BASE_URL
-	StagedOwner        Owner       // STAGED_OWNER: none, user or <uid>:<gid>
-	SymlinkTargetRoot  string      // SYMLINK_TARGET_ROOT: the source root as pods see it
-	EnableFileCreator  bool        // ENABLE_FILE_CREATOR
-	StagedFileMode     os.FileMode // STAGED_FILE_MODE, octal, default 0400
-	StagedDirMode      os.FileMode // STAGED_DIR_MODE, octal, default 0500
-	CopyWorkers        int         // COPY_WORKERS, parallel file copies per directory, default 8
-	JupyterFunctionURL string      // JUPYTER_FUNCTION_URL: where the stage function hands jupyter_copy
+	Port               int           // PORT, default 8080 (Knative's)
+	SourceStoragePath  string        // SOURCE_STORAGE_PATH, required
+	TargetStoragePath  string        // TARGET_STORAGE_PATH, required
+	AllowedMethods     []string      // ALLOWED_METHODS: JSON list or comma-separated
+	LogLevel           slog.Level    // LOGGING_LEVEL: DEBUG, INFO, WARNING, ERROR
+	DatabaseURL        string        // DATABASE_URL, default sqlite under ./.data
+	Sink               string        // K_SINK, set by a Knative SinkBinding
+	JupyterHubURL      string        // JUPYTERHUB_URL
+	RucioBaseURL       string        // RUCIO_BASE_URL
+	StagedOwner        Owner         // STAGED_OWNER: none, user or <uid>:<gid>
+	SymlinkTargetRoot  string        // SYMLINK_TARGET_ROOT: the source root as pods see it
+	EnableFileCreator  bool          // ENABLE_FILE_CREATOR
+	StagedFileMode     os.FileMode   // STAGED_FILE_MODE, octal, default 0400
+	StagedDirMode      os.FileMode   // STAGED_DIR_MODE, octal, default 0500
+	CopyWorkers        int           // COPY_WORKERS, parallel file copies per directory, default 8
+	JupyterFunctionURL string        // JUPYTER_FUNCTION_URL: where the stage function hands jupyter_copy
+	OperationLease     time.Duration // OPERATION_LEASE: how long a running operation may miss its heartbeat, default 15s
 }
 
 // DefaultDatabaseURL is the embedded SQLite used when DATABASE_URL is unset.
@@ -77,6 +79,9 @@ func Load(lookup func(string) (string, bool)) (*Config, error) {
 	}
 	if c.CopyWorkers, err = intVar("COPY_WORKERS", get("COPY_WORKERS", "8"), 1, 256); err != nil {
 		return nil, err
+	}
+	if c.OperationLease, err = time.ParseDuration(get("OPERATION_LEASE", "15s")); err != nil || c.OperationLease < 100*time.Millisecond {
+		return nil, fmt.Errorf("OPERATION_LEASE: %q is not a duration of at least 100ms, such as 15s", get("OPERATION_LEASE", ""))
 	}
 	for _, p := range []struct {
 		name string

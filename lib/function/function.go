@@ -51,7 +51,7 @@ func Setup(ctx context.Context, name string) (*Function, error) {
 	}
 	f := &Function{Name: name, Config: cfg, Logger: logger, Storage: st, Store: db,
 		Options: methods.OptionsFrom(cfg)}
-	f.Service = &staging.Service{Store: db, Allowed: cfg.Allowed, Logger: logger}
+	f.Service = &staging.Service{Store: db, Allowed: cfg.Allowed, Logger: logger, Lease: cfg.OperationLease}
 	return f, nil
 }
 

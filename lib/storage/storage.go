@@ -160,16 +160,14 @@ func classify(err error, missing, escape string) error {
 }
 
 // IsEscape reports whether err is os.Root refusing a path that leaves the
-// root (through '..' or a symlink). The os package does not export that
-// error, so it is recognised by its text; a test pins the behaviour.
+// root (through '..' or a symlink), however deeply it is wrapped. The os
+// package does not export that error, so it is recognised by its text; a
+// test pins the behaviour.
 func IsEscape(err error) bool {
-	var pe *fs.PathError
-	if errors.As(err, &pe) {
-		return pe.Err != nil && pe.Err.Error() == "path escapes from parent"
-	}
-	var le *os.LinkError
-	if errors.As(err, &le) {
-		return le.Err != nil && le.Err.Error() == "path escapes from parent"
+	for e := err; e != nil; e = errors.Unwrap(e) {
+		if e.Error() == "path escapes from parent" {
+			return true
+		}
 	}
 	return false
 }

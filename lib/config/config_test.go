@@ -1,0 +1,263 @@
+package config
+
+import (
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+)
+
+// env is a map-backed lookup for Load.
+type env map[string]string
+
+func (e env) lookup(name string) (string, bool) {
+	v, ok := e[name]
+	return v, ok
+}
+
+// base is the smallest valid environment; cases add to or override it.
+func base(extra env) env {
+	e := env{"SOURCE_STORAGE_PATH": "/data/source", "TARGET_STORAGE_PATH": "/data/target"}
+	for k, v := range extra {
+		e[k] = v
+	}
+	return e
+}
+
+func TestLoadDefaults(t *testing.T) {
+	c, err := Load(base(nil).lookup)
+	if err != nil {
+		t.Fatalf("Load: %v", err)
+	}
+	if c.Port != 8080 {
+		t.Errorf("Port = %d, want 8080", c.Port)
+	}
+	if want := []string{"local_copy", "local_symlink", "direct_download", "jupyter_copy"}; !slices.Equal(c.AllowedMethods, want) {
+		t.Errorf("AllowedMethods = %q, want %q", c.AllowedMethods, want)
+	}
+	for _, m := range AllMethods {
+		if !c.Allowed(m) {
+			t.Errorf("Allowed(%q) = false by default", m)
+		}
+	}
+	if c.Allowed("rucio_copy") {
+		t.Error("Allowed(rucio_copy) = true, want false")
+	}
+	if c.DatabaseURL != DefaultDatabaseURL || !strings.HasPrefix(c.DatabaseURL, "sqlite://") {
+		t.Errorf("DatabaseURL = %q, want %q", c.DatabaseURL, DefaultDatabaseURL)
+	}
+	if c.StagedFileMode != 0o400 {
+		t.Errorf("StagedFileMode = %o, want 400", c.StagedFileMode)
+	}
+	if c.StagedDirMode != 0o500 {
+		t.Errorf("StagedDirMode = %o, want 500", c.StagedDirMode)
+	}
+	if c.StagedOwner != (Owner{Mode: "none"}) {
+		t.Errorf("StagedOwner = %+v, want none", c.StagedOwner)
+	}
+	if c.LogLevel != slog.LevelInfo {
+		t.Errorf("LogLevel = %v, want INFO", c.LogLevel)
+	}
+	if c.CopyWorkers != 8 {
+		t.Errorf("CopyWorkers = %d, want 8", c.CopyWorkers)
+	}
+	if c.EnableFileCreator {
+		t.Error("EnableFileCreator = true by default")
+	}
+	if c.Sink != "" || c.SymlinkTargetRoot != "" {
+		t.Errorf("Sink = %q, SymlinkTargetRoot = %q, want both empty", c.Sink, c.SymlinkTargetRoot)
+	}
+	if c.SourceStoragePath != "/data/source" || c.TargetStoragePath != "/data/target" {
+		t.Errorf("storage paths = %q, %q", c.SourceStoragePath, c.TargetStoragePath)
+	}
+}
+
+func TestLoadRelativeStoragePathsAreMadeAbsolute(t *testing.T) {
+	c, err := Load(env{"SOURCE_STORAGE_PATH": "src", "TARGET_STORAGE_PATH": " ./dst "}.lookup)
+	if err != nil {
+		t.Fatalf("Load: %v", err)
+	}
+	wd, err := os.Getwd()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := filepath.Join(wd, "src"); c.SourceStoragePath != want {
+		t.Errorf("SourceStoragePath = %q, want %q", c.SourceStoragePath, want)
+	}
+	if want := filepath.Join(wd, "dst"); c.TargetStoragePath != want {
+		t.Errorf("TargetStoragePath = %q, want %q", c.TargetStoragePath, want)
+	}
+}
+
+func TestLoadAllowedMethods(t *testing.T) {
+	for _, tc := range []struct {
+		name, value string
+		want        []string
+	}{
+		{"helm JSON list", `["local_copy","local_symlink"]`, []string{"local_copy", "local_symlink"}},
+		{"JSON list with spaces", `[ "direct_download" , "local_copy" ]`, []string{"direct_download", "local_copy"}},
+		{"comma-separated", "local_copy,direct_download", []string{"local_copy", "direct_download"}},
+		{"comma-separated with spaces", " local_symlink , jupyter_copy ", []string{"local_symlink", "jupyter_copy"}},
+		{"duplicates dropped", "local_copy,local_copy", []string{"local_copy"}},
+		{"single", "local_symlink", []string{"local_symlink"}},
+		{"empty means all", "", AllMethods},
+		{"blank means all", "   ", AllMethods},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := Load(base(env{"ALLOWED_METHODS": tc.value}).lookup)
+			if err != nil {
+				t.Fatalf("Load: %v", err)
+			}
+			if !slices.Equal(c.AllowedMethods, tc.want) {
+				t.Errorf("AllowedMethods = %q, want %q", c.AllowedMethods, tc.want)
+			}
+			for _, m := range AllMethods {
+				if got, want := c.Allowed(m), slices.Contains(tc.want, m); got != want {
+					t.Errorf("Allowed(%q) = %v, want %v", m, got, want)
+				}
+			}
+		})
+	}
+}
+
+func TestLoadLoggingLevel(t *testing.T) {
+	for _, tc := range []struct {
+		value string
+		want  slog.Level
+	}{
+		{"DEBUG", slog.LevelDebug},
+		{"Debug", slog.LevelDebug},
+		{"debug", slog.LevelDebug},
+		{"INFO", slog.LevelInfo},
+		{"info", slog.LevelInfo},
+		{"WARNING", slog.LevelWarn},
+		{"warning", slog.LevelWarn},
+		{"Warn", slog.LevelWarn},
+		{"ERROR", slog.LevelError},
+		{"error", slog.LevelError},
+		{"CRITICAL", slog.LevelError},
+		{"", slog.LevelInfo},
+	} {
+		t.Run(tc.value, func(t *testing.T) {
+			c, err := Load(base(env{"LOGGING_LEVEL": tc.value}).lookup)
+			if err != nil {
+				t.Fatalf("Load: %v", err)
+			}
+			if c.LogLevel != tc.want {
+				t.Errorf("LogLevel = %v, want %v", c.LogLevel, tc.want)
+			}
+		})
+	}
+}
+
+func TestLoadStagedOwner(t *testing.T) {
+	for _, tc := range []struct {
+		value string
+		want  Owner
+	}{
+		{"none", Owner{Mode: "none"}},
+		{"NONE", Owner{Mode: "none"}},
+		{"user", Owner{Mode: "user"}},
+		{"User", Owner{Mode: "user"}},
+		{"1000:1000", Owner{Mode: "ids", UID: 1000, GID: 1000}},
+		{"0:0", Owner{Mode: "ids", UID: 0, GID: 0}},
+		{"1234:5678", Owner{Mode: "ids", UID: 1234, GID: 5678}},
+	} {
+		t.Run(tc.value, func(t *testing.T) {
+			c, err := Load(base(env{"STAGED_OWNER": tc.value}).lookup)
+			if err != nil {
+				t.Fatalf("Load: %v", err)
+			}
+			if c.StagedOwner != tc.want {
+				t.Errorf("StagedOwner = %+v, want %+v", c.StagedOwner, tc.want)
+			}
+		})
+	}
+}
+
+func TestLoadOtherValues(t *testing.T) {
+	c, err := Load(base(env{
+		"PORT": "9090", "COPY_WORKERS": "3", "STAGED_FILE_MODE": "0440", "STAGED_DIR_MODE": "750",
+		"ENABLE_FILE_CREATOR": "true", "DATABASE_URL": "mysql://u:p@db:3306/staging",
+		"K_SINK": "http://broker-ingress.knative-eventing.svc/ns/default", "SYMLINK_TARGET_ROOT": "/mnt/source",
+		"JUPYTERHUB_URL": "https://hub.example.org", "RUCIO_BASE_URL": "https://rucio.example.org:443",
+	}).lookup)
+	if err != nil {
+		t.Fatalf("Load: %v", err)
+	}
+	if c.Port != 9090 || c.CopyWorkers != 3 {
+		t.Errorf("Port = %d, CopyWorkers = %d", c.Port, c.CopyWorkers)
+	}
+	if c.StagedFileMode != 0o440 || c.StagedDirMode != 0o750 {
+		t.Errorf("modes = %o, %o, want 440, 750", c.StagedFileMode, c.StagedDirMode)
+	}
+	if !c.EnableFileCreator {
+		t.Error("EnableFileCreator = false")
+	}
+	if c.DatabaseURL != "mysql://u:p@db:3306/staging" {
+		t.Errorf("DatabaseURL = %q", c.DatabaseURL)
+	}
+	if c.Sink != "http://broker-ingress.knative-eventing.svc/ns/default" {
+		t.Errorf("Sink = %q", c.Sink)
+	}
+	if c.SymlinkTargetRoot != "/mnt/source" {
+		t.Errorf("SymlinkTargetRoot = %q", c.SymlinkTargetRoot)
+	}
+}
+
+// Every bad value fails Load with an error naming the variable.
+func TestLoadErrors(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		env      env
+		variable string
+		also     string // another substring the message must hold, if any
+	}{
+		{"unknown method in JSON list", base(env{"ALLOWED_METHODS": `["local_copy","ftp"]`}), "ALLOWED_METHODS", `"ftp"`},
+		{"unknown method comma-separated", base(env{"ALLOWED_METHODS": "local_copy,rsync"}), "ALLOWED_METHODS", `"rsync"`},
+		{"method with wrong case", base(env{"ALLOWED_METHODS": "Local_Copy"}), "ALLOWED_METHODS", ""},
+		{"trailing comma", base(env{"ALLOWED_METHODS": "local_copy,"}), "ALLOWED_METHODS", ""},
+		{"malformed JSON list", base(env{"ALLOWED_METHODS": `["local_copy",`}), "ALLOWED_METHODS", ""},
+		{"JSON list of numbers", base(env{"ALLOWED_METHODS": `[1,2]`}), "ALLOWED_METHODS", ""},
+		{"bad logging level", base(env{"LOGGING_LEVEL": "VERBOSE"}), "LOGGING_LEVEL", `"VERBOSE"`},
+		{"numeric logging level", base(env{"LOGGING_LEVEL": "10"}), "LOGGING_LEVEL", ""},
+		{"owner word", base(env{"STAGED_OWNER": "root"}), "STAGED_OWNER", `"root"`},
+		{"owner uid only", base(env{"STAGED_OWNER": "1000"}), "STAGED_OWNER", ""},
+		{"owner negative", base(env{"STAGED_OWNER": "-1:1000"}), "STAGED_OWNER", ""},
+		{"owner names", base(env{"STAGED_OWNER": "alice:staff"}), "STAGED_OWNER", ""},
+		{"owner three parts", base(env{"STAGED_OWNER": "1:2:3"}), "STAGED_OWNER", ""},
+		{"port not a number", base(env{"PORT": "http"}), "PORT", `"http"`},
+		{"port zero", base(env{"PORT": "0"}), "PORT", ""},
+		{"port too large", base(env{"PORT": "65536"}), "PORT", ""},
+		{"copy workers zero", base(env{"COPY_WORKERS": "0"}), "COPY_WORKERS", ""},
+		{"missing source", env{"TARGET_STORAGE_PATH": "/data/target"}, "SOURCE_STORAGE_PATH", "required"},
+		{"blank source", base(env{"SOURCE_STORAGE_PATH": "  "}), "SOURCE_STORAGE_PATH", "required"},
+		{"missing target", env{"SOURCE_STORAGE_PATH": "/data/source"}, "TARGET_STORAGE_PATH", "required"},
+		{"database postgres", base(env{"DATABASE_URL": "postgres://u:p@db/staging"}), "DATABASE_URL", ""},
+		{"database bare path", base(env{"DATABASE_URL": "/var/lib/staging.db"}), "DATABASE_URL", ""},
+		{"sink no scheme", base(env{"K_SINK": "broker.default.svc"}), "K_SINK", ""},
+		{"sink wrong scheme", base(env{"K_SINK": "ftp://broker"}), "K_SINK", ""},
+		{"sink no host", base(env{"K_SINK": "http://"}), "K_SINK", ""},
+		{"sink unparsable", base(env{"K_SINK": "http://bad host/%zz"}), "K_SINK", ""},
+		{"jupyterhub not a URL", base(env{"JUPYTERHUB_URL": "hub"}), "JUPYTERHUB_URL", ""},
+		{"relative symlink target root", base(env{"SYMLINK_TARGET_ROOT": "mnt/source"}), "SYMLINK_TARGET_ROOT", `"mnt/source"`},
+		{"file mode not octal", base(env{"STAGED_FILE_MODE": "0489"}), "STAGED_FILE_MODE", ""},
+		{"dir mode too large", base(env{"STAGED_DIR_MODE": "01777"}), "STAGED_DIR_MODE", ""},
+		{"file creator not bool", base(env{"ENABLE_FILE_CREATOR": "yes"}), "ENABLE_FILE_CREATOR", ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := Load(tc.env.lookup)
+			if err == nil {
+				t.Fatalf("Load succeeded with %+v, want an error naming %s", c, tc.variable)
+			}
+			if !strings.Contains(err.Error(), tc.variable) {
+				t.Errorf("error %q does not name %s", err, tc.variable)
+			}
+			if tc.also != "" && !strings.Contains(err.Error(), tc.also) {
+				t.Errorf("error %q does not contain %s", err, tc.also)
+			}
+		})
+	}
+}
