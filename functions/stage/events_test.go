@@ -1,0 +1,154 @@
+package main
+
+import (
+	"context"
+	"net/http"
+	"os"
+	"sync"
+	"testing"
+
+	cloudevents "github.com/cloudevents/sdk-go/v2"
+	cehttp "github.com/cloudevents/sdk-go/v2/protocol/http"
+
+	"github.com/ska-telescope/skao-staging-service/lib/events"
+)
+
+// sendEvent delivers ev as a Knative Trigger would, in binary or structured
+// mode, and returns the HTTP status and the reply event.
+func sendEvent(t *testing.T, url string, ev cloudevents.Event, structured bool) (int, *cloudevents.Event) {
+	t.Helper()
+	c, err := cloudevents.NewClientHTTP()
+	must(t, err)
+	ctx := cloudevents.ContextWithTarget(context.Background(), url)
+	if structured {
+		ctx = cloudevents.WithEncodingStructured(ctx)
+	}
+	reply, res := c.Request(ctx, ev)
+	var httpResult *cehttp.Result
+	if !cloudevents.ResultAs(res, &httpResult) {
+		t.Fatalf("no HTTP result: %v", res)
+	}
+	return httpResult.StatusCode, reply
+}
+
+func requestEvent(id string, data events.RequestData) cloudevents.Event {
+	ev := cloudevents.NewEvent()
+	ev.SetID(id)
+	ev.SetSource("/test/broker")
+	ev.SetType(events.TypeRequest)
+	ev.SetExtension(events.ExtMethod, data.Method)
+	ev.SetData(cloudevents.ApplicationJSON, data)
+	return ev
+}
+
+func TestCloudEvents(t *testing.T) {
+	s := startStage(t, nil)
+	s.write(t, "ev/file", "event data")
+	s.write(t, "ev/tree/x", "x")
+
+	for _, mode := range []struct {
+		name       string
+		structured bool
+	}{{"binary", false}, {"structured", true}} {
+		t.Run(mode.name, func(t *testing.T) {
+			target := "from-" + mode.name
+			ev := requestEvent("evt-"+mode.name, events.RequestData{Method: "local_copy", Username: "alice",
+				LocalPathOnStorage: "ev/tree", RelativePath: target})
+			status, reply := sendEvent(t, s.URL+"/", ev, mode.structured)
+			if status != http.StatusOK || reply == nil || reply.Type() != events.TypeCompleted {
+				t.Fatalf("status %d reply %v", status, reply)
+			}
+			var data events.ReplyData
+			must(t, reply.DataAs(&data))
+			if data.Status != "success" || data.Message != "Data staged for user alice with method local_copy" ||
+				data.Method != "local_copy" || data.Username != "alice" || data.RelativePath != target || data.ID == "" {
+				t.Fatalf("reply data %+v", data)
+			}
+			if b, _ := os.ReadFile(s.userPath("alice", target+"/x")); string(b) != "x" {
+				t.Fatal("not staged")
+			}
+			before := s.countOperations(t)
+			// Redelivery, in the other mode too: the first outcome, nothing new.
+			for _, again := range []bool{mode.structured, !mode.structured} {
+				status, reply2 := sendEvent(t, s.URL+"/", ev, again)
+				var data2 events.ReplyData
+				must(t, reply2.DataAs(&data2))
+				if status != 200 || reply2.ID() != reply.ID() || data2 != data {
+					t.Fatalf("redelivery: status %d reply %+v, first %+v", status, data2, data)
+				}
+			}
+			if after := s.countOperations(t); after != before {
+				t.Fatalf("redelivery added records: %d -> %d", before, after)
+			}
+		})
+	}
+
+	t.Run("concurrent redelivery has one effect", func(t *testing.T) {
+		ev := requestEvent("evt-concurrent", events.RequestData{Method: "local_copy", Username: "bob",
+			LocalPathOnStorage: "ev/file", RelativePath: "c"})
+		before := s.countOperations(t)
+		var wg sync.WaitGroup
+		ids := make([]string, 5)
+		for i := range ids {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				status, reply := sendEvent(t, s.URL+"/", ev, i%2 == 0)
+				var d events.ReplyData
+				if status == 200 && reply.DataAs(&d) == nil {
+					ids[i] = d.ID + " " + d.Message
+				}
+			}()
+		}
+		wg.Wait()
+		for _, id := range ids {
+			if id != ids[0] || id == "" {
+				t.Fatalf("deliveries answered differently: %q", ids)
+			}
+		}
+		if after := s.countOperations(t); after != before+1 {
+			t.Fatalf("records %d -> %d, want one more", before, after)
+		}
+	})
+
+	t.Run("input problems are 4xx, also on redelivery", func(t *testing.T) {
+		cases := []struct {
+			name   string
+			ev     func() cloudevents.Event
+			status int
+		}{
+			{"missing source", func() cloudevents.Event {
+				return requestEvent("bad-1", events.RequestData{Method: "local_copy", Username: "alice", LocalPathOnStorage: "nope", RelativePath: "x"})
+			}, 400},
+			{"escape", func() cloudevents.Event {
+				return requestEvent("bad-2", events.RequestData{Method: "local_copy", Username: "alice", LocalPathOnStorage: "../../etc/passwd", RelativePath: "x"})
+			}, 403},
+			{"extension differs from method", func() cloudevents.Event {
+				ev := requestEvent("bad-3", events.RequestData{Method: "local_copy", Username: "alice", LocalPathOnStorage: "ev/file", RelativePath: "x"})
+				ev.SetExtension(events.ExtMethod, "local_symlink")
+				return ev
+			}, 422},
+			{"wrong type", func() cloudevents.Event {
+				ev := requestEvent("bad-4", events.RequestData{Method: "local_copy", Username: "alice", LocalPathOnStorage: "ev/file", RelativePath: "x"})
+				ev.SetType("org.example.other")
+				return ev
+			}, 400},
+			{"bad username", func() cloudevents.Event {
+				return requestEvent("bad-5", events.RequestData{Method: "local_copy", Username: "../root", LocalPathOnStorage: "ev/file", RelativePath: "x"})
+			}, 422},
+			{"direct_download", func() cloudevents.Event {
+				return requestEvent("bad-6", events.RequestData{Method: "direct_download", Username: "alice", LocalPathOnStorage: "ev/file"})
+			}, 422},
+		}
+		for _, c := range cases {
+			for attempt := 0; attempt < 2; attempt++ {
+				status, _ := sendEvent(t, s.URL+"/", c.ev(), attempt == 1)
+				if status != c.status {
+					t.Fatalf("%s (attempt %d): status %d, want %d", c.name, attempt, status, c.status)
+				}
+			}
+		}
+		r := do(t, http.MethodPost, s.URL+"/", `{"not":"an event"}`)
+		expect(t, r, 422, "", "")
+	})
+}

@@ -1,0 +1,181 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ska-telescope/skao-staging-service/internal/testenv"
+)
+
+func TestMain(m *testing.M) { testenv.Main(m) }
+
+// stack is one stage function over temporary storage.
+type stack struct {
+	*testenv.Process
+	Source, Target string
+}
+
+// startStage starts the stage function over fresh storage; env adds to or
+// overrides the defaults (embedded SQLite).
+func startStage(t *testing.T, env map[string]string) *stack {
+	t.Helper()
+	dir := t.TempDir()
+	s := &stack{Source: filepath.Join(dir, "source"), Target: filepath.Join(dir, "user_areas")}
+	if v := env["SOURCE_STORAGE_PATH"]; v != "" {
+		s.Source = v
+	}
+	if v := env["TARGET_STORAGE_PATH"]; v != "" {
+		s.Target = v
+	}
+	must(t, os.MkdirAll(s.Source, 0o755))
+	e := map[string]string{
+		"SOURCE_STORAGE_PATH": s.Source,
+		"TARGET_STORAGE_PATH": s.Target,
+		"DATABASE_URL":        "sqlite://" + filepath.Join(dir, "staging.db"),
+		"LOGGING_LEVEL":       "DEBUG",
+		"ENABLE_FILE_CREATOR": "true",
+	}
+	for k, v := range env {
+		e[k] = v
+	}
+	s.Process = testenv.StartFunction(t, "stage", e)
+	return s
+}
+
+// write makes a source file with content and returns its path relative to
+// the source root.
+func (s *stack) write(t *testing.T, rel, content string) string {
+	t.Helper()
+	p := filepath.Join(s.Source, rel)
+	must(t, os.MkdirAll(filepath.Dir(p), 0o755))
+	must(t, os.WriteFile(p, []byte(content), 0o644))
+	return rel
+}
+
+func (s *stack) userPath(user, rel string) string { return filepath.Join(s.Target, user, rel) }
+
+// response is a decoded answer.
+type response struct {
+	Status int
+	Header http.Header
+	Body   []byte
+	JSON   map[string]any
+}
+
+func (r *response) str(key string) string {
+	v, _ := r.JSON[key].(string)
+	return v
+}
+
+func do(t *testing.T, method, url string, body any, header ...string) *response {
+	t.Helper()
+	var rd io.Reader
+	switch b := body.(type) {
+	case nil:
+	case string:
+		rd = strings.NewReader(b)
+	case []byte:
+		rd = bytes.NewReader(b)
+	default:
+		buf, err := json.Marshal(b)
+		must(t, err)
+		rd = bytes.NewReader(buf)
+	}
+	req, err := http.NewRequest(method, url, rd)
+	must(t, err)
+	if rd != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	for i := 0; i+1 < len(header); i += 2 {
+		req.Header.Set(header[i], header[i+1])
+	}
+	resp, err := http.DefaultClient.Do(req)
+	must(t, err)
+	defer resp.Body.Close()
+	out := &response{Status: resp.StatusCode, Header: resp.Header}
+	out.Body, err = io.ReadAll(resp.Body)
+	must(t, err)
+	if strings.HasPrefix(resp.Header.Get("Content-Type"), "application/json") {
+		if err := json.Unmarshal(out.Body, &out.JSON); err != nil {
+			t.Fatalf("%s %s: answer is not a JSON object: %v: %s", method, url, err, out.Body)
+		}
+	}
+	return out
+}
+
+// stageOne posts one item.
+func (s *stack) stageOne(t *testing.T, method, user, src, dst string, header ...string) *response {
+	t.Helper()
+	body := map[string]any{"data": map[string]string{"local_path_on_storage": src, "relative_path": dst}}
+	return do(t, http.MethodPost, s.URL+"/stage_data?method="+method+"&username="+user, body, header...)
+}
+
+// operation fetches one operation record.
+func (s *stack) operation(t *testing.T, id string) map[string]any {
+	t.Helper()
+	r := do(t, http.MethodGet, s.URL+"/operations/"+id, nil)
+	if r.Status != http.StatusOK {
+		t.Fatalf("GET /operations/%s: %d %s", id, r.Status, r.Body)
+	}
+	return r.JSON
+}
+
+// waitOperation polls an operation until it is finished.
+func (s *stack) waitOperation(t *testing.T, id string) map[string]any {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		op := s.operation(t, id)
+		if st := op["status"]; st == "success" || st == "failed" {
+			return op
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	t.Fatalf("operation %s did not finish", id)
+	return nil
+}
+
+// countOperations returns how many records the store holds.
+func (s *stack) countOperations(t *testing.T) int {
+	t.Helper()
+	r := do(t, http.MethodGet, s.URL+"/operations?limit=1000", nil)
+	ops, _ := r.JSON["operations"].([]any)
+	return len(ops)
+}
+
+// temps lists temporary outputs left anywhere under dir.
+func temps(t *testing.T, dir string) []string {
+	t.Helper()
+	var found []string
+	filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
+		if err == nil && strings.HasPrefix(d.Name(), ".skao-staging-") {
+			found = append(found, p)
+		}
+		return nil
+	})
+	return found
+}
+
+func must(t *testing.T, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+func expect(t *testing.T, r *response, status int, field, want string) {
+	t.Helper()
+	if r.Status != status {
+		t.Fatalf("status %d, want %d: %s", r.Status, status, r.Body)
+	}
+	if field != "" && r.str(field) != want {
+		t.Fatalf("%s = %q, want %q (body %s)", field, r.str(field), want, r.Body)
+	}
+}

@@ -1,0 +1,276 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	cloudevents "github.com/cloudevents/sdk-go/v2"
+	cehttp "github.com/cloudevents/sdk-go/v2/protocol/http"
+
+	"github.com/ska-telescope/skao-staging-service/internal/testenv"
+	"github.com/ska-telescope/skao-staging-service/lib/events"
+)
+
+// bigFile writes size bytes of random-looking data quickly (one random MiB
+// repeated) and returns its sha256.
+func bigFile(t *testing.T, path string, size int64) [32]byte {
+	t.Helper()
+	must(t, os.MkdirAll(filepath.Dir(path), 0o755))
+	f, err := os.Create(path)
+	must(t, err)
+	defer f.Close()
+	block := make([]byte, 1<<20)
+	rand.Read(block)
+	h := sha256.New()
+	w := io.MultiWriter(f, h)
+	for n := int64(0); n < size; n += int64(len(block)) {
+		_, err := w.Write(block)
+		must(t, err)
+	}
+	var sum [32]byte
+	copy(sum[:], h.Sum(nil))
+	return sum
+}
+
+func fileSum(t *testing.T, path string) [32]byte {
+	t.Helper()
+	f, err := os.Open(path)
+	must(t, err)
+	defer f.Close()
+	h := sha256.New()
+	_, err = io.Copy(h, f)
+	must(t, err)
+	var sum [32]byte
+	copy(sum[:], h.Sum(nil))
+	return sum
+}
+
+// waitFor polls cond every millisecond until it holds or timeout passes.
+func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", timeout, what)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+func TestTwoReplicasShareMariaDB(t *testing.T) {
+	dir := t.TempDir()
+	env := map[string]string{
+		"SOURCE_STORAGE_PATH": filepath.Join(dir, "source"),
+		"TARGET_STORAGE_PATH": filepath.Join(dir, "areas"),
+		"DATABASE_URL":        testenv.MariaDB(t),
+	}
+	a := startStage(t, env)
+	b := startStage(t, env)
+	sum := bigFile(t, filepath.Join(a.Source, "shared/big.bin"), 64<<20)
+	for i := range 50 {
+		a.write(t, "shared/tree/f"+string(rune('a'+i%26))+strings.Repeat("x", i/26), strings.Repeat("d", 4096))
+	}
+	for _, c := range []struct{ name, src, dst string }{{"file", "shared/big.bin", "big.bin"}, {"directory", "shared/tree", "tree"}} {
+		t.Run(c.name, func(t *testing.T) {
+			const n = 12
+			msgs := make([]string, n)
+			var wg sync.WaitGroup
+			for i := range n {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					s := a
+					if i%2 == 1 {
+						s = b
+					}
+					r := s.stageOne(t, "local_copy", "alice", c.src, c.dst)
+					if r.Status == 200 {
+						msgs[i] = r.str("message")
+					} else {
+						msgs[i] = string(r.Body)
+					}
+				}()
+			}
+			wg.Wait()
+			staged, available := 0, 0
+			for _, m := range msgs {
+				switch m {
+				case "Data staged for user alice with method local_copy":
+					staged++
+				case "Data already available at " + a.userPath("alice", c.dst):
+					available++
+				default:
+					t.Fatalf("unexpected answer %q", m)
+				}
+			}
+			if staged != 1 || available != n-1 {
+				t.Fatalf("%d staged, %d already available: want one copy and %d successes", staged, available, n)
+			}
+			if left := temps(t, a.Target); len(left) > 0 {
+				t.Fatalf("temporary files left: %v", left)
+			}
+		})
+	}
+	if fileSum(t, a.userPath("alice", "big.bin")) != sum {
+		t.Fatal("staged file differs from the source")
+	}
+	r := do(t, http.MethodGet, b.URL+"/operations?username=alice&limit=1000", nil)
+	ops := r.JSON["operations"].([]any)
+	if len(ops) != 24 {
+		t.Fatalf("%d operation records, want 24", len(ops))
+	}
+	for _, op := range ops {
+		if op.(map[string]any)["status"] != "success" {
+			t.Fatalf("operation %v", op)
+		}
+	}
+}
+
+func TestKilledMidCopyLeavesNothingAndIsSwept(t *testing.T) {
+	s := startStage(t, map[string]string{"OPERATION_LEASE": "1s"})
+	sum := bigFile(t, filepath.Join(s.Source, "huge.bin"), 512<<20)
+	target := s.userPath("alice", "in/huge.bin")
+	go func() {
+		// This request dies with the process.
+		body := strings.NewReader(`{"data":{"local_path_on_storage":"huge.bin","relative_path":"in/huge.bin"}}`)
+		resp, err := http.Post(s.URL+"/stage_data?method=local_copy&username=alice", "application/json", body)
+		if err == nil {
+			resp.Body.Close()
+		}
+	}()
+	waitFor(t, 30*time.Second, "a temporary file", func() bool { return len(temps(t, s.Target)) == 1 })
+	s.Kill()
+	left := temps(t, s.Target)
+	if len(left) != 1 {
+		t.Fatalf("expected the killed copy's temporary file, found %v", left)
+	}
+	if _, err := os.Lstat(target); !os.IsNotExist(err) {
+		t.Fatalf("something is under the target's name after the kill: %v", err)
+	}
+
+	s.Restart()
+	waitFor(t, 20*time.Second, "the sweep to remove "+left[0], func() bool { return len(temps(t, s.Target)) == 0 })
+	r := do(t, http.MethodGet, s.URL+"/operations?username=alice", nil)
+	op := r.JSON["operations"].([]any)[0].(map[string]any)
+	if op["status"] != "failed" || !strings.HasPrefix(op["error_reason"].(string), "Interrupted") {
+		t.Fatalf("the killed operation is recorded as %v", op)
+	}
+	r = s.stageOne(t, "local_copy", "alice", "huge.bin", "in/huge.bin")
+	expect(t, r, 200, "message", "Data staged for user alice with method local_copy")
+	if fileSum(t, target) != sum {
+		t.Fatal("retried copy differs from the source")
+	}
+}
+
+func TestSIGTERMFinishesInFlightRequests(t *testing.T) {
+	s := startStage(t, nil)
+	bigFile(t, filepath.Join(s.Source, "big.bin"), 256<<20)
+	result := make(chan *response, 1)
+	go func() { result <- s.stageOne(t, "local_copy", "alice", "big.bin", "big.bin") }()
+	waitFor(t, 30*time.Second, "the copy to start", func() bool { return len(temps(t, s.Target)) == 1 })
+	s.Signal(syscall.SIGTERM)
+	r := <-result
+	expect(t, r, 200, "message", "Data staged for user alice with method local_copy")
+	if err := s.Wait(30 * time.Second); err != nil {
+		t.Fatalf("exit after SIGTERM: %v", err)
+	}
+	if _, err := http.Get(s.URL + "/healthz"); err == nil {
+		t.Fatal("still accepting connections after draining")
+	}
+}
+
+func TestAsyncThroughSink(t *testing.T) {
+	// A stand-in for a Knative Broker as seen by its clients: it accepts
+	// events with 202 and delivers them to the subscriber, retrying 5xx.
+	var (
+		mu         sync.Mutex
+		received   []cloudevents.Event
+		subscriber string
+	)
+	client, err := cloudevents.NewClientHTTP()
+	must(t, err)
+	broker := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ev, err := cehttp.NewEventFromHTTPRequest(r)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		mu.Lock()
+		received = append(received, *ev)
+		to := subscriber
+		mu.Unlock()
+		w.WriteHeader(http.StatusAccepted)
+		go func() {
+			for attempt := 0; attempt < 5; attempt++ {
+				if res := client.Send(cloudevents.ContextWithTarget(context.Background(), to), *ev); cloudevents.IsACK(res) {
+					return
+				}
+				time.Sleep(50 * time.Millisecond)
+			}
+		}()
+	}))
+	defer broker.Close()
+
+	s := startStage(t, map[string]string{"K_SINK": broker.URL})
+	mu.Lock()
+	subscriber = s.URL + "/"
+	mu.Unlock()
+	s.write(t, "async/data", "through the broker")
+	r := s.stageOne(t, "local_copy", "alice", "async/data", "from-broker", "Prefer", "respond-async")
+	expect(t, r, 202, "status", "pending")
+	op := s.waitOperation(t, r.str("id"))
+	if op["status"] != "success" {
+		t.Fatalf("operation %v", op)
+	}
+	if b, _ := os.ReadFile(s.userPath("alice", "from-broker")); string(b) != "through the broker" {
+		t.Fatal("not staged")
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(received) != 1 || received[0].Type() != events.TypeRequest || received[0].Extensions()[events.ExtMethod] != "local_copy" {
+		t.Fatalf("broker received %v", received)
+	}
+	// A second delivery of the same hand-off changes nothing.
+	status, reply := sendEvent(t, s.URL+"/", received[0], false)
+	var data events.ReplyData
+	must(t, reply.DataAs(&data))
+	if status != 200 || data.ID != r.str("id") || s.countOperations(t) != 1 {
+		t.Fatalf("redelivered hand-off: %d %+v, %d records", status, data, s.countOperations(t))
+	}
+}
+
+func TestDatabaseLoss(t *testing.T) {
+	db := testenv.MariaDBServerFor(t)
+	s := startStage(t, map[string]string{"DATABASE_URL": db.Database(t)})
+	s.write(t, "f", "x")
+	expect(t, s.stageOne(t, "local_copy", "alice", "f", "before"), 200, "status", "success")
+
+	must(t, db.Stop())
+	start := time.Now()
+	r := s.stageOne(t, "local_copy", "alice", "f", "during")
+	expect(t, r, 503, "detail", "Database unavailable")
+	if time.Since(start) > 5*time.Second {
+		t.Fatalf("503 took %s", time.Since(start))
+	}
+	if _, err := os.Lstat(s.userPath("alice", "during")); !os.IsNotExist(err) {
+		t.Fatal("staged without a record")
+	}
+	expect(t, do(t, http.MethodGet, s.URL+"/readyz", nil), 503, "", "")
+
+	must(t, db.Start())
+	waitFor(t, 30*time.Second, "readiness after the database returns", func() bool {
+		return do(t, http.MethodGet, s.URL+"/readyz", nil).Status == 200
+	})
+	expect(t, s.stageOne(t, "local_copy", "alice", "f", "after"), 200, "status", "success")
+}
