@@ -6,6 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 data="$PWD/.data"
 export PORT="${PORT:-8000}"
+export HOST="${HOST:-127.0.0.1}"
 export SOURCE_STORAGE_PATH="${SOURCE_STORAGE_PATH:-$data/source}"
 export TARGET_STORAGE_PATH="${TARGET_STORAGE_PATH:-$data/user_areas}"
 export DATABASE_URL="${DATABASE_URL:-sqlite://$data/staging.db}"
@@ -23,5 +24,5 @@ if [ ! -e "$SOURCE_STORAGE_PATH/samples" ] && [ "$SOURCE_STORAGE_PATH" = "$data/
 fi
 mkdir -p "$SOURCE_STORAGE_PATH" "$TARGET_STORAGE_PATH"
 
-echo "SKAO Staging Service on http://127.0.0.1:$PORT (source $SOURCE_STORAGE_PATH, user areas $TARGET_STORAGE_PATH)"
+echo "SKAO Staging Service on http://$HOST:$PORT (source $SOURCE_STORAGE_PATH, user areas $TARGET_STORAGE_PATH)"
 exec ./bin/stage

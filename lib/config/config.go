@@ -30,6 +30,7 @@ type Owner struct {
 // variables named in their comments.
 type Config struct {
 	Port               int           // PORT, default 8080 (Knative's)
+	Host               string        // HOST: address to listen on, default all interfaces
 	SourceStoragePath  string        // SOURCE_STORAGE_PATH, required
 	TargetStoragePath  string        // TARGET_STORAGE_PATH, required
 	AllowedMethods     []string      // ALLOWED_METHODS: JSON list or comma-separated
@@ -64,6 +65,7 @@ func Load(lookup func(string) (string, bool)) (*Config, error) {
 		return def
 	}
 	c := &Config{
+		Host:               get("HOST", ""),
 		SourceStoragePath:  get("SOURCE_STORAGE_PATH", ""),
 		TargetStoragePath:  get("TARGET_STORAGE_PATH", ""),
 		DatabaseURL:        get("DATABASE_URL", DefaultDatabaseURL),

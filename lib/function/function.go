@@ -61,6 +61,7 @@ func (f *Function) Serve(handler http.Handler) error {
 	sweepCtx, stopSweep := context.WithCancel(context.Background())
 	go methods.Janitor(sweepCtx, f.Service, f.Storage, f.Logger)
 	err := server.Run(server.Options{
+		Host:    f.Config.Host,
 		Port:    f.Config.Port,
 		Handler: handler,
 		Logger:  f.Logger,

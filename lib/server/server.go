@@ -23,6 +23,7 @@ import (
 
 // Options describe one function's server.
 type Options struct {
+	Host    string // "" listens on all interfaces, as a pod must
 	Port    int
 	Handler http.Handler
 	// Ready checks the function's dependencies (the database) for /readyz.
@@ -80,7 +81,7 @@ func RunContext(ctx context.Context, o Options) error {
 		ErrorLog:          slog.NewLogLogger(o.Logger.Handler(), slog.LevelWarn),
 		BaseContext:       func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
 	}
-	ln, err := net.Listen("tcp", ":"+strconv.Itoa(o.Port))
+	ln, err := net.Listen("tcp", net.JoinHostPort(o.Host, strconv.Itoa(o.Port)))
 	if err != nil {
 		return fmt.Errorf("listen on port %d: %w", o.Port, err)
 	}
