@@ -14,7 +14,7 @@ run: build
 ## build: one binary per function under ./bin
 build:
 	@mkdir -p bin
-	$(GO) build -trimpath -o bin/ $(addprefix ./functions/,$(FUNCTIONS))
+	$(GO) build -trimpath -o bin/ $(addprefix ./functions/,$(FUNCTIONS)) ./internal/devingress
 
 ## test: install test dependencies, then vet and run all tests (MariaDB included)
 test: test-deps

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Starts the service locally. Every variable set in the environment wins;
-# only unset ones get these defaults. Sample data is seeded into the default
+# Starts the service locally: every function built under ./bin on its own
+# loopback port, behind a local ingress on $PORT that routes paths as the
+# cluster's ingress does. Every variable set in the environment wins; only
+# unset ones get these defaults. Sample data is seeded into the default
 # source storage so a new user can stage at once.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -24,5 +26,29 @@ if [ ! -e "$SOURCE_STORAGE_PATH/samples" ] && [ "$SOURCE_STORAGE_PATH" = "$data/
 fi
 mkdir -p "$SOURCE_STORAGE_PATH" "$TARGET_STORAGE_PATH"
 
+# Each function gets the next port after $PORT; the ingress keeps $PORT.
+pids=()
+trap 'kill "${pids[@]}" 2>/dev/null; wait' EXIT INT TERM
+port=$PORT
+routes=""
+# start NAME ROUTE...: runs bin/NAME on the next port and routes ROUTEs to it.
+start() {
+	local name=$1
+	shift
+	port=$((port + 1))
+	PORT=$port HOST=127.0.0.1 "./bin/$name" &
+	pids+=($!)
+	for r in "$@"; do routes="$routes;$r=http://127.0.0.1:$port"; done
+	eval "export ${name^^}_URL=http://127.0.0.1:$port"
+}
+start stage /
+# Wait until the functions accept connections (bash's /dev/tcp, no curl needed).
+for _ in $(seq 200); do
+	(exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
+	sleep 0.05
+done
+
 echo "SKAO Staging Service on http://$HOST:$PORT (source $SOURCE_STORAGE_PATH, user areas $TARGET_STORAGE_PATH)"
-exec ./bin/stage
+INGRESS_ROUTES="${routes#;}" ./bin/devingress &
+pids+=($!)
+wait -n
