@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 )
 
 // env is a map-backed lookup for Load.
@@ -65,6 +66,9 @@ func TestLoadDefaults(t *testing.T) {
 	}
 	if c.EnableFileCreator {
 		t.Error("EnableFileCreator = true by default")
+	}
+	if c.OperationLease != 15*time.Second {
+		t.Errorf("OperationLease = %v, want 15s", c.OperationLease)
 	}
 	if c.Sink != "" || c.SymlinkTargetRoot != "" {
 		t.Errorf("Sink = %q, SymlinkTargetRoot = %q, want both empty", c.Sink, c.SymlinkTargetRoot)
@@ -183,6 +187,7 @@ func TestLoadOtherValues(t *testing.T) {
 		"ENABLE_FILE_CREATOR": "true", "DATABASE_URL": "mysql://u:p@db:3306/staging",
 		"K_SINK": "http://broker-ingress.knative-eventing.svc/ns/default", "SYMLINK_TARGET_ROOT": "/mnt/source",
 		"JUPYTERHUB_URL": "https://hub.example.org", "RUCIO_BASE_URL": "https://rucio.example.org:443",
+		"OPERATION_LEASE": "1m30s",
 	}).lookup)
 	if err != nil {
 		t.Fatalf("Load: %v", err)
@@ -201,6 +206,9 @@ func TestLoadOtherValues(t *testing.T) {
 	}
 	if c.Sink != "http://broker-ingress.knative-eventing.svc/ns/default" {
 		t.Errorf("Sink = %q", c.Sink)
+	}
+	if c.OperationLease != 90*time.Second {
+		t.Errorf("OperationLease = %v, want 1m30s", c.OperationLease)
 	}
 	if c.SymlinkTargetRoot != "/mnt/source" {
 		t.Errorf("SymlinkTargetRoot = %q", c.SymlinkTargetRoot)
@@ -246,6 +254,9 @@ func TestLoadErrors(t *testing.T) {
 		{"file mode not octal", base(env{"STAGED_FILE_MODE": "0489"}), "STAGED_FILE_MODE", ""},
 		{"dir mode too large", base(env{"STAGED_DIR_MODE": "01777"}), "STAGED_DIR_MODE", ""},
 		{"file creator not bool", base(env{"ENABLE_FILE_CREATOR": "yes"}), "ENABLE_FILE_CREATOR", ""},
+		{"lease not a duration", base(env{"OPERATION_LEASE": "15"}), "OPERATION_LEASE", `"15"`},
+		{"lease too short", base(env{"OPERATION_LEASE": "10ms"}), "OPERATION_LEASE", ""},
+		{"lease negative", base(env{"OPERATION_LEASE": "-5s"}), "OPERATION_LEASE", ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c, err := Load(tc.env.lookup)

@@ -153,7 +153,7 @@ feed:
 		return firstErr
 	}
 	if err := ctx.Err(); err != nil {
-		return err
+		return copyError(err, src)
 	}
 	for i := len(entries) - 1; i >= 0; i-- {
 		e := entries[i]
@@ -295,7 +295,7 @@ func sourceError(err error, p string) error {
 		return err
 	case storage.IsEscape(err):
 		return staging.Wrap(http.StatusForbidden, "Source path is outside the source storage: "+p, err)
-	case errors.Is(err, fs.ErrNotExist):
+	case errors.Is(err, fs.ErrNotExist), errors.Is(err, syscall.ELOOP), errors.Is(err, syscall.ENAMETOOLONG):
 		return staging.Wrap(http.StatusBadRequest, "Source path does not exist: "+p, err)
 	case errors.Is(err, fs.ErrPermission):
 		return staging.Wrap(http.StatusForbidden, "Permission denied reading the source: "+p, err)

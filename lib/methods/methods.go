@@ -92,6 +92,9 @@ func targetError(err error, rel string) error {
 		return staging.Wrap(http.StatusConflict, "A file is in the way of the target folder: "+rel, err)
 	case errors.Is(err, syscall.ENOSPC), errors.Is(err, syscall.EDQUOT):
 		return staging.Wrap(http.StatusInsufficientStorage, "No space left in the user area", err)
+	case errors.Is(err, syscall.ELOOP), errors.Is(err, syscall.ENAMETOOLONG):
+		// Permanent: a 400, not a 5xx that a broker would redeliver.
+		return staging.Wrap(http.StatusBadRequest, "Target path cannot be used (a link loop or a name too long): "+rel, err)
 	}
 	return staging.Wrap(http.StatusInternalServerError, fmt.Sprintf("Cannot write the target %s", rel), err)
 }

@@ -116,8 +116,15 @@ func TargetRel(p string) (string, error) {
 		return "", staging.Errorf(http.StatusForbidden, "Target path is outside the user area: %s", p)
 	}
 	rel := filepath.Clean(p)
-	if IsTemp(filepath.Base(rel)) {
-		return "", staging.Errorf(http.StatusBadRequest, "Target name is reserved for temporary files: %s", p)
+	if rel == "." {
+		return "", staging.Errorf(http.StatusBadRequest, "Target path names the user area itself: %s", p)
+	}
+	// No element may be a temporary name: staging into another operation's
+	// temporary folder would add to its copy, and the sweep removes it.
+	for _, name := range strings.Split(rel, string(filepath.Separator)) {
+		if IsTemp(name) {
+			return "", staging.Errorf(http.StatusBadRequest, "Target name is reserved for temporary files: %s", p)
+		}
 	}
 	return rel, nil
 }
@@ -151,7 +158,10 @@ func classify(err error, missing, escape string) error {
 	switch {
 	case IsEscape(err):
 		return staging.Wrap(http.StatusForbidden, escape, err)
-	case errors.Is(err, fs.ErrNotExist), errors.Is(err, syscall.ENOTDIR):
+	case errors.Is(err, fs.ErrNotExist), errors.Is(err, syscall.ENOTDIR),
+		errors.Is(err, syscall.ELOOP), errors.Is(err, syscall.ENAMETOOLONG):
+		// A link loop or an overlong name is as permanent as a missing
+		// path: a 400, not a 5xx that a broker would redeliver.
 		return staging.Wrap(http.StatusBadRequest, missing, err)
 	case errors.Is(err, fs.ErrPermission):
 		return staging.Wrap(http.StatusForbidden, "Permission denied", err)
