@@ -21,6 +21,19 @@ type Request struct {
 	// OperationID names a pending operation this request completes (an async
 	// request handed over as an event).
 	OperationID string `json:"operation_id,omitempty"`
+	// DID is a Rucio data identifier (scope:name) to stage instead of a
+	// path: its replica is found in the local RSE, or awaited.
+	DID string `json:"did,omitempty"`
+	// NoWait refuses (404) a DID whose replica is not there, instead of
+	// waiting for it: a download cannot wait.
+	NoWait bool `json:"-"`
+}
+
+// DIDLocator finds a Rucio DID's replica in the source storage.
+type DIDLocator interface {
+	// Locate returns the source path (for Request.Source) of did's replica
+	// and whether the replica is there yet.
+	Locate(did string) (source string, present bool, err error)
 }
 
 // Method is a way of staging. Prepare checks the request and resolves its

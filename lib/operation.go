@@ -45,6 +45,9 @@ type Operation struct {
 	CreatedAt          time.Time  `json:"created_at"`
 	UpdatedAt          time.Time  `json:"-"` // heartbeat of a running operation
 	FinishedAt         *time.Time `json:"finished_at"`
+	// DID is the Rucio data identifier (scope:name) staged, or awaited while
+	// the operation is pending.
+	DID string `json:"did,omitempty"`
 
 	// EventKey is unique per delivered event (hash of its source and id), so a
 	// redelivery finds the first outcome instead of staging again.
@@ -89,6 +92,12 @@ type Store interface {
 	Abandon(ctx context.Context, id string, before time.Time, reason string) (int64, error)
 	// List returns operations matching f, newest first.
 	List(ctx context.Context, f Filter) ([]Operation, error)
+	// PendingByDID returns the operations waiting for did's replica, oldest
+	// first.
+	PendingByDID(ctx context.Context, did string) ([]Operation, error)
+	// PendingBefore returns the operations waiting for a DID's replica
+	// since before a time, oldest first.
+	PendingBefore(ctx context.Context, before time.Time) ([]Operation, error)
 	// Ping checks that the database answers.
 	Ping(ctx context.Context) error
 	Close() error

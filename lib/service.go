@@ -54,6 +54,8 @@ type Service struct {
 	// Lease is how long a running operation may go without a heartbeat
 	// before another replica takes it for dead.
 	Lease time.Duration
+	// DIDs locates Rucio DIDs' replicas; nil when no RSE is configured.
+	DIDs DIDLocator
 
 	mu      sync.RWMutex
 	methods map[string]Method
@@ -101,6 +103,9 @@ type Outcome struct {
 	Operation *Operation
 	Download  *Download
 	Replayed  bool // a redelivery answered from the first outcome
+	// Waiting is true when the operation is pending until its DID's replica
+	// arrives (a transfer-done event completes it).
+	Waiting bool
 
 	job     *Job
 	service *Service
@@ -157,6 +162,15 @@ func (s *Service) stage(ctx context.Context, req *Request) (*Outcome, error) {
 			return nil, Unavailable(err)
 		}
 	}
+	if req.DID != "" && req.OperationID == "" {
+		present, err := s.locate(req)
+		if err != nil {
+			return s.refuse(ctx, req, "", err)
+		}
+		if !present {
+			return s.await(ctx, req)
+		}
+	}
 	m, _ := s.method(req.Method)
 	plan, err := m.Prepare(ctx, req)
 	if err != nil {
@@ -189,7 +203,7 @@ func (s *Service) refuse(ctx context.Context, req *Request, source string, cause
 	op := &Operation{ID: newID(), Method: req.Method, Username: req.Username,
 		LocalPathOnStorage: orDefault(source, req.Source), RelativePath: req.Target,
 		Status: StatusFailed, ErrorReason: detail, Code: status, CreatedAt: now, UpdatedAt: now,
-		FinishedAt: &now, EventKey: req.EventKey}
+		FinishedAt: &now, EventKey: req.EventKey, DID: req.DID}
 	if req.OperationID != "" {
 		op.ID, op.EventKey = req.OperationID, ""
 		if claimed, err := s.Store.Claim(ctx, op.ID, "", now); err != nil || !claimed {
@@ -223,7 +237,8 @@ func (s *Service) open(ctx context.Context, req *Request, plan *Plan) (op *Opera
 	now := time.Now().UTC()
 	op = &Operation{ID: newID(), Method: req.Method, Username: req.Username,
 		LocalPathOnStorage: orDefault(plan.Source, req.Source), RelativePath: req.Target,
-		Status: StatusRunning, CreatedAt: now, UpdatedAt: now, EventKey: req.EventKey, TargetLock: plan.Lock}
+		Status: StatusRunning, CreatedAt: now, UpdatedAt: now, EventKey: req.EventKey, TargetLock: plan.Lock,
+		DID: req.DID}
 	wait := time.Millisecond
 	for {
 		if req.OperationID != "" {
@@ -372,6 +387,9 @@ func (o *Outcome) Done(sent int64, err error) {
 func (s *Service) replay(ctx context.Context, op *Operation) (*Outcome, error) {
 	wait := time.Millisecond
 	for !op.Status.Finished() {
+		if op.Status == StatusPending && op.DID != "" {
+			return &Outcome{Operation: op, Replayed: true, Waiting: true}, nil // waits for its replica, not for us
+		}
 		if op.UpdatedAt.Before(time.Now().Add(-s.lease())) {
 			if _, err := s.Store.Abandon(ctx, op.ID, time.Now().Add(-s.lease()), interrupted); err != nil {
 				return nil, Unavailable(err)
@@ -397,6 +415,46 @@ func (s *Service) replay(ctx context.Context, op *Operation) (*Outcome, error) {
 	return out, nil
 }
 
+// locate resolves req.DID to the path of its local replica. It reports
+// whether the replica is there; if so req.Source is set to it.
+func (s *Service) locate(req *Request) (bool, error) {
+	if s.DIDs == nil {
+		return false, Errorf(http.StatusBadRequest, "Staging by DID needs RUCIO_RSE to be configured")
+	}
+	if req.Source != "" {
+		return false, Errorf(http.StatusUnprocessableEntity, "Give either local_path_on_storage or did, not both")
+	}
+	source, present, err := s.DIDs.Locate(req.DID)
+	if err != nil {
+		return false, err
+	}
+	if present {
+		req.Source = source
+	} else if req.NoWait {
+		return false, Errorf(http.StatusNotFound, "Replica of %s is not at this site yet", req.DID)
+	}
+	return present, nil
+}
+
+// await records a request whose DID's replica has not arrived yet as
+// pending; a transfer-done event completes it (see Complete).
+func (s *Service) await(ctx context.Context, req *Request) (*Outcome, error) {
+	now := time.Now().UTC()
+	op := &Operation{ID: newID(), Method: req.Method, Username: req.Username, RelativePath: req.Target,
+		Status: StatusPending, CreatedAt: now, UpdatedAt: now, EventKey: req.EventKey, DID: req.DID}
+	if err := s.Store.Create(ctx, op); err != nil {
+		if errors.Is(err, ErrDuplicate) && req.EventKey != "" {
+			if existing, err := s.Store.GetByEventKey(ctx, req.EventKey); err == nil {
+				return s.replay(ctx, existing)
+			}
+		}
+		return nil, Unavailable(err)
+	}
+	s.logger().InfoContext(ctx, "staging waits for replica", "operation", op.ID, "did", req.DID,
+		"method", req.Method, "username", req.Username, "relative_path", req.Target)
+	return &Outcome{Operation: op, Waiting: true}, nil
+}
+
 // Submit checks req, records it as pending and returns at once (Prefer:
 // respond-async). The caller hands the work on: to K_SINK as an event, or to
 // RunAsync in this process. A refused request is recorded and returned as an
@@ -408,6 +466,15 @@ func (s *Service) Submit(ctx context.Context, req Request) (*Outcome, error) {
 		}
 		return s.refuse(ctx, &req, "", err)
 	}
+	if req.DID != "" {
+		present, err := s.locate(&req)
+		if err != nil {
+			return s.refuse(ctx, &req, "", err)
+		}
+		if !present {
+			return s.await(ctx, &req)
+		}
+	}
 	m, _ := s.method(req.Method)
 	plan, err := m.Prepare(ctx, &req)
 	if err != nil {
@@ -416,7 +483,7 @@ func (s *Service) Submit(ctx context.Context, req Request) (*Outcome, error) {
 	now := time.Now().UTC()
 	op := &Operation{ID: newID(), Method: req.Method, Username: req.Username,
 		LocalPathOnStorage: orDefault(plan.Source, req.Source), RelativePath: req.Target,
-		Status: StatusPending, CreatedAt: now, UpdatedAt: now}
+		Status: StatusPending, CreatedAt: now, UpdatedAt: now, DID: req.DID}
 	if err := s.Store.Create(ctx, op); err != nil {
 		return nil, Unavailable(err)
 	}

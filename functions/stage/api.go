@@ -52,6 +52,7 @@ func (a *api) routes() http.Handler {
 type item struct {
 	LocalPathOnStorage *string `json:"local_path_on_storage"`
 	RelativePath       *string `json:"relative_path"`
+	DID                *string `json:"did"` // a Rucio DID instead of a path
 }
 
 // result is one element of a batch answer.
@@ -85,7 +86,8 @@ func (a *api) stageData(w http.ResponseWriter, r *http.Request) {
 	reqs := make([]staging.Request, len(items))
 	for i, it := range items {
 		reqs[i] = staging.Request{Method: method, Username: username, JupyterToken: q.Get("jupyter_token"),
-			Source: deref(it.LocalPathOnStorage), Target: deref(it.RelativePath)}
+			Source: deref(it.LocalPathOnStorage), Target: deref(it.RelativePath), DID: deref(it.DID),
+			NoWait: method == "direct_download"}
 	}
 	if err := a.f.Service.Validate(&reqs[0]); err != nil {
 		if status, _ := staging.StatusOf(err); status == http.StatusUnprocessableEntity {
@@ -121,6 +123,11 @@ func (a *api) stageData(w http.ResponseWriter, r *http.Request) {
 			httpx.Error(w, err)
 			return
 		}
+		if out.Waiting {
+			w.Header().Set("Location", "/operations/"+out.Operation.ID)
+			httpx.JSON(w, http.StatusAccepted, result{Status: "pending", ID: out.Operation.ID})
+			return
+		}
 		httpx.JSON(w, http.StatusOK, result{Status: "success", Message: out.Operation.Message, ID: out.Operation.ID})
 	}
 }
@@ -154,7 +161,7 @@ func decodeItems(data json.RawMessage, method string) ([]item, bool, error) {
 
 // itemError reports a missing field of one item (422).
 func itemError(it item, method string) error {
-	if it.LocalPathOnStorage == nil || *it.LocalPathOnStorage == "" {
+	if (it.LocalPathOnStorage == nil || *it.LocalPathOnStorage == "") && (it.DID == nil || *it.DID == "") {
 		return staging.Errorf(http.StatusUnprocessableEntity, "data.local_path_on_storage is required")
 	}
 	if method != "direct_download" && (it.RelativePath == nil || *it.RelativePath == "") {
@@ -163,8 +170,7 @@ func itemError(it item, method string) error {
 	return nil
 }
 
-// stageBatch stages every item, a few at a time, and answers in order:
-// 200 when all succeeded, 207 otherwise.
+// stageBatch stages every item, a few at a time, and answers in order.
 func (a *api) stageBatch(w http.ResponseWriter, r *http.Request, reqs []staging.Request, items []item, async bool) {
 	results := make([]result, len(reqs))
 	sem := make(chan struct{}, 8)
@@ -187,7 +193,7 @@ func (a *api) stageBatch(w http.ResponseWriter, r *http.Request, reqs []staging.
 				out, err = a.f.Service.Stage(r.Context(), reqs[i])
 			}
 			res := result{Status: "success"}
-			if async {
+			if async || (out != nil && out.Waiting) {
 				res.Status = "pending"
 			}
 			if out != nil && out.Operation != nil {
@@ -201,20 +207,24 @@ func (a *api) stageBatch(w http.ResponseWriter, r *http.Request, reqs []staging.
 		}()
 	}
 	wg.Wait()
-	ok := 0
+	// 200 when all succeeded, 202 when none failed but some wait, 207 else.
+	failed, pending := 0, 0
 	for _, res := range results {
-		if res.Status != "failed" {
-			ok++
+		switch res.Status {
+		case "failed":
+			failed++
+		case "pending":
+			pending++
 		}
 	}
 	status, overall := http.StatusMultiStatus, "partial"
 	switch {
-	case ok == len(results) && async:
-		status, overall = http.StatusAccepted, "pending"
-	case ok == len(results):
-		status, overall = http.StatusOK, "success"
-	case ok == 0:
+	case failed == len(results):
 		overall = "failed"
+	case failed == 0 && pending > 0:
+		status, overall = http.StatusAccepted, "pending"
+	case failed == 0:
+		status, overall = http.StatusOK, "success"
 	}
 	httpx.JSON(w, status, map[string]any{"status": overall, "results": results})
 }
@@ -225,6 +235,9 @@ func (a *api) submit(ctx context.Context, req staging.Request) (*staging.Outcome
 	out, err := a.f.Service.Submit(ctx, req)
 	if err != nil {
 		return out, err
+	}
+	if out.Waiting {
+		return out, nil // a transfer-done event will run it
 	}
 	req.OperationID = out.Operation.ID
 	if a.sender == nil {

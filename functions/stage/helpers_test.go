@@ -179,3 +179,10 @@ func expect(t *testing.T, r *response, status int, field, want string) {
 		t.Fatalf("%s = %q, want %q (body %s)", field, r.str(field), want, r.Body)
 	}
 }
+
+// decodeJSON reads a JSON answer into v, leaving v empty for other bodies.
+func decodeJSON(resp *http.Response, v any) {
+	if strings.HasPrefix(resp.Header.Get("Content-Type"), "application/json") {
+		json.NewDecoder(resp.Body).Decode(v)
+	}
+}

@@ -27,6 +27,7 @@ func main() {
 			}
 			a.sender = sender
 		}
+		wireRucio(f, a)
 		return a.routes(), nil
 	})
 }

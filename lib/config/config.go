@@ -47,6 +47,10 @@ type Config struct {
 	CopyWorkers        int           // COPY_WORKERS, parallel file copies per directory, default 8
 	JupyterFunctionURL string        // JUPYTER_FUNCTION_URL: where the stage function hands jupyter_copy
 	OperationLease     time.Duration // OPERATION_LEASE: how long a running operation may miss its heartbeat, default 15s
+	RucioRSE           string        // RUCIO_RSE: the local RSE's name; enables staging by DID
+	RucioRSERoot       string        // RUCIO_RSE_ROOT: where the RSE is mounted, default SOURCE_STORAGE_PATH
+	RucioRSEPrefix     string        // RUCIO_RSE_PREFIX: replica URL prefix that stands for RUCIO_RSE_ROOT
+	PendingTTL         time.Duration // PENDING_TTL: how long a request waits for its replica, default 168h
 }
 
 // DefaultDatabaseURL is the embedded SQLite used when DATABASE_URL is unset.
@@ -72,6 +76,8 @@ func Load(lookup func(string) (string, bool)) (*Config, error) {
 		Sink:               get("K_SINK", ""),
 		JupyterHubURL:      get("JUPYTERHUB_URL", ""),
 		RucioBaseURL:       get("RUCIO_BASE_URL", ""),
+		RucioRSE:           get("RUCIO_RSE", ""),
+		RucioRSEPrefix:     get("RUCIO_RSE_PREFIX", ""),
 		SymlinkTargetRoot:  get("SYMLINK_TARGET_ROOT", ""),
 		JupyterFunctionURL: get("JUPYTER_FUNCTION_URL", ""),
 	}
@@ -97,6 +103,13 @@ func Load(lookup func(string) (string, bool)) (*Config, error) {
 			return nil, fmt.Errorf("%s: %w", p.name, err)
 		}
 		*p.dst = abs
+	}
+	if c.PendingTTL, err = time.ParseDuration(get("PENDING_TTL", "168h")); err != nil || c.PendingTTL < 100*time.Millisecond {
+		return nil, fmt.Errorf("PENDING_TTL: %q is not a duration of at least 100ms, such as 168h", get("PENDING_TTL", ""))
+	}
+	c.RucioRSERoot = filepath.Clean(get("RUCIO_RSE_ROOT", c.SourceStoragePath))
+	if rel, err := filepath.Rel(c.SourceStoragePath, c.RucioRSERoot); err != nil || !filepath.IsAbs(c.RucioRSERoot) || !filepath.IsLocal(rel) {
+		return nil, fmt.Errorf("RUCIO_RSE_ROOT: %q must be an absolute path under SOURCE_STORAGE_PATH", c.RucioRSERoot)
 	}
 	if c.AllowedMethods, err = parseMethods(get("ALLOWED_METHODS", "")); err != nil {
 		return nil, err

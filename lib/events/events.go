@@ -35,6 +35,8 @@ type RequestData struct {
 	LocalPathOnStorage string `json:"local_path_on_storage"`
 	RelativePath       string `json:"relative_path"`
 	JupyterToken       string `json:"jupyter_token,omitempty"`
+	// DID is a Rucio data identifier to stage instead of a path.
+	DID string `json:"did,omitempty"`
 	// OperationID is set when the event carries an async request whose
 	// pending operation it completes.
 	OperationID string `json:"operation_id,omitempty"`
@@ -56,6 +58,9 @@ type Receiver struct {
 	Service *staging.Service
 	Source  string // the CloudEvents source of replies, e.g. /skao/staging/stage
 	Logger  *slog.Logger
+	// Handlers take event types other than org.skao.staging.request. What a
+	// handler returns is the answer: a reply event, or a value sent as JSON.
+	Handlers map[string]func(ctx context.Context, ev *cloudevents.Event) (any, error)
 }
 
 func (rc *Receiver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -68,6 +73,11 @@ func (rc *Receiver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			status = http.StatusRequestEntityTooLarge
 		}
 		httpx.Error(w, staging.Wrap(status, "Not a valid CloudEvent: "+err.Error(), err))
+		return
+	}
+	if handle, ok := rc.Handlers[ev.Type()]; ok {
+		answer, err := handle(r.Context(), ev)
+		rc.answer(w, r, answer, err)
 		return
 	}
 	req, err := Decode(ev)
@@ -84,10 +94,31 @@ func (rc *Receiver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		httpx.Error(w, err)
 		return
 	}
+	if out.Operation.Status == staging.StatusPending {
+		// Waits for its DID's replica: accepted, the outcome follows as an event.
+		httpx.JSON(w, http.StatusAccepted, map[string]string{"status": "pending", "id": out.Operation.ID})
+		return
+	}
 	reply := Reply(rc.Source, out.Operation, nil)
 	if err := cehttp.WriteResponseWriter(r.Context(), binding.ToMessage(&reply), http.StatusOK, w); err != nil {
 		rc.Logger.Error("write reply event", "operation", out.Operation.ID, "error", err)
 	}
+}
+
+// answer writes a handler's outcome: an error's status and detail, a reply
+// event in binary mode, or JSON.
+func (rc *Receiver) answer(w http.ResponseWriter, r *http.Request, answer any, err error) {
+	if err != nil {
+		httpx.Error(w, err)
+		return
+	}
+	if ev, ok := answer.(*cloudevents.Event); ok {
+		if err := cehttp.WriteResponseWriter(r.Context(), binding.ToMessage(ev), http.StatusOK, w); err != nil {
+			rc.Logger.Error("write reply event", "type", ev.Type(), "error", err)
+		}
+		return
+	}
+	httpx.JSON(w, http.StatusOK, answer)
 }
 
 // Decode checks a request event and turns it into a staging request keyed
@@ -107,7 +138,7 @@ func Decode(ev *cloudevents.Event) (*staging.Request, error) {
 		return nil, staging.Errorf(http.StatusUnprocessableEntity, "Extension %s=%v does not match method %s", ExtMethod, ext, d.Method)
 	}
 	req := &staging.Request{Method: d.Method, Username: d.Username, Source: d.LocalPathOnStorage,
-		Target: d.RelativePath, JupyterToken: d.JupyterToken, OperationID: d.OperationID}
+		Target: d.RelativePath, JupyterToken: d.JupyterToken, OperationID: d.OperationID, DID: d.DID}
 	if d.OperationID == "" {
 		req.EventKey = staging.EventKey(ev.Source(), ev.ID())
 	}

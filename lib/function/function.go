@@ -29,7 +29,13 @@ type Function struct {
 	Store   *store.Store
 	Service *staging.Service
 	Options methods.Options
+
+	background []func(ctx context.Context)
 }
+
+// Go runs fn in the background while the function serves; its context ends
+// when the function shuts down.
+func (f *Function) Go(fn func(ctx context.Context)) { f.background = append(f.background, fn) }
 
 // Setup reads the configuration and opens storage and store. Errors name
 // what is wrong, for the start-up log.
@@ -60,6 +66,9 @@ func Setup(ctx context.Context, name string) (*Function, error) {
 func (f *Function) Serve(handler http.Handler) error {
 	sweepCtx, stopSweep := context.WithCancel(context.Background())
 	go methods.Janitor(sweepCtx, f.Service, f.Storage, f.Logger)
+	for _, run := range f.background {
+		go run(sweepCtx)
+	}
 	err := server.Run(server.Options{
 		Host:    f.Config.Host,
 		Port:    f.Config.Port,

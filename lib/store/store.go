@@ -41,7 +41,7 @@ const table = "operations"
 var columns = []any{
 	"id", "method", "username", "local_path_on_storage", "relative_path",
 	"status", "message", "error_reason", "code", "bytes", "bytes_done",
-	"created_at", "updated_at", "finished_at", "event_key", "target_lock",
+	"created_at", "updated_at", "finished_at", "event_key", "target_lock", "did",
 }
 
 // Dialect returns "mysql" or "sqlite3".
@@ -80,6 +80,7 @@ func (s *Store) Create(ctx context.Context, op *staging.Operation) error {
 		"finished_at":           s.timePtrValue(op.FinishedAt),
 		"event_key":             nullString(op.EventKey),
 		"target_lock":           nullString(op.TargetLock),
+		"did":                   op.DID,
 	}).ToSQL()
 	if err != nil {
 		return fmt.Errorf("create operation %s: build query: %w", op.ID, err)
@@ -259,25 +260,48 @@ func (s *Store) List(ctx context.Context, f staging.Filter) ([]staging.Operation
 	if f.Status != "" {
 		ds = ds.Where(goqu.C("status").Eq(string(f.Status)))
 	}
+	return s.query(ctx, "list operations", ds)
+}
+
+// PendingByDID returns the operations waiting for did's replica, oldest first.
+func (s *Store) PendingByDID(ctx context.Context, did string) ([]staging.Operation, error) {
+	ds := s.gq.From(table).Prepared(true).Select(columns...).
+		Where(goqu.C("did").Eq(did), goqu.C("status").Eq(string(staging.StatusPending))).
+		Order(goqu.C("created_at").Asc(), goqu.C("id").Asc())
+	return s.query(ctx, "pending operations for "+did, ds)
+}
+
+// PendingBefore returns the operations waiting for a DID's replica since
+// before a time, oldest first.
+func (s *Store) PendingBefore(ctx context.Context, before time.Time) ([]staging.Operation, error) {
+	ds := s.gq.From(table).Prepared(true).Select(columns...).
+		Where(goqu.C("status").Eq(string(staging.StatusPending)), goqu.C("did").Neq(""),
+			goqu.C("created_at").Lt(s.timeValue(before))).
+		Order(goqu.C("created_at").Asc(), goqu.C("id").Asc())
+	return s.query(ctx, "expired pending operations", ds)
+}
+
+// query runs a select of columns and scans the operations.
+func (s *Store) query(ctx context.Context, what string, ds *goqu.SelectDataset) ([]staging.Operation, error) {
 	q, args, err := ds.ToSQL()
 	if err != nil {
-		return nil, fmt.Errorf("list operations: build query: %w", err)
+		return nil, fmt.Errorf("%s: build query: %w", what, err)
 	}
 	rows, err := s.db.QueryContext(ctx, q, args...)
 	if err != nil {
-		return nil, fmt.Errorf("list operations: %w", err)
+		return nil, fmt.Errorf("%s: %w", what, err)
 	}
 	defer rows.Close()
 	ops := []staging.Operation{}
 	for rows.Next() {
 		op, err := scanOperation(rows)
 		if err != nil {
-			return nil, fmt.Errorf("list operations: %w", err)
+			return nil, fmt.Errorf("%s: %w", what, err)
 		}
 		ops = append(ops, *op)
 	}
 	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("list operations: %w", err)
+		return nil, fmt.Errorf("%s: %w", what, err)
 	}
 	return ops, nil
 }
@@ -327,7 +351,7 @@ func scanOperation(row scanner) (*staging.Operation, error) {
 	)
 	err := row.Scan(&op.ID, &op.Method, &op.Username, &op.LocalPathOnStorage, &op.RelativePath,
 		&status, &op.Message, &op.ErrorReason, &op.Code, &op.Bytes, &op.BytesDone,
-		&created, &updated, &finished, &eventKey, &targetLock)
+		&created, &updated, &finished, &eventKey, &targetLock, &op.DID)
 	if err != nil {
 		return nil, err
 	}

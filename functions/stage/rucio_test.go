@@ -1,0 +1,328 @@
+package main
+
+import (
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	cloudevents "github.com/cloudevents/sdk-go/v2"
+	cehttp "github.com/cloudevents/sdk-go/v2/protocol/http"
+
+	"github.com/ska-telescope/skao-staging-service/lib/events"
+)
+
+// Replica paths in the RSE's deterministic layout, computed apart from the
+// service with Python's hashlib (Rucio's lfn2pfn "hash" algorithm).
+var replicaPaths = map[string]string{
+	"user.jdoe:hello.txt": "user/jdoe/04/49/hello.txt",
+	"skao:present.dat":    "skao/05/c8/present.dat",
+	"skao:bad.dat":        "skao/cf/b7/bad.dat",
+	"skao:late.dat":       "skao/7e/c6/late.dat",
+	"skao:batch.dat":      "skao/66/3c/batch.dat",
+}
+
+// Checksums of "replica of hello", from Python's zlib and hashlib.
+const (
+	helloContent = "replica of hello"
+	helloAdler   = "33f7060a"
+	helloMD5     = "0843d9308a2644c4134b25292c3db131"
+)
+
+// sink collects the events the service sends to K_SINK.
+type sink struct {
+	*httptest.Server
+	mu     sync.Mutex
+	events []cloudevents.Event
+}
+
+func newSink(t *testing.T) *sink {
+	s := &sink{}
+	s.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ev, err := cehttp.NewEventFromHTTPRequest(r)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		s.mu.Lock()
+		s.events = append(s.events, *ev)
+		s.mu.Unlock()
+		w.WriteHeader(http.StatusAccepted)
+	}))
+	t.Cleanup(s.Close)
+	return s
+}
+
+// received returns the outcome events about operation id.
+func (s *sink) received(id string) []cloudevents.Event {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []cloudevents.Event
+	for _, ev := range s.events {
+		if ev.Subject() == id {
+			out = append(out, ev)
+		}
+	}
+	return out
+}
+
+type rucioStack struct {
+	*stack
+	rse  string
+	sink *sink
+}
+
+func startRucio(t *testing.T, env map[string]string) *rucioStack {
+	dir := t.TempDir()
+	sk := newSink(t)
+	e := map[string]string{
+		"SOURCE_STORAGE_PATH": filepath.Join(dir, "source"),
+		"RUCIO_RSE":           "SKAO_SITE",
+		"RUCIO_RSE_ROOT":      filepath.Join(dir, "source", "rse"),
+		"RUCIO_RSE_PREFIX":    "root://xrd.site:1094//rucio",
+		"K_SINK":              sk.URL,
+	}
+	for k, v := range env {
+		e[k] = v
+	}
+	return &rucioStack{stack: startStage(t, e), rse: e["RUCIO_RSE_ROOT"], sink: sk}
+}
+
+func (r *rucioStack) placeReplica(t *testing.T, did, content string) {
+	t.Helper()
+	p := filepath.Join(r.rse, replicaPaths[did])
+	must(t, os.MkdirAll(filepath.Dir(p), 0o755))
+	must(t, os.WriteFile(p, []byte(content), 0o644))
+}
+
+func (r *rucioStack) stageDID(t *testing.T, user, did, dst string) *response {
+	body := map[string]any{"data": map[string]string{"did": did, "relative_path": dst}}
+	return do(t, http.MethodPost, r.URL+"/stage_data?method=local_copy&username="+user, body)
+}
+
+// transferDone is Rucio's message as hermes emits it, nulls included.
+func transferDone(id, scope, name, rse, adler string, size int) cloudevents.Event {
+	ev := cloudevents.NewEvent()
+	ev.SetID(id)
+	ev.SetSource("/rucio/hermes")
+	ev.SetType("io.rucio.transfer-done")
+	adlerJSON := "null"
+	if adler != "" {
+		adlerJSON = `"` + adler + `"`
+	}
+	data := fmt.Sprintf(`{"event_type": "transfer-done", "created_at": "2026-11-26 10:00:00.000000", "payload": {
+		"activity": "User Subscriptions", "request-id": "%[1]s", "duration": 3, "checksum-adler": %[2]s,
+		"checksum-md5": null, "file-size": %[3]d, "bytes": %[3]d, "guid": null, "previous-request-id": null,
+		"protocol": "root", "scope": "%[4]s", "name": "%[5]s", "dataset": null, "datasetScope": null,
+		"src-type": "DISK", "src-rse": "CERN_DISK", "src-url": "root://eos.cern.ch//eos/%[5]s",
+		"dst-type": "DISK", "dst-rse": "%[6]s", "dst-url": null, "reason": "", "transfer-endpoint": "https://fts:8446",
+		"transfer-id": "t-%[1]s", "transfer-link": null, "created_at": null, "submitted_at": "2026-11-26 09:59:00",
+		"started_at": null, "transferred_at": "2026-11-26 10:00:00", "tool-id": "rucio-conveyor", "account": "jdoe"}}`,
+		id, adlerJSON, size, scope, name, rse)
+	ev.SetData(cloudevents.ApplicationJSON, []byte(data))
+	return ev
+}
+
+func sendRaw(t *testing.T, url string, ev cloudevents.Event, structured bool) (int, map[string]any) {
+	t.Helper()
+	req, err := cehttp.NewHTTPRequestFromEvent(t.Context(), url, ev)
+	must(t, err)
+	if structured {
+		body, err := ev.MarshalJSON()
+		must(t, err)
+		req, err = http.NewRequest(http.MethodPost, url, strings.NewReader(string(body)))
+		must(t, err)
+		req.Header.Set("Content-Type", "application/cloudevents+json")
+	}
+	resp, err := http.DefaultClient.Do(req)
+	must(t, err)
+	defer resp.Body.Close()
+	var out map[string]any
+	decodeJSON(resp, &out)
+	return resp.StatusCode, out
+}
+
+func TestRucioPendingThenCompleted(t *testing.T) {
+	r := startRucio(t, nil)
+	res := r.stageDID(t, "jdoe", "user.jdoe:hello.txt", "from-rucio/hello.txt")
+	expect(t, res, 202, "status", "pending")
+	id := res.str("id")
+	op := r.operation(t, id)
+	if op["status"] != "pending" || op["did"] != "user.jdoe:hello.txt" {
+		t.Fatalf("pending operation %v", op)
+	}
+	list := do(t, http.MethodGet, r.URL+"/operations?status=pending", nil)
+	if ops := list.JSON["operations"].([]any); len(ops) != 1 || ops[0].(map[string]any)["did"] != "user.jdoe:hello.txt" {
+		t.Fatalf("pending list %s", list.Body)
+	}
+
+	r.placeReplica(t, "user.jdoe:hello.txt", helloContent)
+	ev := transferDone("req-1", "user.jdoe", "hello.txt", "SKAO_SITE", helloAdler, len(helloContent))
+	status, answer := sendRaw(t, r.URL+"/", ev, false)
+	if status != 200 || answer["status"] != "completed" {
+		t.Fatalf("transfer-done: %d %v", status, answer)
+	}
+	op = r.operation(t, id)
+	if op["status"] != "success" || op["message"] != "Data staged for user jdoe with method local_copy" {
+		t.Fatalf("completed operation %v", op)
+	}
+	if b, _ := os.ReadFile(r.userPath("jdoe", "from-rucio/hello.txt")); string(b) != helloContent {
+		t.Fatalf("staged %q", b)
+	}
+	got := r.sink.received(id)
+	if len(got) != 1 || got[0].Type() != events.TypeCompleted {
+		t.Fatalf("sink got %v", got)
+	}
+
+	// Redelivery, in structured mode: acknowledged, no second effect.
+	before := r.countOperations(t)
+	status, answer = sendRaw(t, r.URL+"/", ev, true)
+	if status != 200 || answer["status"] != "ignored" {
+		t.Fatalf("redelivery: %d %v", status, answer)
+	}
+	if r.countOperations(t) != before || len(r.sink.received(id)) != 1 {
+		t.Fatal("redelivery had an effect")
+	}
+}
+
+func TestRucioAlreadyPresentOtherRSEAndMalformed(t *testing.T) {
+	r := startRucio(t, nil)
+	r.placeReplica(t, "skao:present.dat", "here")
+	res := r.stageDID(t, "alice", "skao:present.dat", "present.dat")
+	expect(t, res, 200, "message", "Data staged for user alice with method local_copy")
+	if op := r.operation(t, res.str("id")); op["did"] != "skao:present.dat" {
+		t.Fatalf("record %v", op)
+	}
+
+	res = r.stageDID(t, "alice", "skao:late.dat", "late.dat")
+	expect(t, res, 202, "status", "pending")
+	status, answer := sendRaw(t, r.URL+"/", transferDone("o-1", "skao", "late.dat", "OTHER_SITE", "", 1), false)
+	if status != 200 || answer["status"] != "ignored" {
+		t.Fatalf("other RSE: %d %v", status, answer)
+	}
+	status, answer = sendRaw(t, r.URL+"/", transferDone("o-2", "skao", "nobody-waits.dat", "SKAO_SITE", "", 1), true)
+	if status != 200 || answer["status"] != "ignored" {
+		t.Fatalf("unknown DID: %d %v", status, answer)
+	}
+	if op := r.operation(t, res.str("id")); op["status"] != "pending" {
+		t.Fatalf("still waiting: %v", op)
+	}
+	bad := cloudevents.NewEvent()
+	bad.SetID("m-1")
+	bad.SetSource("/rucio/hermes")
+	bad.SetType("io.rucio.transfer-done")
+	bad.SetData(cloudevents.ApplicationJSON, []byte(`{"payload": {"scope": "skao"}}`))
+	status, answer = sendRaw(t, r.URL+"/", bad, false)
+	if status != 422 || answer["detail"] == "" {
+		t.Fatalf("malformed: %d %v", status, answer)
+	}
+	// Bad DIDs and a DID with a path are refused at once.
+	expect(t, r.stageDID(t, "alice", "../etc:passwd", "x"), 422, "", "")
+	body := map[string]any{"data": map[string]string{"did": "skao:late.dat", "local_path_on_storage": "x", "relative_path": "y"}}
+	expect(t, do(t, http.MethodPost, r.URL+"/stage_data?method=local_copy&username=alice", body), 422, "", "")
+	// A download cannot wait for a replica.
+	dl := do(t, http.MethodPost, r.URL+"/stage_data?method=direct_download&username=alice",
+		map[string]any{"data": map[string]string{"did": "skao:late.dat"}})
+	expect(t, dl, 404, "detail", "Replica of skao:late.dat is not at this site yet")
+}
+
+func TestRucioChecksumMismatchStagesNothing(t *testing.T) {
+	r := startRucio(t, nil)
+	res := r.stageDID(t, "alice", "skao:bad.dat", "bad.dat")
+	expect(t, res, 202, "status", "pending")
+	r.placeReplica(t, "skao:bad.dat", helloContent)
+	status, answer := sendRaw(t, r.URL+"/", transferDone("b-1", "skao", "bad.dat", "SKAO_SITE", "0badc0de", len(helloContent)), false)
+	if status != 200 || answer["status"] != "failed" {
+		t.Fatalf("transfer-done: %d %v", status, answer)
+	}
+	op := r.operation(t, res.str("id"))
+	if op["status"] != "failed" || !strings.Contains(op["error_reason"].(string), "adler32") {
+		t.Fatalf("operation %v", op)
+	}
+	if _, err := os.Lstat(r.userPath("alice", "bad.dat")); !os.IsNotExist(err) {
+		t.Fatal("staged despite the checksum mismatch")
+	}
+	if got := r.sink.received(res.str("id")); len(got) != 1 || got[0].Type() != events.TypeFailed {
+		t.Fatalf("sink got %v", got)
+	}
+}
+
+func TestRucioReplicaFromDstURLPrefix(t *testing.T) {
+	r := startRucio(t, nil)
+	res := r.stageDID(t, "alice", "skao:late.dat", "late.dat")
+	expect(t, res, 202, "status", "pending")
+	// This RSE's files sit where dst-url says, not in the hash layout.
+	must(t, os.MkdirAll(filepath.Join(r.rse, "custom"), 0o755))
+	must(t, os.WriteFile(filepath.Join(r.rse, "custom/late.dat"), []byte(helloContent), 0o644))
+	ev := transferDone("u-1", "skao", "late.dat", "SKAO_SITE", "", len(helloContent))
+	ev.SetData(cloudevents.ApplicationJSON, []byte(`{"scope":"skao","name":"late.dat","dst-rse":"SKAO_SITE",
+		"dst-url":"root://xrd.site:1094//rucio/custom/late.dat","bytes":16,"checksum-adler":null,"checksum-md5":"`+helloMD5+`"}`))
+	status, answer := sendRaw(t, r.URL+"/", ev, false)
+	if status != 200 || answer["status"] != "completed" {
+		t.Fatalf("transfer-done payload only: %d %v", status, answer)
+	}
+	if b, _ := os.ReadFile(r.userPath("alice", "late.dat")); string(b) != helloContent {
+		t.Fatalf("staged %q", b)
+	}
+}
+
+func TestRucioPendingExpires(t *testing.T) {
+	r := startRucio(t, map[string]string{"PENDING_TTL": "300ms"})
+	res := r.stageDID(t, "alice", "skao:late.dat", "late.dat")
+	expect(t, res, 202, "status", "pending")
+	var op map[string]any
+	waitFor(t, 10*time.Second, "the request to expire", func() bool {
+		op = r.operation(t, res.str("id"))
+		return op["status"] == "failed"
+	})
+	if !strings.HasPrefix(op["error_reason"].(string), "Expired") {
+		t.Fatalf("operation %v", op)
+	}
+	waitFor(t, 5*time.Second, "the failed event", func() bool { return len(r.sink.received(res.str("id"))) == 1 })
+	if ev := r.sink.received(res.str("id"))[0]; ev.Type() != events.TypeFailed {
+		t.Fatalf("event %v", ev)
+	}
+}
+
+func TestRucioBatchMixedAndEvents(t *testing.T) {
+	r := startRucio(t, nil)
+	r.write(t, "plain.txt", "plain")
+	r.placeReplica(t, "skao:present.dat", "here")
+	items := []map[string]string{
+		{"local_path_on_storage": "plain.txt", "relative_path": "b/plain.txt"},
+		{"did": "skao:present.dat", "relative_path": "b/present.dat"},
+		{"did": "skao:batch.dat", "relative_path": "b/batch.dat"},
+	}
+	res := do(t, http.MethodPost, r.URL+"/stage_data?method=local_copy&username=alice", map[string]any{"data": items})
+	expect(t, res, 202, "status", "pending")
+	results := res.JSON["results"].([]any)
+	for i, want := range []string{"success", "success", "pending"} {
+		if got := results[i].(map[string]any)["status"]; got != want {
+			t.Fatalf("result %d: %v, want %s (%s)", i, got, want, res.Body)
+		}
+	}
+	// The same through a CloudEvent request, delivered twice.
+	req := requestEvent("did-evt", events.RequestData{Method: "local_symlink", Username: "bob", DID: "skao:batch.dat", RelativePath: "link"})
+	for attempt := 0; attempt < 2; attempt++ {
+		status, answer := sendRaw(t, r.URL+"/", req, attempt == 1)
+		if status != 202 || answer["status"] != "pending" {
+			t.Fatalf("request event: %d %v", status, answer)
+		}
+	}
+	r.placeReplica(t, "skao:batch.dat", "batch")
+	status, answer := sendRaw(t, r.URL+"/", transferDone("d-1", "skao", "batch.dat", "SKAO_SITE", "", 5), false)
+	if status != 200 || answer["status"] != "completed" || len(answer["operations"].([]any)) != 2 {
+		t.Fatalf("transfer-done: %d %v", status, answer)
+	}
+	if b, _ := os.ReadFile(r.userPath("alice", "b/batch.dat")); string(b) != "batch" {
+		t.Fatal("batch item not staged")
+	}
+	if link, _ := os.Readlink(r.userPath("bob", "link")); link != filepath.Join(r.rse, replicaPaths["skao:batch.dat"]) {
+		t.Fatalf("link %q", link)
+	}
+}

@@ -1,0 +1,8 @@
+-- +goose Up
+-- The Rucio DID (scope:name) an operation stages, or waits for while pending.
+ALTER TABLE operations ADD COLUMN did TEXT NOT NULL DEFAULT '';
+CREATE INDEX operations_did_status ON operations (did, status);
+
+-- +goose Down
+DROP INDEX operations_did_status;
+ALTER TABLE operations DROP COLUMN did;
