@@ -172,6 +172,9 @@ func parseMethods(v string) ([]string, error) {
 			list = append(list, strings.TrimSpace(m))
 		}
 	}
+	if len(list) == 0 {
+		return nil, fmt.Errorf("ALLOWED_METHODS: the list is empty; leave it unset to allow every method")
+	}
 	seen := map[string]bool{}
 	out := list[:0]
 	for _, m := range list {

@@ -272,3 +272,13 @@ func TestLoadErrors(t *testing.T) {
 		})
 	}
 }
+
+func TestEmptyAllowedMethodsIsAnError(t *testing.T) {
+	for _, v := range []string{"[]", " , "} {
+		env := map[string]string{"SOURCE_STORAGE_PATH": "/src", "TARGET_STORAGE_PATH": "/dst", "ALLOWED_METHODS": v}
+		_, err := Load(func(k string) (string, bool) { x, ok := env[k]; return x, ok })
+		if err == nil || !strings.Contains(err.Error(), "ALLOWED_METHODS") {
+			t.Errorf("ALLOWED_METHODS=%q: %v", v, err)
+		}
+	}
+}

@@ -44,6 +44,7 @@ var cases = []struct {
 	{"Progress", testProgress},
 	{"Abandon", testAbandon},
 	{"List", testList},
+	{"PendingDIDs", testPendingDIDs},
 	{"ConcurrentOpen", testConcurrentOpen},
 	{"ConcurrentWriters", testConcurrentWriters},
 }
@@ -611,6 +612,52 @@ func TestOpenBadURLs(t *testing.T) {
 		}
 		if strings.Contains(err.Error(), "hunter2") {
 			t.Errorf("Open(%q) error shows the password: %q", c.url, err)
+		}
+	}
+}
+
+func testPendingDIDs(t *testing.T, url string) {
+	ctx := context.Background()
+	s := open(t, url)
+	mk := func(did string, status staging.Status, created time.Time) *staging.Operation {
+		op := newOp("alice", created)
+		op.DID, op.Status = did, status
+		if status.Finished() {
+			op.FinishedAt = &created
+		}
+		mustCreate(t, s, op)
+		return op
+	}
+	old := mk("skao:a", staging.StatusPending, t0)
+	newer := mk("skao:a", staging.StatusPending, t0.Add(time.Hour))
+	mk("skao:a", staging.StatusSuccess, t0)
+	other := mk("skao:b", staging.StatusPending, t0.Add(2*time.Hour))
+	mk("", staging.StatusPending, t0) // an async request, not waiting for a replica
+
+	for _, c := range []struct {
+		name string
+		got  func() ([]staging.Operation, error)
+		want []string
+	}{
+		{"by DID, oldest first", func() ([]staging.Operation, error) { return s.PendingByDID(ctx, "skao:a") }, []string{old.ID, newer.ID}},
+		{"unknown DID", func() ([]staging.Operation, error) { return s.PendingByDID(ctx, "skao:zz") }, nil},
+		{"before a time, DIDs only", func() ([]staging.Operation, error) { return s.PendingBefore(ctx, t0.Add(90*time.Minute)) }, []string{old.ID, newer.ID}},
+		{"before everything", func() ([]staging.Operation, error) { return s.PendingBefore(ctx, t0) }, nil},
+		{"all", func() ([]staging.Operation, error) { return s.PendingBefore(ctx, t0.Add(3*time.Hour)) }, []string{old.ID, newer.ID, other.ID}},
+	} {
+		ops, err := c.got()
+		if err != nil {
+			t.Fatalf("%s: %v", c.name, err)
+		}
+		var ids []string
+		for _, op := range ops {
+			ids = append(ids, op.ID)
+			if op.DID == "" {
+				t.Errorf("%s: operation %s lost its DID", c.name, op.ID)
+			}
+		}
+		if fmt.Sprint(ids) != fmt.Sprint(c.want) {
+			t.Errorf("%s: %v, want %v", c.name, ids, c.want)
 		}
 	}
 }
