@@ -1,0 +1,201 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/doug-martin/goqu/v9"
+	"github.com/doug-martin/goqu/v9/exp"
+
+	"github.com/ska-telescope/skao-staging-service/lib/logging"
+)
+
+var _ logging.Store = (*Store)(nil)
+
+const logTable = "logs"
+
+// logColumns in the order scanLog reads them.
+var logColumns = []any{"id", "time", "level", "message", "function", "instance",
+	"operation_id", "username", "trace_id", "span_id", "attributes"}
+
+// Limits that keep every record insertable: a record the database refused
+// would take its whole batch with it.
+const (
+	maxLogMessage = 16 << 10
+	maxLogAttrs   = 64 << 10
+	logChunk      = 1000 // rows per INSERT, well under both databases' placeholder limits
+	pruneChunk    = 10_000
+)
+
+// AppendLogs inserts records, a thousand rows per statement.
+func (s *Store) AppendLogs(ctx context.Context, records []logging.Record) error {
+	for start := 0; start < len(records); start += logChunk {
+		chunk := records[start:min(start+logChunk, len(records))]
+		rows := make([]any, len(chunk))
+		for i, r := range chunk {
+			rows[i] = goqu.Record{
+				"time":         s.timeValue(r.Time),
+				"level":        int(r.Level),
+				"message":      clip(r.Message, maxLogMessage),
+				"function":     clip(r.Function, 64),
+				"instance":     clip(r.Instance, 255),
+				"operation_id": clip(r.Operation, 64),
+				"username":     clip(r.Username, 255),
+				"trace_id":     clip(r.TraceID, 32),
+				"span_id":      clip(r.SpanID, 16),
+				"attributes":   attrsText(r.Attrs),
+			}
+		}
+		q, args, err := s.gq.Insert(logTable).Prepared(true).Rows(rows...).ToSQL()
+		if err != nil {
+			return fmt.Errorf("append %d log records: build query: %w", len(chunk), err)
+		}
+		if _, err := s.db.ExecContext(ctx, q, args...); err != nil {
+			return fmt.Errorf("append %d log records: %w", len(chunk), err)
+		}
+	}
+	return nil
+}
+
+// QueryLogs returns the records matching q, oldest first: the newest
+// q.Limit of them by time, or, when q.After is set, the first q.Limit after
+// that id in id order, so a follower pages through every new record.
+func (s *Store) QueryLogs(ctx context.Context, q logging.Query) ([]logging.Record, error) {
+	limit := q.Limit
+	if limit <= 0 {
+		limit = 1000
+	}
+	var where []exp.Expression
+	if q.Level != nil {
+		where = append(where, goqu.C("level").Gte(int(q.Level.Level())))
+	}
+	for col, v := range map[string]string{"username": q.Username, "operation_id": q.Operation, "function": q.Function} {
+		if v != "" {
+			where = append(where, goqu.C(col).Eq(v))
+		}
+	}
+	if !q.Since.IsZero() {
+		where = append(where, goqu.C("time").Gte(s.timeValue(q.Since)))
+	}
+	ds := s.gq.From(logTable).Prepared(true).Select(logColumns...).Where(where...).Limit(uint(limit))
+	if q.After > 0 {
+		ds = ds.Where(goqu.C("id").Gt(q.After)).Order(goqu.C("id").Asc())
+	} else {
+		ds = ds.Order(goqu.C("time").Desc(), goqu.C("id").Desc())
+	}
+	query, args, err := ds.ToSQL()
+	if err != nil {
+		return nil, fmt.Errorf("query logs: build query: %w", err)
+	}
+	rows, err := s.db.QueryContext(ctx, query, args...)
+	if err != nil {
+		return nil, fmt.Errorf("query logs: %w", err)
+	}
+	defer rows.Close()
+	out := []logging.Record{}
+	for rows.Next() {
+		r, err := scanLog(rows)
+		if err != nil {
+			return nil, fmt.Errorf("query logs: %w", err)
+		}
+		out = append(out, r)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("query logs: %w", err)
+	}
+	if q.After <= 0 {
+		slices.Reverse(out)
+	}
+	return out, nil
+}
+
+// LastLogID returns the highest log id, 0 when there is none.
+func (s *Store) LastLogID(ctx context.Context) (int64, error) {
+	q, args, err := s.gq.From(logTable).Prepared(true).Select(goqu.COALESCE(goqu.MAX("id"), 0)).ToSQL()
+	if err != nil {
+		return 0, fmt.Errorf("last log id: build query: %w", err)
+	}
+	var id int64
+	if err := s.db.QueryRowContext(ctx, q, args...).Scan(&id); err != nil {
+		return 0, fmt.Errorf("last log id: %w", err)
+	}
+	return id, nil
+}
+
+// PruneLogs deletes records older than before, ten thousand ids at a time
+// so no statement holds locks for long.
+func (s *Store) PruneLogs(ctx context.Context, before time.Time) (int64, error) {
+	old := goqu.C("time").Lt(s.timeValue(before))
+	q, args, err := s.gq.From(logTable).Prepared(true).Select(goqu.MIN("id"), goqu.MAX("id")).Where(old).ToSQL()
+	if err != nil {
+		return 0, fmt.Errorf("prune logs: build query: %w", err)
+	}
+	var lo, hi sql.NullInt64
+	if err := s.db.QueryRowContext(ctx, q, args...).Scan(&lo, &hi); err != nil {
+		return 0, fmt.Errorf("prune logs: %w", err)
+	}
+	var total int64
+	for start := lo.Int64; lo.Valid && start <= hi.Int64; start += pruneChunk {
+		q, args, err := s.gq.Delete(logTable).Prepared(true).Where(old,
+			goqu.C("id").Gte(start), goqu.C("id").Lt(start+pruneChunk)).ToSQL()
+		if err != nil {
+			return total, fmt.Errorf("prune logs: build query: %w", err)
+		}
+		n, err := s.exec(ctx, q, args)
+		if err != nil {
+			return total, fmt.Errorf("prune logs: %w", err)
+		}
+		total += n
+	}
+	return total, nil
+}
+
+func scanLog(row scanner) (logging.Record, error) {
+	var (
+		r     logging.Record
+		t     dbTime
+		level int
+		attrs string
+	)
+	if err := row.Scan(&r.ID, &t, &level, &r.Message, &r.Function, &r.Instance,
+		&r.Operation, &r.Username, &r.TraceID, &r.SpanID, &attrs); err != nil {
+		return r, err
+	}
+	r.Time, r.Level = t.Time, slog.Level(level)
+	if err := json.Unmarshal([]byte(attrs), &r.Attrs); err != nil {
+		r.Attrs = logging.Attrs{{Key: "attributes", Value: attrs}}
+	}
+	return r, nil
+}
+
+// attrsText is attrs as a JSON object, or a note with its beginning when it
+// is too long to keep.
+func attrsText(attrs logging.Attrs) string {
+	b, err := json.Marshal(attrs)
+	if err != nil {
+		b, _ = json.Marshal(logging.Attrs{{Key: "attributes_error", Value: err.Error()}})
+	}
+	if len(b) > maxLogAttrs {
+		b, _ = json.Marshal(logging.Attrs{{Key: "attributes_truncated", Value: clip(string(b), maxLogAttrs/2)}})
+	}
+	return string(b)
+}
+
+// clip makes s valid UTF-8 (MySQL refuses anything else) of at most n bytes.
+func clip(s string, n int) string {
+	s = strings.ToValidUTF8(s, "\uFFFD")
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n]
+}
