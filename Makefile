@@ -3,7 +3,7 @@
 # packages) and runs every test. See README.md.
 
 GO ?= go
-FUNCTIONS := stage
+FUNCTIONS := stage logs
 
 .PHONY: run test test-deps bench build vet clean
 

@@ -110,6 +110,7 @@ type Outcome struct {
 	job     *Job
 	service *Service
 	start   time.Time
+	ctx     context.Context // of the request, for Done's log record and metrics
 }
 
 // Validate checks what every door must check before anything else: a
@@ -185,13 +186,19 @@ func (s *Service) stage(ctx context.Context, req *Request) (*Outcome, error) {
 	}
 	job := &Job{Operation: op, Request: req}
 	stop := s.heartbeat(op, job)
-	res, err := plan.Run(ctx, job)
+	running(ctx, req.Method)
+	runCtx, span := tracer.Start(ctx, "run "+req.Method)
+	res, err := plan.Run(runCtx, job)
+	if err != nil {
+		span.SetStatus(codes.Error, err.Error())
+	}
+	span.End()
 	stop()
 	if err == nil && res.Download != nil {
 		// The door streams it and finishes the operation through Done.
-		return &Outcome{Operation: op, Download: res.Download, job: job, service: s, start: start}, nil
+		return &Outcome{Operation: op, Download: res.Download, job: job, service: s, start: start, ctx: ctx}, nil
 	}
-	return s.finish(op, job, res, err, start)
+	return s.finish(ctx, op, job, res, err, start)
 }
 
 // refuse records a request refused before it ran, so every request that
@@ -212,7 +219,7 @@ func (s *Service) refuse(ctx context.Context, req *Request, source string, cause
 			}
 		}
 		if err := s.Store.Finish(ctx, op); err != nil {
-			s.logger().Error("record refusal", "operation", op.ID, "error", err)
+			s.logger().ErrorContext(ctx, "record refusal", "operation", op.ID, "error", err)
 		}
 	} else if err := s.Store.Create(ctx, op); err != nil {
 		if errors.Is(err, ErrDuplicate) && req.EventKey != "" {
@@ -220,13 +227,22 @@ func (s *Service) refuse(ctx context.Context, req *Request, source string, cause
 				return s.replay(ctx, existing)
 			}
 		}
-		s.logger().Error("record refusal", "operation", op.ID, "error", err)
+		s.logger().ErrorContext(ctx, "record refusal", "operation", op.ID, "error", err)
 		if !errors.Is(err, ErrDuplicate) {
 			op = nil
 		}
 	}
-	s.logger().Info("staging refused", "method", req.Method, "username", req.Username,
+	opID := ""
+	if op != nil {
+		opID = op.ID
+	}
+	s.logger().InfoContext(ctx, "staging refused", "operation", opID, "method", req.Method, "username", req.Username,
 		"local_path_on_storage", req.Source, "relative_path", req.Target, "status", status, "detail", detail)
+	method := "unknown" // a method named by the client only: keep metrics' attributes few
+	if _, ok := s.method(req.Method); ok {
+		method = req.Method
+	}
+	recordOutcome(ctx, method, outcomeRefused, 0, 0)
 	return &Outcome{Operation: op}, cause
 }
 
@@ -325,7 +341,7 @@ func (s *Service) heartbeat(op *Operation, job *Job) (stop func()) {
 
 // finish records the outcome. A store failure is retried briefly: the work is
 // done and its record must say so.
-func (s *Service) finish(op *Operation, job *Job, res *Result, runErr error, start time.Time) (*Outcome, error) {
+func (s *Service) finish(ctx context.Context, op *Operation, job *Job, res *Result, runErr error, start time.Time) (*Outcome, error) {
 	now := time.Now().UTC()
 	op.FinishedAt = &now
 	op.UpdatedAt = now
@@ -341,8 +357,8 @@ func (s *Service) finish(op *Operation, job *Job, res *Result, runErr error, sta
 	}
 	var err error
 	for attempt := 0; attempt < 5; attempt++ {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		err = s.Store.Finish(ctx, op)
+		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+		err = s.Store.Finish(fctx, op)
 		cancel()
 		if err == nil {
 			break
@@ -350,10 +366,13 @@ func (s *Service) finish(op *Operation, job *Job, res *Result, runErr error, sta
 		time.Sleep(time.Duration(attempt+1) * 50 * time.Millisecond)
 	}
 	op.TargetLock = ""
-	s.logger().Info("staging finished", "operation", op.ID, "method", op.Method, "username", op.Username,
+	took := time.Since(start)
+	s.logger().InfoContext(ctx, "staging finished", "operation", op.ID, "method", op.Method, "username", op.Username,
 		"local_path_on_storage", op.LocalPathOnStorage, "relative_path", op.RelativePath,
-		"status", op.Status, "bytes", op.Bytes, "duration_ms", time.Since(start).Milliseconds(),
+		"status", op.Status, "bytes", op.Bytes, "duration_ms", took.Milliseconds(),
 		"error_reason", op.ErrorReason)
+	stopped(ctx, op.Method)
+	recordOutcome(ctx, op.Method, string(op.Status), op.Bytes, took)
 	if err != nil {
 		return &Outcome{Operation: op}, Unavailable(fmt.Errorf("record outcome of %s: %w", op.ID, err))
 	}
@@ -378,7 +397,7 @@ func (o *Outcome) Done(sent int64, err error) {
 	if err != nil {
 		err = Wrap(499, "Download interrupted", err)
 	}
-	o.service.finish(o.Operation, o.job, res, err, o.start)
+	o.service.finish(o.ctx, o.Operation, o.job, res, err, o.start)
 	o.job = nil
 }
 

@@ -42,6 +42,7 @@ start() {
 	eval "export ${name^^}_URL=http://127.0.0.1:$port"
 }
 start stage /
+start logs /logs
 # Wait until the functions accept connections (bash's /dev/tcp, no curl needed).
 for _ in $(seq 200); do
 	(exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break

@@ -35,6 +35,8 @@ type Config struct {
 	TargetStoragePath  string        // TARGET_STORAGE_PATH, required
 	AllowedMethods     []string      // ALLOWED_METHODS: JSON list or comma-separated
 	LogLevel           slog.Level    // LOGGING_LEVEL: DEBUG, INFO, WARNING, ERROR
+	LogToStore         bool          // LOG_TO_STORE: also write log records to the store, default true
+	LogRetention       time.Duration // LOG_RETENTION: how long the store keeps log records, default 168h
 	DatabaseURL        string        // DATABASE_URL, default sqlite under ./.data
 	Sink               string        // K_SINK, set by a Knative SinkBinding
 	JupyterHubURL      string        // JUPYTERHUB_URL
@@ -116,6 +118,12 @@ func Load(lookup func(string) (string, bool)) (*Config, error) {
 	}
 	if c.LogLevel, err = parseLevel(get("LOGGING_LEVEL", "INFO")); err != nil {
 		return nil, err
+	}
+	if c.LogToStore, err = boolVar("LOG_TO_STORE", get("LOG_TO_STORE", "true")); err != nil {
+		return nil, err
+	}
+	if c.LogRetention, err = time.ParseDuration(get("LOG_RETENTION", "168h")); err != nil || c.LogRetention < time.Minute {
+		return nil, fmt.Errorf("LOG_RETENTION: %q is not a duration of at least 1m, such as 168h", get("LOG_RETENTION", ""))
 	}
 	if c.StagedOwner, err = parseOwner(get("STAGED_OWNER", "none")); err != nil {
 		return nil, err

@@ -18,6 +18,7 @@ import (
 
 	staging "github.com/ska-telescope/skao-staging-service/lib"
 	"github.com/ska-telescope/skao-staging-service/lib/httpx"
+	"github.com/ska-telescope/skao-staging-service/lib/telemetry"
 )
 
 // Event types and the extension attribute Triggers filter on.
@@ -75,6 +76,10 @@ func (rc *Receiver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		httpx.Error(w, staging.Wrap(status, "Not a valid CloudEvent: "+err.Error(), err))
 		return
 	}
+	// The event's traceparent extension continues its sender's trace.
+	ctx, span := telemetry.StartReceive(r.Context(), ev)
+	defer span.End()
+	r = r.WithContext(ctx)
 	if handle, ok := rc.Handlers[ev.Type()]; ok {
 		answer, err := handle(r.Context(), ev)
 		rc.answer(w, r, answer, err)
@@ -100,6 +105,7 @@ func (rc *Receiver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	reply := Reply(rc.Source, out.Operation, nil)
+	telemetry.InjectEvent(r.Context(), &reply)
 	if err := cehttp.WriteResponseWriter(r.Context(), binding.ToMessage(&reply), http.StatusOK, w); err != nil {
 		rc.Logger.Error("write reply event", "operation", out.Operation.ID, "error", err)
 	}
@@ -184,7 +190,7 @@ type Sender struct {
 
 // NewSender returns a Sender for sink.
 func NewSender(sink string) (*Sender, error) {
-	c, err := cloudevents.NewClientHTTP()
+	c, err := cloudevents.NewClientHTTP(cehttp.WithRoundTripper(telemetry.Transport(http.DefaultTransport)))
 	if err != nil {
 		return nil, fmt.Errorf("cloudevents client: %w", err)
 	}
@@ -192,7 +198,10 @@ func NewSender(sink string) (*Sender, error) {
 }
 
 // Send delivers ev and reports an error unless the sink acknowledged it.
-func (s *Sender) Send(ctx context.Context, ev cloudevents.Event) error {
+// The event carries the send span in its traceparent extension.
+func (s *Sender) Send(ctx context.Context, ev cloudevents.Event) (err error) {
+	ctx, span := telemetry.StartSend(ctx, &ev)
+	defer func() { telemetry.End(span, err) }()
 	res := s.client.Send(cloudevents.ContextWithTarget(ctx, s.sink), ev)
 	if !cloudevents.IsACK(res) {
 		return fmt.Errorf("send %s to %s: %w", ev.Type(), s.sink, res)

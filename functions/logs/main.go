@@ -1,0 +1,16 @@
+// Command logs is the logs function: GET /logs shows the one log that every
+// replica of every function writes to the shared store, as text, as JSON, or
+// followed live as server-sent events.
+package main
+
+import (
+	"net/http"
+
+	"github.com/ska-telescope/skao-staging-service/lib/function"
+)
+
+func main() {
+	function.Main("logs", func(f *function.Function) (http.Handler, error) {
+		return routes(f.Store), nil
+	})
+}
