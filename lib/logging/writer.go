@@ -21,7 +21,8 @@ type WriterOptions struct {
 
 // Writer sends records to a Store in batches from one goroutine. Add never
 // blocks: when the queue is full, or an insert fails, records are dropped and
-// counted, and the count is reported on stdout periodically.
+// counted, and the count is reported on stdout: at once when inserts start
+// failing, then periodically.
 type Writer struct {
 	store Store
 	o     WriterOptions
@@ -33,7 +34,9 @@ type Writer struct {
 	stop     chan struct{}
 	done     chan struct{}
 	stopOnce sync.Once
-	lastErr  error // of the last failed insert; only the writer's goroutine touches it
+	// Only the writer's goroutine touches these.
+	lastErr    error     // of the last failed insert
+	lastReport time.Time // drops are reported at once, then at most every Report
 }
 
 // NewWriter starts a Writer to store.
@@ -153,6 +156,9 @@ func (w *Writer) write(batch []Record) []Record {
 	if err != nil {
 		w.lastErr = err
 		w.drop(len(batch))
+		if time.Since(w.lastReport) >= w.o.Report {
+			w.report() // the store just started failing: say so now
+		}
 	}
 	clear(batch)
 	return batch[:0]
@@ -164,6 +170,7 @@ func (w *Writer) report() {
 	if n == 0 {
 		return
 	}
+	w.lastReport = time.Now()
 	args := []any{"dropped", n, "dropped_total", w.total.Load()}
 	if w.lastErr != nil {
 		args = append(args, "error", w.lastErr.Error())

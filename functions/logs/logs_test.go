@@ -1,0 +1,395 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"database/sql"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/go-sql-driver/mysql"
+
+	"github.com/ska-telescope/skao-staging-service/internal/testenv"
+	"github.com/ska-telescope/skao-staging-service/lib/logging"
+)
+
+func TestMain(m *testing.M) { testenv.Main(m) }
+
+// cluster is stage and logs functions sharing one MariaDB database and one
+// storage, as replicas on Knative do.
+type cluster struct {
+	db     string // mysql:// URL
+	source string
+	env    map[string]string
+	logs   *testenv.Process
+}
+
+func newCluster(t *testing.T) *cluster {
+	t.Helper()
+	dir := t.TempDir()
+	c := &cluster{db: testenv.MariaDB(t), source: filepath.Join(dir, "source")}
+	if err := os.MkdirAll(c.source, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 8 {
+		if err := os.WriteFile(filepath.Join(c.source, fmt.Sprintf("f%d.txt", i)), []byte("data"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c.env = map[string]string{
+		"SOURCE_STORAGE_PATH": c.source,
+		"TARGET_STORAGE_PATH": filepath.Join(dir, "user_areas"),
+		"DATABASE_URL":        c.db,
+		"LOGGING_LEVEL":       "INFO",
+	}
+	c.logs = c.start(t, "logs", nil)
+	return c
+}
+
+// start runs function name with the cluster's environment plus env.
+func (c *cluster) start(t *testing.T, name string, env map[string]string) *testenv.Process {
+	t.Helper()
+	e := map[string]string{}
+	for k, v := range c.env {
+		e[k] = v
+	}
+	for k, v := range env {
+		e[k] = v
+	}
+	return testenv.StartFunction(t, name, e)
+}
+
+// stage asks p for a local_copy of f<i>.txt for user and returns the
+// operation id; it fails the test unless the answer is 200.
+func stage(t *testing.T, client *http.Client, p *testenv.Process, user string, i int, header http.Header) string {
+	t.Helper()
+	body := fmt.Sprintf(`{"data":{"local_path_on_storage":"f%d.txt","relative_path":"copy-%d-%d.txt"}}`, i%8, i, time.Now().UnixNano())
+	req, _ := http.NewRequest(http.MethodPost, p.URL+"/stage_data?method=local_copy&username="+user, strings.NewReader(body))
+	for k, v := range header {
+		req.Header[k] = v
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		t.Fatalf("stage on %s: %v", p.URL, err)
+	}
+	defer resp.Body.Close()
+	var out struct{ ID, Detail string }
+	json.NewDecoder(resp.Body).Decode(&out)
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("stage on %s: %d %s", p.URL, resp.StatusCode, out.Detail)
+	}
+	return out.ID
+}
+
+// get returns the status and body of GET /logs?query from the logs function.
+func (c *cluster) get(t *testing.T, query string, header http.Header) (int, string, http.Header) {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodGet, c.logs.URL+"/logs?"+query, nil)
+	for k, v := range header {
+		req.Header[k] = v
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("GET /logs?%s: %v", query, err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b), resp.Header
+}
+
+// records returns GET /logs?format=json&query.
+func (c *cluster) records(t *testing.T, query string) []logging.Record {
+	t.Helper()
+	status, body, _ := c.get(t, "format=json&"+query, nil)
+	if status != http.StatusOK {
+		t.Fatalf("GET /logs?format=json&%s: %d %s", query, status, body)
+	}
+	var recs []logging.Record
+	if err := json.Unmarshal([]byte(body), &recs); err != nil {
+		t.Fatalf("GET /logs?format=json&%s: %v\n%s", query, err, body)
+	}
+	return recs
+}
+
+// await polls query until ok accepts its records (the writers flush every
+// 100 ms), failing after 10 s.
+func (c *cluster) await(t *testing.T, query string, ok func([]logging.Record) bool) []logging.Record {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		recs := c.records(t, query)
+		if ok(recs) {
+			return recs
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("GET /logs?%s: records never as expected; last:\n%s", query, texts(recs))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func texts(recs []logging.Record) string {
+	var b strings.Builder
+	for _, r := range recs {
+		fmt.Fprintf(&b, "%s [%s trace=%s]\n", r.Text(), r.Instance, r.TraceID)
+	}
+	return b.String()
+}
+
+// finished returns the "staging finished" records of operation ids.
+func finished(recs []logging.Record, ids ...string) map[string]logging.Record {
+	out := map[string]logging.Record{}
+	for _, r := range recs {
+		if r.Message == "staging finished" && slices.Contains(ids, r.Operation) {
+			out[r.Operation] = r
+		}
+	}
+	return out
+}
+
+// TestOneLogForAllReplicas: two stage replicas and the logs function on one
+// MariaDB; one /logs answer holds both replicas' records, in time order,
+// and its filters select what they say.
+func TestOneLogForAllReplicas(t *testing.T) {
+	c := newCluster(t)
+	a, b := c.start(t, "stage", nil), c.start(t, "stage", nil)
+	var ids, aliceIDs []string
+	for i := range 6 {
+		p, user := a, "alice"
+		if i%2 == 1 {
+			p, user = b, "bob"
+		}
+		id := stage(t, http.DefaultClient, p, user, i, nil)
+		ids = append(ids, id)
+		if user == "alice" {
+			aliceIDs = append(aliceIDs, id)
+		}
+	}
+	recs := c.await(t, "", func(r []logging.Record) bool { return len(finished(r, ids...)) == len(ids) })
+
+	instances := map[string]bool{}
+	for _, r := range finished(recs, ids...) {
+		instances[r.Instance] = true
+		if r.Function != "stage" || r.Attrs.Get("method") != "local_copy" || r.Attrs.Get("status") != "success" ||
+			r.Attrs.Get("bytes") == nil || r.Attrs.Get("duration_ms") == nil || r.Attrs.Get("local_path_on_storage") == nil ||
+			r.Attrs.Get("relative_path") == nil || r.Username == "" {
+			t.Errorf("staging record lacks what it must say: %s", r.Text())
+		}
+	}
+	if len(instances) != 2 {
+		t.Errorf("records come from %d replicas, want 2: %v", len(instances), instances)
+	}
+	for i := 1; i < len(recs); i++ {
+		if recs[i].Time.Before(recs[i-1].Time) {
+			t.Errorf("records out of time order at %d:\n%s", i, texts(recs[i-1:i+1]))
+		}
+	}
+
+	// The text format: one line per record, oldest first, the earlier
+	// service's format.
+	status, body, h := c.get(t, "", nil)
+	lines := strings.Split(strings.TrimSuffix(body, "\n"), "\n")
+	if status != http.StatusOK || !strings.HasPrefix(h.Get("Content-Type"), "text/plain") || len(lines) < len(recs) {
+		t.Fatalf("GET /logs: %d %s, %d lines", status, h.Get("Content-Type"), len(lines))
+	}
+	for _, l := range lines {
+		parts := strings.SplitN(l, " - ", 3)
+		if _, err := time.Parse(time.RFC3339, parts[0]); err != nil || len(parts) != 3 ||
+			!slices.Contains([]string{"DEBUG", "INFO", "WARNING", "ERROR"}, parts[1]) {
+			t.Errorf("line not in the format <time> - <LEVEL> - <message>: %q", l)
+		}
+	}
+	if _, body, _ := c.get(t, "", http.Header{"Accept": {"application/json"}}); !strings.HasPrefix(body, "[") {
+		t.Errorf("Accept: application/json answered %.80q, want a JSON array", body)
+	}
+
+	t.Run("filters", func(t *testing.T) {
+		if got := c.records(t, "username=alice"); len(got) == 0 || len(finished(got, aliceIDs...)) != 3 || slices.ContainsFunc(got, func(r logging.Record) bool { return r.Username != "alice" }) {
+			t.Errorf("username=alice:\n%s", texts(got))
+		}
+		if got := c.records(t, "operation="+ids[1]); len(got) == 0 || slices.ContainsFunc(got, func(r logging.Record) bool { return r.Operation != ids[1] }) {
+			t.Errorf("operation=%s:\n%s", ids[1], texts(got))
+		}
+		if got := c.records(t, "function=logs"); len(got) == 0 || slices.ContainsFunc(got, func(r logging.Record) bool { return r.Function != "logs" }) {
+			t.Errorf("function=logs:\n%s", texts(got))
+		}
+		if got := c.records(t, "level=warning"); slices.ContainsFunc(got, func(r logging.Record) bool { return r.Level < logging.LevelWarning }) {
+			t.Errorf("level=warning:\n%s", texts(got))
+		}
+		if got := c.records(t, "limit=2"); len(got) != 2 || got[1].ID != recs[len(recs)-1].ID && got[1].Time.Before(recs[len(recs)-1].Time) {
+			t.Errorf("limit=2 gave:\n%s\nwant the newest two", texts(got))
+		}
+		since := recs[len(recs)/2].Time
+		if got := c.records(t, "since="+url.QueryEscape(since.Format(time.RFC3339Nano))); len(got) == 0 || got[0].Time.Before(since) {
+			t.Errorf("since=%s:\n%s", since, texts(got))
+		}
+		for _, bad := range []string{"limit=0", "limit=10001", "limit=x", "level=LOUD", "username=../x", "operation=nope",
+			"function=Bad%20Name", "since=yesterday", "format=xml", "follow=maybe"} {
+			status, body, _ := c.get(t, bad, nil)
+			var d struct{ Detail string }
+			if json.Unmarshal([]byte(body), &d); status != http.StatusUnprocessableEntity || d.Detail == "" {
+				t.Errorf("GET /logs?%s: %d %s, want 422 with a detail", bad, status, body)
+			}
+		}
+	})
+}
+
+// TestFollow: ?follow=true streams a record staged after it started within a
+// second, as a server-sent event.
+func TestFollow(t *testing.T) {
+	c := newCluster(t)
+	a := c.start(t, "stage", nil)
+	stage(t, http.DefaultClient, a, "before", 0, nil)
+	c.await(t, "username=before", func(r []logging.Record) bool { return len(r) > 0 })
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, c.logs.URL+"/logs?follow=true&format=json&username=before", nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || resp.Header.Get("Content-Type") != "text/event-stream" {
+		t.Fatalf("follow: %d %s", resp.StatusCode, resp.Header.Get("Content-Type"))
+	}
+	events := make(chan logging.Record)
+	go func() {
+		sc := bufio.NewScanner(resp.Body)
+		for sc.Scan() {
+			if data, ok := strings.CutPrefix(sc.Text(), "data: "); ok {
+				var r logging.Record
+				if json.Unmarshal([]byte(data), &r) == nil {
+					select {
+					case events <- r:
+					case <-ctx.Done():
+						return
+					}
+				}
+			}
+		}
+	}()
+	// First the records already there.
+	select {
+	case r := <-events:
+		if r.Username != "before" {
+			t.Fatalf("first event is %s", r.Text())
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("no event for the records already there")
+	}
+	id := stage(t, http.DefaultClient, a, "before", 1, nil)
+	staged := time.Now()
+	for {
+		select {
+		case r := <-events:
+			if r.Operation == id && r.Message == "staging finished" {
+				if d := time.Since(staged); d > time.Second {
+					t.Errorf("the new record came %s after the staging, want within a second", d)
+				}
+				return
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatal("the new record never came")
+		}
+	}
+}
+
+// TestLevelHidesInfo: a replica at LOGGING_LEVEL=ERROR writes no INFO
+// records, to stdout or to the store.
+func TestLevelHidesInfo(t *testing.T) {
+	c := newCluster(t)
+	quiet := c.start(t, "stage", map[string]string{"LOGGING_LEVEL": "ERROR"})
+	loud := c.start(t, "stage", nil)
+	quietID := stage(t, http.DefaultClient, quiet, "quiet", 0, nil)
+	loudID := stage(t, http.DefaultClient, loud, "loud", 1, nil)
+	if err := quiet.Stop(10 * time.Second); err != nil { // flushes its writer
+		t.Fatalf("stop: %v", err)
+	}
+	recs := c.await(t, "", func(r []logging.Record) bool { return len(finished(r, loudID)) == 1 })
+	if got := finished(recs, quietID); len(got) != 0 {
+		t.Errorf("the ERROR-level replica stored an INFO record: %v", got)
+	}
+	for _, r := range recs {
+		if r.Username == "quiet" || r.Operation == quietID {
+			t.Errorf("record of the ERROR-level replica: %s", r.Text())
+		}
+	}
+	if strings.Contains(quiet.Logs(), `"level":"INFO"`) {
+		t.Errorf("the ERROR-level replica printed INFO records:\n%s", quiet.Logs())
+	}
+}
+
+// adminDB opens the cluster's database directly, as an operator would.
+func adminDB(t *testing.T, mysqlURL string) *sql.DB {
+	t.Helper()
+	u, err := url.Parse(mysqlURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := mysql.NewConfig()
+	cfg.User, cfg.Net, cfg.Addr, cfg.DBName = u.User.Username(), "tcp", u.Host, strings.TrimPrefix(u.Path, "/")
+	db, err := sql.Open("mysql", cfg.FormatDSN())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	return db
+}
+
+// TestLogStoreAway: when the log table fails (gone) or hangs (locked),
+// staging requests still succeed; the records are dropped and counted,
+// and logging resumes once the table is back.
+func TestLogStoreAway(t *testing.T) {
+	c := newCluster(t)
+	a := c.start(t, "stage", nil)
+	db := adminDB(t, c.db)
+	client := &http.Client{Timeout: 20 * time.Second}
+
+	if _, err := db.Exec("RENAME TABLE logs TO logs_away"); err != nil {
+		t.Fatal(err)
+	}
+	var lost []string
+	for i := range 5 {
+		lost = append(lost, stage(t, client, a, "away", i, nil))
+	}
+	// The first failed insert is reported at once.
+	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(a.Logs(), "log records dropped"); {
+		if time.Now().After(deadline) {
+			t.Fatalf("no report of dropped records on stdout:\n%s", a.Logs())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+
+	// Locked: inserts wait, requests must not.
+	if _, err := db.Exec("RENAME TABLE logs_away TO logs"); err != nil {
+		t.Fatal(err)
+	}
+	conn, err := db.Conn(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.ExecContext(context.Background(), "LOCK TABLES logs WRITE"); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 20 {
+		stage(t, client, a, "locked", i, nil)
+	}
+	conn.ExecContext(context.Background(), "UNLOCK TABLES")
+	conn.Close()
+
+	back := stage(t, client, a, "back", 0, nil)
+	c.await(t, "username=back", func(r []logging.Record) bool { return len(finished(r, back)) == 1 })
+	if got := finished(c.records(t, "username=away"), lost...); len(got) != 0 {
+		t.Errorf("records written while the table was gone: %v", got)
+	}
+}
