@@ -95,7 +95,6 @@ func (c *collector) await(t *testing.T, trace string, want ...string) []span {
 	}
 }
 
-
 // TestTraceAcrossFunctions: a trace id sent in with a request shows on the
 // spans every function involved exports over OTLP, and in their log
 // records: the stage function, the replica it hands an async request to by
