@@ -13,3 +13,8 @@ if [ ${#need[@]} -gt 0 ]; then
 	apt-get update -qq
 	apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
+# The deployment checks run the real helm and kustomize, built from the Go
+# module proxy into ./bin (not in go.mod: their Kubernetes modules clash).
+cd "$(dirname "$0")/.."
+[ -x bin/helm ] || GOBIN="$PWD/bin" go install helm.sh/helm/v3/cmd/helm@v3.22.0
+[ -x bin/kustomize ] || GOBIN="$PWD/bin" go install sigs.k8s.io/kustomize/kustomize/v5@v5.8.1

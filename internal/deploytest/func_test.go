@@ -1,0 +1,190 @@
+package deploytest
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"sigs.k8s.io/yaml"
+)
+
+// funcYAML follows the func.yaml schema of Knative's func CLI (spec
+// version 0.36.0, schema/func_yaml-schema.json in knative/func), as far as
+// these descriptors use it; unknown fields fail the strict decoding.
+type funcYAML struct {
+	SpecVersion string    `json:"specVersion"`
+	Name        string    `json:"name"`
+	Runtime     string    `json:"runtime"`
+	Registry    string    `json:"registry,omitempty"`
+	Image       string    `json:"image"`
+	Namespace   string    `json:"namespace,omitempty"`
+	Created     time.Time `json:"created"`
+	Invoke      string    `json:"invoke,omitempty"`
+	Run         struct {
+		Envs []struct {
+			Name  string `json:"name,omitempty"`
+			Value string `json:"value"`
+		} `json:"envs"`
+		Volumes []struct {
+			Secret                string `json:"secret,omitempty"`
+			ConfigMap             string `json:"configMap,omitempty"`
+			PersistentVolumeClaim *struct {
+				ClaimName string `json:"claimName"`
+				ReadOnly  bool   `json:"readOnly,omitempty"`
+			} `json:"persistentVolumeClaim,omitempty"`
+			Path string `json:"path"`
+		} `json:"volumes"`
+	} `json:"run"`
+	Deploy struct {
+		Namespace   string            `json:"namespace,omitempty"`
+		Image       string            `json:"image,omitempty"`
+		Annotations map[string]string `json:"annotations,omitempty"`
+		Options     struct {
+			Scale *struct {
+				Min    *int64   `json:"min,omitempty"`
+				Max    *int64   `json:"max,omitempty"`
+				Metric string   `json:"metric,omitempty"`
+				Target *float64 `json:"target,omitempty"`
+			} `json:"scale,omitempty"`
+			Resources *struct {
+				Requests map[string]string `json:"requests,omitempty"`
+				Limits   map[string]string `json:"limits,omitempty"`
+			} `json:"resources,omitempty"`
+		} `json:"options"`
+		Labels []struct {
+			Key   string `json:"key"`
+			Value string `json:"value"`
+		} `json:"labels,omitempty"`
+		HealthEndpoints struct {
+			Liveness  string `json:"liveness"`
+			Readiness string `json:"readiness"`
+		} `json:"healthEndpoints"`
+	} `json:"deploy"`
+}
+
+// funcTemplate is func's syntax for values taken from the cluster.
+var funcTemplate = regexp.MustCompile(`^\{\{ (configMap|secret):([a-z0-9-]+)(?::([A-Za-z0-9_.-]+))? \}\}$`)
+
+// TestFuncYAML checks the func descriptors: valid for func, one per
+// function, and consistent with config/knative (the ConfigMap, Secrets and
+// claims they use exist; the variables they set cover what the code reads).
+func TestFuncYAML(t *testing.T) {
+	root := repoRoot(t)
+	objs := decodeAll(t, "config/knative", run(t, root, "kustomize", "build", "config/knative"))
+	cm, ok := find(objs, "v1", "ConfigMap", "staging-config")
+	if !ok {
+		t.Fatal("config/knative has no ConfigMap staging-config")
+	}
+	data := cm.Typed.(*corev1.ConfigMap).Data
+	read := variablesRead(t)
+	setAnywhere := map[string]bool{}
+
+	paths := []string{"func.yaml"}
+	for _, f := range functionNames {
+		paths = append(paths, filepath.Join("functions", f, "func.yaml"))
+	}
+	for _, p := range paths {
+		raw, err := os.ReadFile(filepath.Join(root, p))
+		if err != nil {
+			t.Fatalf("%s: %v (every function needs a func.yaml)", p, err)
+		}
+		var fy funcYAML
+		if err := yaml.UnmarshalStrict(raw, &fy); err != nil {
+			t.Errorf("%s does not follow func's schema: %v", p, err)
+			continue
+		}
+		want := filepath.Base(filepath.Dir(p))
+		if p == "func.yaml" {
+			want = "stage"
+			same, _ := os.ReadFile(filepath.Join(root, "functions", "stage", "func.yaml"))
+			if !bytes.Equal(stripComments(raw), stripComments(same)) {
+				t.Errorf("func.yaml and functions/stage/func.yaml differ")
+			}
+		}
+		if fy.Name != want || fy.Runtime != "go" || fy.SpecVersion == "" || fy.Created.IsZero() || fy.Image == "" {
+			t.Errorf("%s: name %q runtime %q image %q specVersion %q created %v", p, fy.Name, fy.Runtime, fy.Image, fy.SpecVersion, fy.Created)
+		}
+		if !regexp.MustCompile(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`).MatchString(fy.Name) {
+			t.Errorf("%s: name %q is not a func name", p, fy.Name)
+		}
+		if s := fy.Deploy.Options.Scale; s == nil || s.Min == nil || *s.Min != 0 || s.Max == nil || *s.Max < 1 || s.Metric != "concurrency" {
+			t.Errorf("%s: must scale to zero with a max and the concurrency metric", p)
+		}
+		if h := fy.Deploy.HealthEndpoints; h.Liveness != "/healthz" || h.Readiness != "/readyz" {
+			t.Errorf("%s: health endpoints are %+v", p, h)
+		}
+		set := map[string]bool{}
+		for _, e := range fy.Run.Envs {
+			if m := funcTemplate.FindStringSubmatch(e.Value); m != nil {
+				if m[1] == "configMap" && m[3] == "" && e.Name == "" {
+					if m[2] != "staging-config" {
+						t.Errorf("%s: takes ConfigMap %s, which config/knative does not define", p, m[2])
+					}
+					for k := range data {
+						set[k] = true
+					}
+					continue
+				}
+				if m[1] == "secret" {
+					s, ok := find(objs, "v1", "Secret", m[2])
+					if !ok || s.Typed.(*corev1.Secret).StringData[m[3]] == "" {
+						t.Errorf("%s: %s reads key %q of Secret %s, which config/knative does not define", p, e.Name, m[3], m[2])
+					}
+				}
+			} else if strings.Contains(e.Value, "{{") {
+				t.Errorf("%s: %s: %q is not func's {{ configMap:... }} or {{ secret:... }}", p, e.Name, e.Value)
+			}
+			if e.Name == "" {
+				t.Errorf("%s: an env without a name: %q", p, e.Value)
+			}
+			set[e.Name] = true
+		}
+		for _, v := range []string{"SOURCE_STORAGE_PATH", "TARGET_STORAGE_PATH", "DATABASE_URL"} {
+			if !set[v] {
+				t.Errorf("%s: %s is not set", p, v)
+			}
+		}
+		mounted := map[string]bool{}
+		for _, v := range fy.Run.Volumes {
+			if v.PersistentVolumeClaim == nil {
+				t.Errorf("%s: volume at %s is not a claim", p, v.Path)
+				continue
+			}
+			if _, ok := find(objs, "v1", "PersistentVolumeClaim", v.PersistentVolumeClaim.ClaimName); !ok {
+				t.Errorf("%s: claim %s is not in config/knative", p, v.PersistentVolumeClaim.ClaimName)
+			}
+			mounted[v.Path] = true
+		}
+		for _, v := range []string{"SOURCE_STORAGE_PATH", "TARGET_STORAGE_PATH"} {
+			if !mounted[data[v]] {
+				t.Errorf("%s: %s (%s) is not mounted", p, v, data[v])
+			}
+		}
+		for k := range set {
+			setAnywhere[k] = true
+		}
+	}
+	for v, file := range read {
+		if _, ok := notSetByDeployments[v]; ok || strings.HasPrefix(v, "OTEL_") {
+			continue
+		}
+		if !setAnywhere[v] {
+			t.Errorf("%s (read in %s) is set by no func.yaml", v, file)
+		}
+	}
+}
+
+func stripComments(b []byte) []byte {
+	var out [][]byte
+	for _, l := range bytes.Split(b, []byte("\n")) {
+		if !bytes.HasPrefix(l, []byte("#")) {
+			out = append(out, l)
+		}
+	}
+	return bytes.Join(out, []byte("\n"))
+}
