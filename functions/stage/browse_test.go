@@ -1,0 +1,146 @@
+package main
+
+import (
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	staging "github.com/ska-telescope/skao-staging-service/lib"
+	"github.com/ska-telescope/skao-staging-service/lib/storage"
+)
+
+// browseFixture is a source storage with files, folders and links of every
+// kind, and a secret beside it that no listing may show.
+func browseFixture(t *testing.T) *storage.Storage {
+	t.Helper()
+	dir := t.TempDir()
+	src := filepath.Join(dir, "source")
+	files := map[string]string{
+		"obs/b.txt":        "bb",
+		"obs/a.txt":        "a",
+		"obs/sub/deep.txt": "deep",
+		"top.txt":          "top",
+	}
+	for name, content := range files {
+		p := filepath.Join(src, name)
+		must(t, os.MkdirAll(filepath.Dir(p), 0o755))
+		must(t, os.WriteFile(p, []byte(content), 0o644))
+	}
+	must(t, os.WriteFile(filepath.Join(dir, "secret.txt"), []byte("secret"), 0o600))
+	must(t, os.Symlink("a.txt", filepath.Join(src, "obs/link-in")))
+	must(t, os.Symlink("../../secret.txt", filepath.Join(src, "obs/link-out")))
+	must(t, os.Symlink("nowhere", filepath.Join(src, "obs/link-broken")))
+	must(t, os.Symlink("..", filepath.Join(src, "obs/link-up"))) // the root: inside, so a folder
+	must(t, os.Symlink("..", filepath.Join(src, "escape")))
+	must(t, os.Mkdir(filepath.Join(src, "obs", storage.TempName("0d0f6b2e-4a8c-4a51-9f55-2a8b1d3c9e10")), 0o755))
+	mtime := time.Date(2025, 1, 31, 12, 0, 0, 0, time.UTC)
+	must(t, os.Chtimes(filepath.Join(src, "obs/a.txt"), mtime, mtime))
+	st, err := storage.Open(src, filepath.Join(dir, "user_areas"))
+	must(t, err)
+	t.Cleanup(func() { st.Close() })
+	return st
+}
+
+func TestListSource(t *testing.T) {
+	st := browseFixture(t)
+	tests := []struct {
+		path    string
+		status  int    // 0: listed
+		names   string // "name:type" joined by spaces
+		relPath string
+	}{
+		{path: "", names: "obs:directory top.txt:file", relPath: ""},
+		{path: ".", names: "obs:directory top.txt:file", relPath: ""},
+		{path: "obs", names: "a.txt:file b.txt:file link-in:file link-up:directory sub:directory", relPath: "obs"},
+		{path: "obs/", names: "a.txt:file b.txt:file link-in:file link-up:directory sub:directory", relPath: "obs"},
+		{path: "obs/sub/..", names: "a.txt:file b.txt:file link-in:file link-up:directory sub:directory", relPath: "obs"},
+		{path: st.SourcePath + "/obs/sub", names: "deep.txt:file", relPath: "obs/sub"},
+		{path: "obs/link-up", names: "obs:directory top.txt:file", relPath: "obs/link-up"},
+		{path: "missing", status: http.StatusBadRequest},
+		{path: "top.txt", status: http.StatusBadRequest},
+		{path: "obs/link-broken", status: http.StatusBadRequest},
+		{path: "..", status: http.StatusForbidden},
+		{path: "obs/../../", status: http.StatusForbidden},
+		{path: "/etc", status: http.StatusForbidden},
+		{path: "escape", status: http.StatusForbidden},
+		{path: "obs/link-out", status: http.StatusForbidden},
+		{path: "obs\x00", status: http.StatusUnprocessableEntity},
+		{path: strings.Repeat("a/", 2100), status: http.StatusUnprocessableEntity},
+	}
+	for _, tt := range tests {
+		t.Run(fmt.Sprintf("%.40q", tt.path), func(t *testing.T) {
+			l, err := listSource(st, tt.path, maxBrowse)
+			if tt.status != 0 {
+				status, detail := staging.StatusOf(err)
+				if status != tt.status || detail == "" {
+					t.Fatalf("got %d %q (listing %+v), want %d with a detail", status, detail, l, tt.status)
+				}
+				return
+			}
+			must(t, err)
+			var got []string
+			for _, e := range l.Entries {
+				got = append(got, e.Name+":"+e.Type)
+			}
+			if strings.Join(got, " ") != tt.names || l.Path != tt.relPath || l.Truncated {
+				t.Fatalf("listing %q path %q truncated %v, want %q path %q", got, l.Path, l.Truncated, tt.names, tt.relPath)
+			}
+		})
+	}
+
+	t.Run("sizes and times", func(t *testing.T) {
+		l, err := listSource(st, "obs", maxBrowse)
+		must(t, err)
+		a, sub := l.Entries[0], l.Entries[4]
+		if a.Size != 1 || !a.Modified.Equal(time.Date(2025, 1, 31, 12, 0, 0, 0, time.UTC)) || a.Modified.Location() != time.UTC {
+			t.Fatalf("a.txt: %+v", a)
+		}
+		if sub.Name != "sub" || sub.Size != 0 || sub.Modified.IsZero() {
+			t.Fatalf("sub: %+v", sub)
+		}
+	})
+}
+
+// TestListSourceBounded lists a directory larger than the limit: the answer
+// holds the first names in order and says it is truncated.
+func TestListSourceBounded(t *testing.T) {
+	dir := t.TempDir()
+	src := filepath.Join(dir, "source")
+	must(t, os.MkdirAll(filepath.Join(src, "many"), 0o755))
+	const n, limit = 257, 10
+	for i := n - 1; i >= 0; i-- {
+		must(t, os.WriteFile(filepath.Join(src, "many", fmt.Sprintf("f%04d", i)), nil, 0o644))
+	}
+	// A link leading out sorts first; it is left out and the next name takes its place.
+	must(t, os.Symlink("/etc/passwd", filepath.Join(src, "many", "a-out")))
+	st, err := storage.Open(src, filepath.Join(dir, "user_areas"))
+	must(t, err)
+	defer st.Close()
+
+	for _, tt := range []struct {
+		limit     int
+		first     string
+		count     int
+		truncated bool
+	}{
+		{limit: limit, first: "f0000", count: limit, truncated: true},
+		{limit: n + 1, first: "f0000", count: n, truncated: false},
+		{limit: n + 5, first: "f0000", count: n, truncated: false},
+	} {
+		l, err := listSource(st, "many", tt.limit)
+		must(t, err)
+		if len(l.Entries) != tt.count || l.Entries[0].Name != tt.first || l.Truncated != tt.truncated {
+			t.Fatalf("limit %d: %d entries from %q, truncated %v; want %d from %q, truncated %v",
+				tt.limit, len(l.Entries), l.Entries[0].Name, l.Truncated, tt.count, tt.first, tt.truncated)
+		}
+		for i := 1; i < len(l.Entries); i++ {
+			if l.Entries[i-1].Name >= l.Entries[i].Name {
+				t.Fatalf("not sorted at %d: %q, %q", i, l.Entries[i-1].Name, l.Entries[i].Name)
+			}
+		}
+	}
+}

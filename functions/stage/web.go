@@ -1,0 +1,105 @@
+package main
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"embed"
+	"encoding/hex"
+	"io/fs"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/ska-telescope/skao-staging-service/lib/httpx"
+)
+
+// webFiles is the page at / and the /docs page with their assets: plain
+// HTML, CSS and JavaScript, nothing to build and nothing fetched from
+// elsewhere (web/docs holds a vendored Swagger UI, see web/docs/VERSION).
+//
+//go:embed web
+var webFiles embed.FS
+
+// assetPrefix is where the files under web/ are served.
+const assetPrefix = "/assets/"
+
+// Content-Security-Policy of the two pages: everything comes from this
+// origin, so a page that tried to reach a CDN would fail in the browser
+// tests. Swagger UI sets inline styles, hence 'unsafe-inline' for styles
+// on /docs only.
+const (
+	pageCSP = "default-src 'self'; img-src 'self' data:; object-src 'none'; base-uri 'none'; frame-ancestors 'none'"
+	docsCSP = "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'"
+)
+
+// webRoutes adds the browser's routes: the page, its assets, the source
+// browser, the OpenAPI description and the interactive API page.
+func (a *api) webRoutes(m *httpx.Mux) {
+	files := newStaticFiles()
+	if a.f.Config.EnableFileCreator {
+		// The page shows its file creator only when the route exists.
+		page := files.content["index.html"]
+		files.set("index.html", bytes.Replace(page, []byte(`data-file-creator="false"`), []byte(`data-file-creator="true"`), 1))
+	}
+	m.Route(http.MethodGet, "/", files.page("index.html", pageCSP))
+	m.Route(http.MethodGet, "/docs", files.page("docs/index.html", docsCSP))
+	m.ServeMux.Handle("GET "+assetPrefix+"{file...}", files)
+	m.Route(http.MethodGet, "/browse", a.browse)
+	m.Route(http.MethodGet, "/openapi.json", serveOpenAPI)
+}
+
+// staticFiles serves the embedded web/ files with strong ETags (a hash of
+// the content), so browsers revalidate cheaply and never run stale code.
+type staticFiles struct {
+	content map[string][]byte // by path under web/
+	etags   map[string]string
+}
+
+func newStaticFiles() *staticFiles {
+	s := &staticFiles{content: map[string][]byte{}, etags: map[string]string{}}
+	fs.WalkDir(webFiles, "web", func(p string, d fs.DirEntry, err error) error {
+		if err == nil && !d.IsDir() {
+			b, _ := webFiles.ReadFile(p)
+			s.set(strings.TrimPrefix(p, "web/"), b)
+		}
+		return nil
+	})
+	return s
+}
+
+// set serves b as name.
+func (s *staticFiles) set(name string, b []byte) {
+	sum := sha256.Sum256(b)
+	s.content[name] = b
+	s.etags[name] = `"` + hex.EncodeToString(sum[:16]) + `"`
+}
+
+// ServeHTTP is GET /assets/{file...}: files only, no directory listings.
+func (s *staticFiles) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	s.serve(w, r, r.PathValue("file"))
+}
+
+func (s *staticFiles) serve(w http.ResponseWriter, r *http.Request, name string) {
+	b, ok := s.content[name]
+	if !ok {
+		httpx.JSON(w, http.StatusNotFound, httpx.Detail{Detail: "Not found: " + r.URL.Path})
+		return
+	}
+	h := w.Header()
+	h.Set("ETag", s.etags[name])
+	h.Set("Cache-Control", "no-cache")
+	h.Set("X-Content-Type-Options", "nosniff")
+	if strings.HasSuffix(name, ".txt") || !strings.Contains(name, ".") {
+		h.Set("Content-Type", "text/plain; charset=utf-8") // licence texts
+	}
+	http.ServeContent(w, r, name, time.Time{}, bytes.NewReader(b))
+}
+
+// page serves one HTML file of web/ under its own route and policy.
+func (s *staticFiles) page(name, csp string) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Security-Policy", csp)
+		w.Header().Set("Referrer-Policy", "no-referrer")
+		s.serve(w, r, name)
+	}
+}

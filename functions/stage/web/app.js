@@ -1,0 +1,447 @@
+// The staging page: a form for POST /stage_data, a browser of the source
+// storage (GET /browse), the user's history (GET /operations, polled) and a
+// log viewer following the logs function (GET /logs?follow=true). Plain DOM,
+// no framework; every text from the service is set with textContent.
+
+const $ = (selector) => document.querySelector(selector);
+
+const form = $("#stage-form");
+const methodSelect = $("#method");
+const usernameInput = $("#username");
+const sourceInput = $("#source");
+const targetInput = $("#target");
+const tokenInput = $("#jupyter-token");
+const asyncInput = $("#async");
+const result = $("#result");
+
+const USERNAME = /^[A-Za-z0-9_][A-Za-z0-9._@+-]{0,127}$/;
+const HISTORY_REFRESH_MS = 1000;
+const MAX_LOG_LINES = 500;
+const LOG_BACKLOG = 200; // records the viewer starts with
+const LEVELS = ["DEBUG", "INFO", "WARNING", "ERROR"];
+
+// call fetches url and returns {status, ok, body}: body is the decoded JSON
+// answer, or null when the answer is not JSON.
+async function call(url, options = {}) {
+  const response = await fetch(url, options);
+  let body = null;
+  if ((response.headers.get("Content-Type") || "").startsWith("application/json")) {
+    body = await response.json().catch(() => null);
+  }
+  return { status: response.status, ok: response.ok, body };
+}
+
+// detailOf is what an error answer says, or its status when it says nothing.
+function detailOf(answer) {
+  return (answer.body && answer.body.detail) || `The service answered HTTP ${answer.status}`;
+}
+
+function show(box, kind, text) {
+  box.className = `message ${kind}`;
+  box.textContent = text;
+}
+
+// labelCells names each cell after its column header, so a narrow screen
+// can show a row as a card of labelled values.
+function labelCells(table, row) {
+  const headers = [...table.querySelectorAll("thead th")].map((th) => th.textContent);
+  [...row.children].forEach((td, i) => { td.dataset.label = headers[i] || ""; });
+  return row;
+}
+
+function el(tag, props = {}, ...children) {
+  const node = document.createElement(tag);
+  Object.assign(node, props);
+  for (const child of children) node.append(child);
+  return node;
+}
+
+function formatBytes(n) {
+  if (!n) return "0 B";
+  const units = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+  const i = Math.min(Math.floor(Math.log(n) / Math.log(1024)), units.length - 1);
+  return `${(n / 1024 ** i).toFixed(i ? 1 : 0)} ${units[i]}`;
+}
+
+function formatTime(value) {
+  if (!value) return "";
+  const d = new Date(value);
+  const pad = (x) => String(x).padStart(2, "0");
+  return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())} ${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}`;
+}
+
+const baseName = (p) => p.replace(/\/+$/, "").split("/").pop();
+
+// ---- staging form ----
+
+// sourceRoot is SOURCE_STORAGE_PATH, so the history can show paths under
+// it as the browser does, relative to it.
+let sourceRoot = "";
+
+async function loadConfig() {
+  try {
+    const answer = await call("/config");
+    if (!answer.ok) throw new Error(detailOf(answer));
+    sourceRoot = answer.body.source_storage_path.replace(/\/+$/, "");
+    const saved = localStorage.getItem("method");
+    for (const m of answer.body.allowed_methods) {
+      methodSelect.append(el("option", { value: m, textContent: m, selected: m === saved }));
+    }
+  } catch (err) {
+    show(result, "error", `Cannot load the configuration: ${err.message}`);
+  }
+  methodChanged();
+}
+
+// methodChanged shows the token only for jupyter_copy and the target for
+// every method that writes somewhere.
+function methodChanged() {
+  const m = methodSelect.value;
+  $("#token-field").hidden = m !== "jupyter_copy";
+  $("#target-field").hidden = m === "direct_download";
+  asyncInput.disabled = m === "direct_download";
+  $("#submit").textContent = m === "direct_download" ? "Download" : "Stage";
+}
+
+function missingField() {
+  if (!usernameInput.value.trim()) return [usernameInput, "Enter a username."];
+  if (!USERNAME.test(usernameInput.value.trim())) return [usernameInput, "The username may hold letters, digits and . _ @ + - (starting with a letter, digit or _)."];
+  if (!sourceInput.value.trim()) return [sourceInput, "Enter a source path or pick one in the source storage."];
+  if (methodSelect.value !== "direct_download" && !targetInput.value.trim()) return [targetInput, "Enter a target path in your user area."];
+  return null;
+}
+
+async function submitStage(event) {
+  event.preventDefault();
+  const missing = missingField();
+  if (missing) {
+    show(result, "error", missing[1]);
+    missing[0].setAttribute("aria-invalid", "true");
+    missing[0].focus();
+    return;
+  }
+  for (const input of form.querySelectorAll("[aria-invalid]")) input.removeAttribute("aria-invalid");
+  const method = methodSelect.value;
+  const username = usernameInput.value.trim();
+  localStorage.setItem("username", username);
+  localStorage.setItem("method", method);
+  if (method === "direct_download") {
+    startDownload(username, sourceInput.value.trim());
+    return;
+  }
+  const query = new URLSearchParams({ method, username });
+  if (method === "jupyter_copy" && tokenInput.value) query.set("jupyter_token", tokenInput.value);
+  const headers = { "Content-Type": "application/json" };
+  if (asyncInput.checked) headers.Prefer = "respond-async";
+  const data = { local_path_on_storage: sourceInput.value.trim(), relative_path: targetInput.value.trim() };
+  const button = $("#submit");
+  button.disabled = true;
+  show(result, "info", `Staging ${data.local_path_on_storage} with ${method}…`);
+  refreshHistory();
+  try {
+    const answer = await call(`/stage_data?${query}`, { method: "POST", headers, body: JSON.stringify({ data }) });
+    if (answer.status === 202) {
+      show(result, "info", `Accepted: operation ${answer.body.id} runs in the background; follow it in the history.`);
+    } else if (answer.ok && answer.body) {
+      show(result, "success", answer.body.message);
+    } else {
+      show(result, "error", detailOf(answer));
+    }
+  } catch (err) {
+    show(result, "error", `The service could not be reached: ${err.message}`);
+  } finally {
+    button.disabled = false;
+    refreshHistory();
+  }
+}
+
+// startDownload lets the browser fetch the plain download link in a hidden
+// frame: a file streams straight to the user's disk (nothing held in the
+// page's memory), while an error answer, which is JSON and no attachment,
+// loads into the frame, where its detail is read and shown.
+function startDownload(username, source) {
+  const query = new URLSearchParams({ method: "direct_download", username, local_path_on_storage: source });
+  const old = $("#download-frame");
+  const frame = el("iframe", { id: "download-frame", title: "Download", hidden: true });
+  old.replaceWith(frame);
+  frame.addEventListener("load", () => {
+    const text = frame.contentDocument && frame.contentDocument.body ? frame.contentDocument.body.textContent : "";
+    let detail = text;
+    try { detail = JSON.parse(text).detail || text; } catch { /* not JSON */ }
+    show(result, "error", detail || "The download failed");
+    refreshHistory();
+  });
+  frame.src = `/stage_data?${query}`;
+  show(result, "success", `Download of ${baseName(source)} started: your browser saves it.`);
+  setTimeout(refreshHistory, 500);
+}
+
+// ---- source storage browser ----
+
+let browsePath = "";
+
+async function browse(path) {
+  const error = $("#browse-error");
+  try {
+    const answer = await call(`/browse?${new URLSearchParams({ path })}`);
+    if (!answer.ok) {
+      error.hidden = false;
+      error.textContent = detailOf(answer);
+      return false;
+    }
+    error.hidden = true;
+    renderListing(answer.body);
+    return true;
+  } catch (err) {
+    error.hidden = false;
+    error.textContent = `The service could not be reached: ${err.message}`;
+    return false;
+  }
+}
+
+function renderListing(listing) {
+  browsePath = listing.path;
+  $("#browse-path").textContent = `/${listing.path}`;
+  $("#browse-up").disabled = listing.path === "";
+  $("#browse-truncated").hidden = !listing.truncated;
+  const rows = listing.entries.map((e) => {
+    const path = listing.path ? `${listing.path}/${e.name}` : e.name;
+    const name = e.type === "directory"
+      ? el("button", { type: "button", className: "link-button entry-dir", textContent: `${e.name}/`,
+          title: `Open ${path}`, onclick: () => browse(path) })
+      : el("span", { textContent: e.name });
+    const use = el("button", { type: "button", textContent: "Use", title: `Use ${path} as the source`,
+      onclick: () => useSource(path) });
+    use.setAttribute("aria-label", `Use ${path} as the source`);
+    const row = el("tr", {},
+      el("td", { className: "path" }, name),
+      el("td", { className: "num", textContent: e.type === "directory" ? "" : formatBytes(e.size), title: `${e.size} bytes` }),
+      el("td", { className: "time", textContent: formatTime(e.modified) }),
+      el("td", {}, use));
+    row.dataset.path = path;
+    row.dataset.type = e.type;
+    return labelCells($("#browse-table"), row);
+  });
+  if (!rows.length) rows.push(el("tr", {}, el("td", { colSpan: 4, textContent: "This folder is empty." })));
+  $("#browse-table tbody").replaceChildren(...rows);
+}
+
+function useSource(path) {
+  sourceInput.value = path;
+  if (!targetInput.value) targetInput.value = baseName(path);
+  sourceInput.focus();
+}
+
+function parentOf(path) {
+  const i = path.lastIndexOf("/");
+  return i < 0 ? "" : path.slice(0, i);
+}
+
+// ---- history ----
+
+let historyTimer = 0;
+
+async function refreshHistory() {
+  clearTimeout(historyTimer);
+  const username = usernameInput.value.trim();
+  const query = new URLSearchParams({ limit: "50" });
+  if (USERNAME.test(username)) query.set("username", username);
+  $("#history-scope").textContent = query.has("username")
+    ? `Newest operations of ${username}, refreshed every second.`
+    : "Newest operations of all users, refreshed every second; enter a username to see yours.";
+  const error = $("#history-error");
+  try {
+    const answer = await call(`/operations?${query}`);
+    if (!answer.ok) throw new Error(detailOf(answer));
+    error.hidden = true;
+    renderHistory(answer.body.operations);
+  } catch (err) {
+    error.hidden = false;
+    error.textContent = `Cannot load the history: ${err.message}`;
+  }
+  historyTimer = setTimeout(refreshHistory, HISTORY_REFRESH_MS);
+}
+
+function progressCell(op) {
+  const cell = el("td", { className: "num" });
+  if (op.bytes > 0 || op.status === "running") {
+    const done = op.status === "success" ? op.bytes : op.bytes_done;
+    const percent = op.bytes > 0 ? Math.floor((100 * done) / op.bytes) : 0;
+    const bar = el("progress", { max: op.bytes || 1, value: done });
+    bar.setAttribute("aria-label", `Progress of ${op.id}`);
+    cell.append(bar, " ", el("span", { className: "percent", textContent: `${percent}%` }));
+  }
+  return cell;
+}
+
+function renderHistory(operations) {
+  const rows = operations.map((op) => {
+    const status = el("td", {}, el("span", { className: `status status-${op.status}`, textContent: op.status }));
+    if (op.error_reason) status.append(el("div", { className: "error-reason", textContent: op.error_reason }));
+    else if (op.message) status.title = op.message;
+    const source = sourceRoot && op.local_path_on_storage.startsWith(`${sourceRoot}/`)
+      ? op.local_path_on_storage.slice(sourceRoot.length + 1) : op.local_path_on_storage;
+    const paths = op.relative_path ? `${source} → ${op.relative_path}` : source;
+    const row = el("tr", {},
+      el("td", { className: "time", textContent: formatTime(op.created_at) }),
+      el("td", { textContent: op.method }),
+      el("td", { className: "path", textContent: paths, title: op.local_path_on_storage }),
+      status,
+      progressCell(op),
+      el("td", { className: "num", textContent: formatBytes(op.bytes), title: `${op.bytes} bytes` }),
+      el("td", { className: "time", textContent: formatTime(op.finished_at) }));
+    row.dataset.id = op.id;
+    row.dataset.status = op.status;
+    return labelCells($("#history-table"), row);
+  });
+  if (!rows.length) rows.push(el("tr", {}, el("td", { colSpan: 7, textContent: "No operations yet." })));
+  $("#history-table tbody").replaceChildren(...rows);
+}
+
+// ---- log viewer ----
+
+const logList = $("#log-lines");
+const logState = $("#log-state");
+let logSource = null;
+let logPaused = false;
+let logPending = [];
+let lastLogId = -1;
+let logRetry = 0;
+
+// levelOf reads the level of a text line "<time> - <LEVEL> - <message> k=v…".
+function levelOf(line) {
+  const m = / - (DEBUG|INFO|WARNING|ERROR) - /.exec(line);
+  return m ? m[1] : "INFO";
+}
+
+// logLine turns one event's data into a text line: the logs function sends
+// text lines, or JSON records with ?format=json.
+function logLine(data) {
+  if (!data.startsWith("{")) return data;
+  try {
+    const r = JSON.parse(data);
+    const attrs = Object.entries(r.attributes || {}).map(([k, v]) => ` ${k}=${v}`).join("");
+    return `${r.time} - ${r.level} - ${r.message}${attrs}`;
+  } catch {
+    return data;
+  }
+}
+
+function wantedLevel() {
+  return LEVELS.indexOf($("#log-level").value);
+}
+
+function appendLogLines(lines) {
+  const atBottom = logList.scrollHeight - logList.scrollTop - logList.clientHeight < 40;
+  for (const line of lines) {
+    const level = levelOf(line);
+    const item = el("li", { className: `level-${level}`, textContent: line });
+    item.dataset.level = level;
+    item.hidden = LEVELS.indexOf(level) < wantedLevel(); // the stream filters too; this keeps the view exact
+    logList.append(item);
+  }
+  while (logList.children.length > MAX_LOG_LINES) logList.firstElementChild.remove();
+  if (atBottom) logList.scrollTop = logList.scrollHeight;
+}
+
+function followLogs() {
+  clearTimeout(logRetry);
+  if (logSource) logSource.close();
+  const level = $("#log-level").value;
+  logState.textContent = "connecting…";
+  const query = new URLSearchParams({ follow: "true", level, limit: String(LOG_BACKLOG) });
+  const source = new EventSource(`/logs?${query}`);
+  logSource = source;
+  source.onopen = () => { logState.textContent = "following"; };
+  source.onmessage = (event) => {
+    // A reconnect may repeat records the viewer already shows.
+    const id = Number(event.lastEventId);
+    if (event.lastEventId !== "" && Number.isFinite(id)) {
+      if (id <= lastLogId) return;
+      lastLogId = id;
+    }
+    const lines = event.data.split("\n").filter(Boolean).map(logLine);
+    if (logPaused) logPending.push(...lines);
+    else appendLogLines(lines);
+  };
+  source.onerror = () => {
+    if (source.readyState === EventSource.CLOSED) {
+      logState.textContent = "the log service is not reachable; trying again in 5 s";
+      logRetry = setTimeout(followLogs, 5000);
+    } else {
+      logState.textContent = "reconnecting…";
+    }
+  };
+}
+
+// levelChanged reloads the log at the new level: the logs function filters
+// by level, and its stream starts with the newest records.
+function levelChanged() {
+  logList.replaceChildren();
+  logPending = [];
+  lastLogId = -1;
+  followLogs();
+}
+
+function togglePause() {
+  logPaused = !logPaused;
+  const button = $("#log-pause");
+  button.textContent = logPaused ? "Resume" : "Pause";
+  button.setAttribute("aria-pressed", String(logPaused));
+  if (!logPaused) {
+    appendLogLines(logPending);
+    logPending = [];
+  }
+}
+
+// ---- file creator (ENABLE_FILE_CREATOR=true) ----
+
+async function createFile(event) {
+  event.preventDefault();
+  const box = $("#creator-result");
+  const filename = $("#creator-name").value.trim();
+  if (!filename) {
+    show(box, "error", "Enter a file name.");
+    $("#creator-name").focus();
+    return;
+  }
+  try {
+    const answer = await call("/create-file", {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ filename, content: $("#creator-content").value }),
+    });
+    if (answer.ok && answer.body) show(box, "success", answer.body.message);
+    else show(box, "error", detailOf(answer));
+  } catch (err) {
+    show(box, "error", `The service could not be reached: ${err.message}`);
+  }
+  browse(browsePath);
+}
+
+// ---- start ----
+
+usernameInput.value = localStorage.getItem("username") || "";
+methodSelect.addEventListener("change", methodChanged);
+usernameInput.addEventListener("change", refreshHistory);
+form.addEventListener("submit", submitStage);
+$("#browse-up").addEventListener("click", () => browse(parentOf(browsePath)));
+$("#browse-here").addEventListener("click", async () => {
+  const wanted = sourceInput.value.trim();
+  // Open the folder the source is in (or the source itself if it is one).
+  if (!wanted || !(await browse(wanted))) await browse(parentOf(wanted));
+  const first = $("#browse-table tbody button");
+  (first || $("#browse-up")).focus();
+});
+$("#log-level").addEventListener("change", levelChanged);
+$("#log-pause").addEventListener("click", togglePause);
+$("#log-clear").addEventListener("click", () => logList.replaceChildren());
+if (document.body.dataset.fileCreator === "true") {
+  $("#creator").hidden = false;
+  $("#creator-form").addEventListener("submit", createFile);
+}
+document.addEventListener("visibilitychange", () => { if (!document.hidden) refreshHistory(); });
+
+loadConfig().then(refreshHistory);
+browse("");
+followLogs();
