@@ -3,7 +3,7 @@
 # packages) and runs every test. See README.md.
 
 GO ?= go
-FUNCTIONS := stage logs
+FUNCTIONS := stage logs jupyter
 
 .PHONY: run test test-deps bench build vet clean
 

@@ -27,6 +27,15 @@ type Request struct {
 	// NoWait refuses (404) a DID whose replica is not there, instead of
 	// waiting for it: a download cannot wait.
 	NoWait bool `json:"-"`
+	// EventSource and EventID are those of the event the request came in
+	// by, so a function handing it on to another keeps its identity (and
+	// the other's redelivery check).
+	EventSource string `json:"-"`
+	EventID     string `json:"-"`
+	// CallerToken is the token the caller proved who they are with
+	// (AUTH_MODE=jupyterhub), handed on with the request; never stored,
+	// never logged.
+	CallerToken string `json:"-"`
 }
 
 // DIDLocator finds a Rucio DID's replica in the source storage.
@@ -34,6 +43,13 @@ type DIDLocator interface {
 	// Locate returns the source path (for Request.Source) of did's replica
 	// and whether the replica is there yet.
 	Locate(did string) (source string, present bool, err error)
+}
+
+// Forwarder is a method that another function carries out. The pipeline
+// hands the request to Forward instead of preparing, recording and running
+// it here; the other function records the operation.
+type Forwarder interface {
+	Forward(ctx context.Context, req *Request) (*Outcome, error)
 }
 
 // Method is a way of staging. Prepare checks the request and resolves its

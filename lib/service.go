@@ -156,6 +156,10 @@ func (s *Service) stage(ctx context.Context, req *Request) (*Outcome, error) {
 		}
 		return s.refuse(ctx, req, "", err)
 	}
+	m, _ := s.method(req.Method)
+	if f, ok := m.(Forwarder); ok {
+		return f.Forward(ctx, req)
+	}
 	if req.EventKey != "" && req.OperationID == "" {
 		if op, err := s.Store.GetByEventKey(ctx, req.EventKey); err == nil {
 			return s.replay(ctx, op)
@@ -172,7 +176,6 @@ func (s *Service) stage(ctx context.Context, req *Request) (*Outcome, error) {
 			return s.await(ctx, req)
 		}
 	}
-	m, _ := s.method(req.Method)
 	plan, err := m.Prepare(ctx, req)
 	if err != nil {
 		return s.refuse(ctx, req, "", err)
@@ -495,13 +498,19 @@ func (s *Service) Submit(ctx context.Context, req Request) (*Outcome, error) {
 		}
 	}
 	m, _ := s.method(req.Method)
-	plan, err := m.Prepare(ctx, &req)
-	if err != nil {
-		return s.refuse(ctx, &req, "", err)
+	source := req.Source
+	// A forwarded method's paths are checked where it runs; here it is
+	// only recorded as pending.
+	if _, forwarded := m.(Forwarder); !forwarded {
+		plan, err := m.Prepare(ctx, &req)
+		if err != nil {
+			return s.refuse(ctx, &req, "", err)
+		}
+		source = plan.Source
 	}
 	now := time.Now().UTC()
 	op := &Operation{ID: newID(), Method: req.Method, Username: req.Username,
-		LocalPathOnStorage: orDefault(plan.Source, req.Source), RelativePath: req.Target,
+		LocalPathOnStorage: orDefault(source, req.Source), RelativePath: req.Target,
 		Status: StatusPending, CreatedAt: now, UpdatedAt: now, DID: req.DID}
 	if err := s.Store.Create(ctx, op); err != nil {
 		return nil, Unavailable(err)

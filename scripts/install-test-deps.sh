@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Installs, as root from Debian's packages, the real servers the tests start:
-# MariaDB, and Chromium for the browser tests. Does nothing for what is already there.
+# MariaDB, Chromium for the browser tests, and JupyterHub (with its proxy and
+# single-user servers) for jupyter_copy. Does nothing for what is already there.
 set -euo pipefail
 need=()
 command -v mariadbd >/dev/null 2>&1 || need+=(mariadb-server)
 command -v chromium >/dev/null 2>&1 || need+=(chromium) # the web page's browser tests
+command -v jupyterhub >/dev/null 2>&1 || need+=(jupyterhub) # jupyter_copy against a real hub and its servers
 if [ ${#need[@]} -gt 0 ]; then
 	if [ "$(id -u)" != 0 ]; then
 		echo "missing ${need[*]}: run as root, or install them" >&2

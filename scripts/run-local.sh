@@ -41,6 +41,10 @@ start() {
 	for r in "$@"; do routes="$routes;$r=http://127.0.0.1:$port"; done
 	eval "export ${name^^}_URL=http://127.0.0.1:$port"
 }
+# jupyter has no route of its own: the stage function hands it jupyter_copy
+# (it answers 503 for that method until JUPYTERHUB_URL is set).
+start jupyter
+export JUPYTER_FUNCTION_URL="${JUPYTER_FUNCTION_URL:-$JUPYTER_URL}"
 start stage /
 start logs /logs
 # Wait until the functions accept connections (bash's /dev/tcp, no curl needed).

@@ -16,6 +16,7 @@ import (
 	"sync"
 
 	staging "github.com/ska-telescope/skao-staging-service/lib"
+	"github.com/ska-telescope/skao-staging-service/lib/auth"
 	"github.com/ska-telescope/skao-staging-service/lib/events"
 	"github.com/ska-telescope/skao-staging-service/lib/function"
 	"github.com/ska-telescope/skao-staging-service/lib/httpx"
@@ -27,6 +28,7 @@ const maxBatch = 1000
 
 type api struct {
 	f        *function.Function
+	auth     *auth.Authorizer // AUTH_MODE=jupyterhub; nil allows everyone
 	receiver *events.Receiver
 	sender   *events.Sender // K_SINK, nil when unset
 }
@@ -45,7 +47,6 @@ func (a *api) routes() http.Handler {
 		m.Route(http.MethodPost, "/create-file", a.createFile)
 	}
 	m.Route(http.MethodPost, "/", a.receiver.ServeHTTP)
-	a.webRoutes(m) // the page at GET /, /browse, /openapi.json, /docs (web.go)
 	return m
 }
 
@@ -84,11 +85,15 @@ func (a *api) stageData(w http.ResponseWriter, r *http.Request) {
 		httpx.Error(w, err)
 		return
 	}
+	if err := a.auth.Authorize(r.Context(), auth.Token(r, q.Get("jupyter_token")), username); err != nil {
+		httpx.Error(w, err)
+		return
+	}
 	reqs := make([]staging.Request, len(items))
 	for i, it := range items {
 		reqs[i] = staging.Request{Method: method, Username: username, JupyterToken: q.Get("jupyter_token"),
 			Source: deref(it.LocalPathOnStorage), Target: deref(it.RelativePath), DID: deref(it.DID),
-			NoWait: method == "direct_download"}
+			NoWait: method == "direct_download", CallerToken: auth.Token(r, "")}
 	}
 	if err := a.f.Service.Validate(&reqs[0]); err != nil {
 		if status, _ := staging.StatusOf(err); status == http.StatusUnprocessableEntity {
@@ -268,6 +273,10 @@ func (a *api) download(w http.ResponseWriter, r *http.Request) {
 	case req.Source == "":
 		httpx.Error(w, staging.Errorf(http.StatusUnprocessableEntity, "Query parameter local_path_on_storage is required"))
 	default:
+		if err := a.auth.Authorize(r.Context(), auth.Token(r, q.Get("jupyter_token")), req.Username); err != nil {
+			httpx.Error(w, err)
+			return
+		}
 		a.serveDownload(w, r, req)
 	}
 }

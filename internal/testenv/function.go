@@ -19,6 +19,7 @@ import (
 var (
 	buildMu  sync.Mutex
 	binaries = map[string]string{}
+	binDir   string // where this test binary builds functions, removed at exit
 )
 
 // RepoRoot is the module's root directory.
@@ -36,11 +37,17 @@ func FunctionBinary(tb testing.TB, name string) string {
 	if bin, ok := binaries[name]; ok {
 		return bin
 	}
-	dir := filepath.Join(os.TempDir(), "skao-staging-test-bin")
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		tb.Fatal(err)
+	// A directory of this test binary's own: test binaries of other
+	// packages (or of another checkout) build the same names at the same time.
+	if binDir == "" {
+		dir, err := os.MkdirTemp("", "skao-staging-test-bin-")
+		if err != nil {
+			tb.Fatal(err)
+		}
+		binDir = dir
+		atExit(func() { os.RemoveAll(dir) })
 	}
-	bin := filepath.Join(dir, name)
+	bin := filepath.Join(binDir, name)
 	cmd := exec.Command("go", "build", "-o", bin, "./functions/"+name)
 	cmd.Dir = RepoRoot()
 	if out, err := cmd.CombinedOutput(); err != nil {

@@ -41,15 +41,33 @@ var (
 	sharedErr  error
 )
 
-// Main runs the tests, then stops the shared MariaDB server (if one was
-// started) and removes its files, and exits with the tests' code.
+// Main runs the tests, then stops the shared servers (MariaDB, JupyterHub)
+// that were started and removes their files, and exits with the tests' code.
 func Main(m *testing.M) {
 	mainUsed.Store(true)
 	code := m.Run()
 	if shared != nil {
 		shared.remove()
 	}
+	exitMu.Lock()
+	for _, f := range exitHooks {
+		f()
+	}
+	exitMu.Unlock()
 	os.Exit(code)
+}
+
+var (
+	exitMu    sync.Mutex
+	exitHooks []func()
+)
+
+// atExit registers f to run when Main ends (shared servers other than
+// MariaDB stop there).
+func atExit(f func()) {
+	exitMu.Lock()
+	defer exitMu.Unlock()
+	exitHooks = append(exitHooks, f)
 }
 
 // MariaDB returns the URL (mysql://root@127.0.0.1:PORT/NAME) of a new, empty

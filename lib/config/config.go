@@ -49,6 +49,9 @@ type Config struct {
 	CopyWorkers        int           // COPY_WORKERS, parallel file copies per directory, default 8
 	JupyterFunctionURL string        // JUPYTER_FUNCTION_URL: where the stage function hands jupyter_copy
 	OperationLease     time.Duration // OPERATION_LEASE: how long a running operation may miss its heartbeat, default 15s
+	JupyterHubAPIToken string        // JUPYTERHUB_API_TOKEN: the service's hub token; never logged or shown
+	JupyterHubStart    time.Duration // JUPYTERHUB_START_TIMEOUT: how long to wait for a user's server, default 120s
+	AuthMode           string        // AUTH_MODE: "none" or "jupyterhub" (callers prove who they are with a hub token)
 	RucioRSE           string        // RUCIO_RSE: the local RSE's name; enables staging by DID
 	RucioRSERoot       string        // RUCIO_RSE_ROOT: where the RSE is mounted, default SOURCE_STORAGE_PATH
 	RucioRSEPrefix     string        // RUCIO_RSE_PREFIX: replica URL prefix that stands for RUCIO_RSE_ROOT
@@ -82,6 +85,7 @@ func Load(lookup func(string) (string, bool)) (*Config, error) {
 		RucioRSEPrefix:     get("RUCIO_RSE_PREFIX", ""),
 		SymlinkTargetRoot:  get("SYMLINK_TARGET_ROOT", ""),
 		JupyterFunctionURL: get("JUPYTER_FUNCTION_URL", ""),
+		JupyterHubAPIToken: get("JUPYTERHUB_API_TOKEN", ""),
 	}
 	var err error
 	if c.Port, err = intVar("PORT", get("PORT", "8080"), 1, 65535); err != nil {
@@ -92,6 +96,18 @@ func Load(lookup func(string) (string, bool)) (*Config, error) {
 	}
 	if c.OperationLease, err = time.ParseDuration(get("OPERATION_LEASE", "15s")); err != nil || c.OperationLease < 100*time.Millisecond {
 		return nil, fmt.Errorf("OPERATION_LEASE: %q is not a duration of at least 100ms, such as 15s", get("OPERATION_LEASE", ""))
+	}
+	if c.JupyterHubStart, err = time.ParseDuration(get("JUPYTERHUB_START_TIMEOUT", "120s")); err != nil || c.JupyterHubStart <= 0 {
+		return nil, fmt.Errorf("JUPYTERHUB_START_TIMEOUT: %q is not a positive duration, such as 120s", get("JUPYTERHUB_START_TIMEOUT", ""))
+	}
+	switch c.AuthMode = strings.ToLower(get("AUTH_MODE", "none")); c.AuthMode {
+	case "none":
+	case "jupyterhub":
+		if c.JupyterHubURL == "" {
+			return nil, fmt.Errorf("AUTH_MODE: jupyterhub needs JUPYTERHUB_URL")
+		}
+	default:
+		return nil, fmt.Errorf("AUTH_MODE: %q is not none or jupyterhub", c.AuthMode)
 	}
 	for _, p := range []struct {
 		name string

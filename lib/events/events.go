@@ -17,6 +17,7 @@ import (
 	cehttp "github.com/cloudevents/sdk-go/v2/protocol/http"
 
 	staging "github.com/ska-telescope/skao-staging-service/lib"
+	"github.com/ska-telescope/skao-staging-service/lib/auth"
 	"github.com/ska-telescope/skao-staging-service/lib/httpx"
 	"github.com/ska-telescope/skao-staging-service/lib/telemetry"
 )
@@ -62,6 +63,8 @@ type Receiver struct {
 	// Handlers take event types other than org.skao.staging.request. What a
 	// handler returns is the answer: a reply event, or a value sent as JSON.
 	Handlers map[string]func(ctx context.Context, ev *cloudevents.Event) (any, error)
+	// Auth checks the caller of a staging request (AUTH_MODE); nil allows all.
+	Auth *auth.Authorizer
 }
 
 func (rc *Receiver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -94,6 +97,11 @@ func (rc *Receiver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		httpx.Error(w, staging.Errorf(http.StatusUnprocessableEntity, "direct_download streams to a client and cannot be requested by an event"))
 		return
 	}
+	if err := rc.Auth.Authorize(r.Context(), auth.Token(r, req.JupyterToken), req.Username); err != nil {
+		httpx.Error(w, err)
+		return
+	}
+	req.CallerToken = auth.Token(r, "")
 	out, err := rc.Service.Stage(r.Context(), *req)
 	if err != nil {
 		httpx.Error(w, err)
@@ -144,7 +152,8 @@ func Decode(ev *cloudevents.Event) (*staging.Request, error) {
 		return nil, staging.Errorf(http.StatusUnprocessableEntity, "Extension %s=%v does not match method %s", ExtMethod, ext, d.Method)
 	}
 	req := &staging.Request{Method: d.Method, Username: d.Username, Source: d.LocalPathOnStorage,
-		Target: d.RelativePath, JupyterToken: d.JupyterToken, OperationID: d.OperationID, DID: d.DID}
+		Target: d.RelativePath, JupyterToken: d.JupyterToken, OperationID: d.OperationID,
+		EventSource: ev.Source(), EventID: ev.ID(), DID: d.DID}
 	if d.OperationID == "" {
 		req.EventKey = staging.EventKey(ev.Source(), ev.ID())
 	}

@@ -85,8 +85,8 @@ func (s *Store) Create(ctx context.Context, op *staging.Operation) error {
 	if err != nil {
 		return fmt.Errorf("create operation %s: build query: %w", op.ID, err)
 	}
-	if _, err := s.db.ExecContext(ctx, q, args...); err != nil {
-		return fmt.Errorf("create operation %s: %w", op.ID, s.classify(err))
+	if _, err := s.exec(ctx, q, args); err != nil {
+		return fmt.Errorf("create operation %s: %w", op.ID, err)
 	}
 	return nil
 }
@@ -308,15 +308,30 @@ func (s *Store) query(ctx context.Context, what string, ds *goqu.SelectDataset) 
 
 // exec runs a statement and returns the rows it matched.
 func (s *Store) exec(ctx context.Context, q string, args []any) (int64, error) {
-	res, err := s.db.ExecContext(ctx, q, args...)
-	if err != nil {
-		return 0, s.classify(err)
+	for attempt := 1; ; attempt++ {
+		res, err := s.db.ExecContext(ctx, q, args...)
+		if err != nil {
+			// InnoDB may pick one of several statements inserting the same
+			// unique key at once as a deadlock victim: nothing was written,
+			// and the statement can simply run again.
+			if isRetryable(err) && attempt < 5 && ctx.Err() == nil {
+				time.Sleep(time.Duration(attempt*attempt) * time.Millisecond)
+				continue
+			}
+			return 0, s.classify(err)
+		}
+		n, err := res.RowsAffected()
+		if err != nil {
+			return 0, fmt.Errorf("rows affected: %w", err)
+		}
+		return n, nil
 	}
-	n, err := res.RowsAffected()
-	if err != nil {
-		return 0, fmt.Errorf("rows affected: %w", err)
-	}
-	return n, nil
+}
+
+// isRetryable reports a MySQL deadlock (1213) or lock wait timeout (1205).
+func isRetryable(err error) bool {
+	var me *mysql.MySQLError
+	return errors.As(err, &me) && (me.Number == 1213 || me.Number == 1205)
 }
 
 // classify makes a unique-key violation match staging.ErrDuplicate while

@@ -1,0 +1,273 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/json"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	cloudevents "github.com/cloudevents/sdk-go/v2"
+	cehttp "github.com/cloudevents/sdk-go/v2/protocol/http"
+
+	"github.com/ska-telescope/skao-staging-service/internal/testenv"
+	"github.com/ska-telescope/skao-staging-service/lib/events"
+)
+
+func TestMain(m *testing.M) { testenv.Main(m) }
+
+// stack is a jupyter function and a stage function handing jupyter_copy to
+// it, over shared storage and one database, against a hub.
+type stack struct {
+	Hub     *testenv.JupyterHub
+	Jupyter *testenv.Process
+	Stage   *testenv.Process
+	Source  string
+}
+
+// startStack starts both functions against hub; env adds to or overrides
+// both functions' environment (jupyterEnv only the jupyter function's).
+func startStack(t *testing.T, hub *testenv.JupyterHub, env, jupyterEnv map[string]string) *stack {
+	t.Helper()
+	dir := t.TempDir()
+	s := &stack{Hub: hub, Source: filepath.Join(dir, "source")}
+	must(t, os.MkdirAll(s.Source, 0o755))
+	common := map[string]string{
+		"SOURCE_STORAGE_PATH": s.Source,
+		"TARGET_STORAGE_PATH": filepath.Join(dir, "user_areas"),
+		"DATABASE_URL":        "sqlite://" + filepath.Join(dir, "staging.db"),
+		"LOGGING_LEVEL":       "DEBUG",
+		"JUPYTERHUB_URL":      hub.URL,
+	}
+	for k, v := range env {
+		common[k] = v
+	}
+	je := map[string]string{"JUPYTERHUB_API_TOKEN": hub.Token}
+	for k, v := range common {
+		je[k] = v
+	}
+	for k, v := range jupyterEnv {
+		je[k] = v
+	}
+	s.Jupyter = testenv.StartFunction(t, "jupyter", je)
+	se := map[string]string{"JUPYTER_FUNCTION_URL": s.Jupyter.URL}
+	for k, v := range common {
+		se[k] = v
+	}
+	s.Stage = testenv.StartFunction(t, "stage", se)
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("hub logs (end):\n%s", tailText(hub.Logs(), 4000))
+		}
+	})
+	return s
+}
+
+// write makes a source file and returns its path relative to the source.
+func (s *stack) write(t *testing.T, rel string, content []byte) string {
+	t.Helper()
+	p := filepath.Join(s.Source, rel)
+	must(t, os.MkdirAll(filepath.Dir(p), 0o755))
+	must(t, os.WriteFile(p, content, 0o644))
+	return rel
+}
+
+// writeRandom makes a source file of n random bytes, written in pieces.
+func (s *stack) writeRandom(t *testing.T, rel string, n int64) string {
+	t.Helper()
+	p := filepath.Join(s.Source, rel)
+	must(t, os.MkdirAll(filepath.Dir(p), 0o755))
+	f, err := os.Create(p)
+	must(t, err)
+	defer f.Close()
+	rng := rand.NewChaCha8([32]byte{byte(n), byte(n >> 8), byte(n >> 16)})
+	_, err = io.CopyN(f, rng, n)
+	must(t, err)
+	return rel
+}
+
+// response is a decoded answer.
+type response struct {
+	Status int
+	Body   []byte
+	JSON   map[string]any
+}
+
+func (r *response) str(key string) string {
+	v, _ := r.JSON[key].(string)
+	return v
+}
+
+func do(t *testing.T, method, url string, body any, header ...string) *response {
+	t.Helper()
+	var rd io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		must(t, err)
+		rd = bytes.NewReader(b)
+	}
+	req, err := http.NewRequest(method, url, rd)
+	must(t, err)
+	if rd != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	for i := 0; i+1 < len(header); i += 2 {
+		req.Header.Set(header[i], header[i+1])
+	}
+	resp, err := http.DefaultClient.Do(req)
+	must(t, err)
+	defer resp.Body.Close()
+	out := &response{Status: resp.StatusCode}
+	out.Body, err = io.ReadAll(resp.Body)
+	must(t, err)
+	if strings.HasPrefix(resp.Header.Get("Content-Type"), "application/json") {
+		if err := json.Unmarshal(out.Body, &out.JSON); err != nil {
+			t.Fatalf("%s %s: answer is not a JSON object: %v: %s", method, url, err, out.Body)
+		}
+	}
+	return out
+}
+
+// stage posts one jupyter_copy to the stage function's /stage_data; query
+// adds parameters (e.g. "&jupyter_token=...").
+func (s *stack) stage(t *testing.T, user, src, dst, query string, header ...string) *response {
+	t.Helper()
+	body := map[string]any{"data": map[string]string{"local_path_on_storage": src, "relative_path": dst}}
+	return do(t, http.MethodPost, s.Stage.URL+"/stage_data?method=jupyter_copy&username="+user+query, body, header...)
+}
+
+func expect(t *testing.T, r *response, status int, field, want string) {
+	t.Helper()
+	if r.Status != status {
+		t.Fatalf("status %d, want %d: %s", r.Status, status, r.Body)
+	}
+	if field != "" && r.str(field) != want {
+		t.Fatalf("%s = %q, want %q (body %s)", field, r.str(field), want, r.Body)
+	}
+}
+
+// operation fetches one operation record through the stage function.
+func (s *stack) operation(t *testing.T, id string) map[string]any {
+	t.Helper()
+	r := do(t, http.MethodGet, s.Stage.URL+"/operations/"+id, nil)
+	if r.Status != http.StatusOK {
+		t.Fatalf("GET /operations/%s: %d %s", id, r.Status, r.Body)
+	}
+	return r.JSON
+}
+
+// waitOperation polls an operation until cond holds for it.
+func (s *stack) waitOperation(t *testing.T, id string, cond func(op map[string]any) bool) map[string]any {
+	t.Helper()
+	deadline := time.Now().Add(2 * time.Minute)
+	for time.Now().Before(deadline) {
+		if op := s.operation(t, id); cond(op) {
+			return op
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatalf("operation %s: condition not met after 2 minutes: %v", id, s.operation(t, id))
+	return nil
+}
+
+func finished(op map[string]any) bool { return op["status"] == "success" || op["status"] == "failed" }
+
+// countOperations returns how many records the shared store holds for user.
+func (s *stack) countOperations(t *testing.T, user string) int {
+	t.Helper()
+	r := do(t, http.MethodGet, s.Stage.URL+"/operations?limit=1000&username="+user, nil)
+	ops, _ := r.JSON["operations"].([]any)
+	return len(ops)
+}
+
+// sendEvent delivers ev in binary mode as a Knative Trigger would and
+// returns the HTTP status, the reply event and the body of an error.
+func sendEvent(t *testing.T, url string, ev cloudevents.Event) (int, *cloudevents.Event, string) {
+	t.Helper()
+	c, err := cloudevents.NewClientHTTP()
+	must(t, err)
+	reply, res := c.Request(cloudevents.ContextWithTarget(context.Background(), url), ev)
+	var httpResult *cehttp.Result
+	if !cloudevents.ResultAs(res, &httpResult) {
+		t.Fatalf("no HTTP result: %v", res)
+	}
+	return httpResult.StatusCode, reply, res.Error()
+}
+
+func requestEvent(id string, data events.RequestData) cloudevents.Event {
+	ev := cloudevents.NewEvent()
+	ev.SetID(id)
+	ev.SetSource("/test/broker")
+	ev.SetType(events.TypeRequest)
+	ev.SetExtension(events.ExtMethod, data.Method)
+	ev.SetData(cloudevents.ApplicationJSON, data)
+	return ev
+}
+
+// temps lists upload leftovers (skao-staging-*-tmp) in the workspace dir,
+// not counting the server's trash (.local), where deletions go.
+func temps(t *testing.T, dir string) []string {
+	t.Helper()
+	var found []string
+	filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
+		if err == nil && d.IsDir() && d.Name() == ".local" {
+			return filepath.SkipDir
+		}
+		if err == nil && strings.HasPrefix(d.Name(), "skao-staging-") {
+			found = append(found, p)
+		}
+		return nil
+	})
+	return found
+}
+
+func sha(t *testing.T, path string) [32]byte {
+	t.Helper()
+	f, err := os.Open(path)
+	must(t, err)
+	defer f.Close()
+	h := sha256.New()
+	_, err = io.Copy(h, f)
+	must(t, err)
+	var sum [32]byte
+	copy(sum[:], h.Sum(nil))
+	return sum
+}
+
+// peakRSS is a process's peak resident memory (VmHWM) in bytes.
+func peakRSS(t *testing.T, pid int) int64 {
+	t.Helper()
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
+	must(t, err)
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+			kb, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
+			must(t, err)
+			return kb << 10
+		}
+	}
+	t.Fatal("no VmHWM in /proc/PID/status")
+	return 0
+}
+
+func tailText(s string, n int) string {
+	if len(s) > n {
+		return s[len(s)-n:]
+	}
+	return s
+}
+
+func must(t *testing.T, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}

@@ -1,0 +1,392 @@
+package testenv
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+var (
+	hubOnce sync.Once
+	hub     *JupyterHub
+	hubErr  error
+)
+
+// ServiceScopes are the scopes of the hub's service token: enough to look
+// users up, create them, start their servers and reach them, and mint tokens.
+var ServiceScopes = []string{"admin:users", "admin:servers", "access:servers", "read:users", "list:users", "tokens"}
+
+// JupyterHub is a real JupyterHub (Debian's jupyterhub package) on loopback
+// ports, with the dummy authenticator and real single-user servers started by
+// SimpleLocalProcessSpawner, users' homes under a temporary directory.
+type JupyterHub struct {
+	URL   string // public URL, http://127.0.0.1:PORT
+	Token string // the service token (scopes ServiceScopes)
+	dir   string
+
+	mu   sync.Mutex
+	cmd  *exec.Cmd
+	done chan struct{}
+	logs *syncBuffer
+}
+
+// Hub returns the test binary's shared hub, starting it on first use; Main
+// stops it. Tests share it by using distinct users (see NewHubUser).
+func Hub(tb testing.TB) *JupyterHub {
+	tb.Helper()
+	if !mainUsed.Load() {
+		tb.Fatalf("testenv.Hub: the package's tests must declare func TestMain(m *testing.M) { testenv.Main(m) } so the hub is stopped at the end")
+	}
+	requireHub(tb)
+	hubOnce.Do(func() {
+		hub, hubErr = startHub()
+		if hubErr == nil {
+			atExit(hub.remove)
+		}
+	})
+	if hubErr != nil {
+		tb.Fatalf("testenv: start JupyterHub: %v", hubErr)
+	}
+	return hub
+}
+
+// HubFor starts a hub for tb alone, removed when tb ends; Stop and Start
+// take it away and bring it back (fault tests).
+func HubFor(tb testing.TB) *JupyterHub {
+	tb.Helper()
+	requireHub(tb)
+	h, err := startHub()
+	if err != nil {
+		tb.Fatalf("testenv: start JupyterHub: %v", err)
+	}
+	tb.Cleanup(h.remove)
+	return h
+}
+
+func requireHub(tb testing.TB) {
+	tb.Helper()
+	for _, name := range []string{"jupyterhub", "configurable-http-proxy", "jupyterhub-singleuser"} {
+		if _, err := exec.LookPath(name); err != nil {
+			tb.Fatalf("testenv: %s not found: these tests need a real JupyterHub; run `make test`, which installs jupyterhub", name)
+		}
+	}
+}
+
+func startHub() (*JupyterHub, error) {
+	dir, err := os.MkdirTemp("", "testenv-jupyterhub-")
+	if err != nil {
+		return nil, err
+	}
+	var ports [3]int
+	for i := range ports {
+		if ports[i], err = freePort(); err != nil {
+			os.RemoveAll(dir)
+			return nil, err
+		}
+	}
+	secret := make([]byte, 32)
+	rand.Read(secret)
+	h := &JupyterHub{URL: fmt.Sprintf("http://127.0.0.1:%d", ports[0]), Token: hex.EncodeToString(secret), dir: dir}
+	if err := os.MkdirAll(filepath.Join(dir, "home"), 0o755); err != nil {
+		os.RemoveAll(dir)
+		return nil, err
+	}
+	scopes, _ := json.Marshal(ServiceScopes)
+	config := fmt.Sprintf(`# Written by internal/testenv for one test hub.
+c = get_config()  # noqa
+c.JupyterHub.bind_url = 'http://127.0.0.1:%d'
+c.JupyterHub.hub_bind_url = 'http://127.0.0.1:%d'
+c.ConfigurableHTTPProxy.api_url = 'http://127.0.0.1:%d'
+c.ConfigurableHTTPProxy.pid_file = %q
+c.JupyterHub.pid_file = %q
+c.JupyterHub.db_url = 'sqlite:///' + %q
+c.JupyterHub.cookie_secret_file = %q
+c.JupyterHub.authenticator_class = 'dummy'
+c.Authenticator.admin_users = {'hubadmin'}
+c.JupyterHub.spawner_class = 'simple'
+c.SimpleLocalProcessSpawner.home_dir_template = %q
+c.Spawner.ip = '127.0.0.1'
+c.Spawner.args = ['--allow-root']
+c.Spawner.start_timeout = 60
+c.Spawner.http_timeout = 60
+c.JupyterHub.services = [{'name': 'staging', 'api_token': %q}]
+c.JupyterHub.load_roles = [{'name': 'staging', 'scopes': %s, 'services': ['staging']}]
+`, ports[0], ports[1], ports[2], filepath.Join(dir, "proxy.pid"), filepath.Join(dir, "hub.pid"),
+		filepath.Join(dir, "hub.sqlite"), filepath.Join(dir, "cookie_secret"),
+		filepath.Join(dir, "home", "{username}"), h.Token, scopes)
+	if err := os.WriteFile(filepath.Join(dir, "jupyterhub_config.py"), []byte(config), 0o600); err != nil {
+		os.RemoveAll(dir)
+		return nil, err
+	}
+	if err := h.Start(); err != nil {
+		h.remove()
+		return nil, err
+	}
+	return h, nil
+}
+
+// Start starts the hub (same ports, same database) and waits until its API
+// answers the service token. Starting a running hub does nothing.
+func (h *JupyterHub) Start() error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.running() {
+		return nil
+	}
+	cmd := exec.Command("jupyterhub", "-f", filepath.Join(h.dir, "jupyterhub_config.py"))
+	cmd.Dir = h.dir
+	// configurable-http-proxy finds its modules only through NODE_PATH on
+	// Debian's Node.
+	cmd.Env = append(os.Environ(), "NODE_PATH=/usr/share/nodejs")
+	// Its own process group, so Stop reaches the proxy and the single-user
+	// servers too; if the test binary dies, the hub dies with it.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	h.logs = &syncBuffer{}
+	cmd.Stdout, cmd.Stderr = h.logs, h.logs
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("start jupyterhub: %w", err)
+	}
+	done := make(chan struct{})
+	go func() { cmd.Wait(); close(done) }()
+	h.cmd, h.done = cmd, done
+	deadline := time.Now().Add(90 * time.Second)
+	for {
+		status, _, err := h.api(http.MethodGet, "/hub/api/", nil)
+		if err == nil && status == http.StatusOK {
+			return nil
+		}
+		select {
+		case <-done:
+			return fmt.Errorf("jupyterhub exited (%v) before answering; log:\n%s", cmd.ProcessState, tail([]byte(h.logs.String()), 4000))
+		case <-time.After(50 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			h.kill()
+			return fmt.Errorf("jupyterhub not ready after 90s (%d, %v); log:\n%s", status, err, tail([]byte(h.logs.String()), 4000))
+		}
+	}
+}
+
+// Stop stops the hub, its proxy and every single-user server, and waits
+// until the hub has exited and its port is closed.
+func (h *JupyterHub) Stop() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.kill()
+}
+
+func (h *JupyterHub) kill() {
+	if !h.running() {
+		return
+	}
+	syscall.Kill(-h.cmd.Process.Pid, syscall.SIGTERM)
+	select {
+	case <-h.done:
+	case <-time.After(20 * time.Second):
+		syscall.Kill(-h.cmd.Process.Pid, syscall.SIGKILL)
+		<-h.done
+	}
+	// Whatever the hub left of its group (proxy, servers) goes too.
+	syscall.Kill(-h.cmd.Process.Pid, syscall.SIGKILL)
+}
+
+func (h *JupyterHub) running() bool {
+	if h.cmd == nil {
+		return false
+	}
+	select {
+	case <-h.done:
+		return false
+	default:
+		return true
+	}
+}
+
+func (h *JupyterHub) remove() {
+	h.Stop()
+	os.RemoveAll(h.dir)
+}
+
+// Logs returns what the hub (and its servers) printed since its last start.
+func (h *JupyterHub) Logs() string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.logs == nil {
+		return ""
+	}
+	return h.logs.String()
+}
+
+// Home is the home directory (the Jupyter workspace root) of user.
+func (h *JupyterHub) Home(user string) string { return filepath.Join(h.dir, "home", user) }
+
+// api calls the hub's REST API with the service token.
+func (h *JupyterHub) api(method, path string, body any) (int, []byte, error) {
+	return h.call(method, path, h.Token, body)
+}
+
+func (h *JupyterHub) call(method, path, token string, body any) (int, []byte, error) {
+	var rd io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			return 0, nil, err
+		}
+		rd = bytes.NewReader(b)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, method, h.URL+path, rd)
+	if err != nil {
+		return 0, nil, err
+	}
+	req.Header.Set("Authorization", "token "+token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0, nil, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return resp.StatusCode, b, err
+}
+
+func (h *JupyterHub) must(tb testing.TB, method, path string, body any, want ...int) []byte {
+	tb.Helper()
+	status, b, err := h.api(method, path, body)
+	if err != nil {
+		tb.Fatalf("hub %s %s: %v", method, path, err)
+	}
+	for _, w := range want {
+		if status == w {
+			return b
+		}
+	}
+	tb.Fatalf("hub %s %s: %d %s", method, path, status, b)
+	return nil
+}
+
+var hubUsers sync.Map // names handed out, per test binary
+
+// NewHubUser creates a hub user named after tb (and prefix), distinct
+// across the test binary, and returns the name. admin makes it a hub admin.
+func (h *JupyterHub) NewHubUser(tb testing.TB, prefix string, admin bool) string {
+	tb.Helper()
+	base := strings.Trim(unsafeName.ReplaceAllString(strings.ToLower(prefix), "-"), "-")
+	name := base
+	for i := 2; ; i++ {
+		if _, taken := hubUsers.LoadOrStore(name, true); !taken {
+			break
+		}
+		name = fmt.Sprintf("%s%d", base, i)
+	}
+	h.must(tb, http.MethodPost, "/hub/api/users/"+name, nil, http.StatusCreated)
+	if admin {
+		h.must(tb, http.MethodPatch, "/hub/api/users/"+name, map[string]any{"admin": true}, http.StatusOK)
+	}
+	return name
+}
+
+// UserToken mints an API token owned by user, as the user would in the
+// hub's token page.
+func (h *JupyterHub) UserToken(tb testing.TB, user string) string {
+	tb.Helper()
+	b := h.must(tb, http.MethodPost, "/hub/api/users/"+user+"/tokens", map[string]any{"note": "test"}, http.StatusCreated, http.StatusOK)
+	var tok struct {
+		Token string `json:"token"`
+	}
+	if err := json.Unmarshal(b, &tok); err != nil || tok.Token == "" {
+		tb.Fatalf("hub: token for %s: %v %s", user, err, b)
+	}
+	return tok.Token
+}
+
+// StartServer starts user's single-user server and waits until it is ready,
+// following the hub's progress stream.
+func (h *JupyterHub) StartServer(tb testing.TB, user string) {
+	tb.Helper()
+	status, b, err := h.api(http.MethodPost, "/hub/api/users/"+user+"/server", nil)
+	if err != nil || (status != http.StatusCreated && status != http.StatusAccepted && status != http.StatusBadRequest) {
+		tb.Fatalf("hub: start server of %s: %d %s %v", user, status, b, err)
+	}
+	if err := h.waitProgress(user); err != nil {
+		tb.Fatalf("hub: server of %s: %v\n%s", user, err, tail([]byte(h.Logs()), 3000))
+	}
+}
+
+func (h *JupyterHub) waitProgress(user string) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, h.URL+"/hub/api/users/"+user+"/server/progress", nil)
+	req.Header.Set("Authorization", "token "+h.Token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		data, ok := strings.CutPrefix(sc.Text(), "data:")
+		if !ok {
+			continue
+		}
+		var ev struct {
+			Ready   bool   `json:"ready"`
+			Failed  bool   `json:"failed"`
+			Message string `json:"message"`
+		}
+		if json.Unmarshal([]byte(strings.TrimSpace(data)), &ev) == nil {
+			if ev.Ready {
+				return nil
+			}
+			if ev.Failed {
+				return errors.New("spawn failed: " + ev.Message)
+			}
+		}
+	}
+	return fmt.Errorf("progress stream ended without ready: %v", sc.Err())
+}
+
+// StopServer stops user's server and waits until the hub says it is gone.
+func (h *JupyterHub) StopServer(tb testing.TB, user string) {
+	tb.Helper()
+	h.must(tb, http.MethodDelete, "/hub/api/users/"+user+"/server", nil, http.StatusNoContent, http.StatusAccepted, http.StatusBadRequest)
+	deadline := time.Now().Add(60 * time.Second)
+	for time.Now().Before(deadline) {
+		if !h.ServerRunning(tb, user) {
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	tb.Fatalf("hub: server of %s still running after 60s", user)
+}
+
+// ServerRunning reports whether user's default server exists (ready or
+// starting), as the hub's user model says.
+func (h *JupyterHub) ServerRunning(tb testing.TB, user string) bool {
+	tb.Helper()
+	b := h.must(tb, http.MethodGet, "/hub/api/users/"+url.PathEscape(user), nil, http.StatusOK)
+	var u struct {
+		Servers map[string]json.RawMessage `json:"servers"`
+	}
+	if err := json.Unmarshal(b, &u); err != nil {
+		tb.Fatalf("hub: user %s: %v", user, err)
+	}
+	_, ok := u.Servers[""]
+	return ok
+}

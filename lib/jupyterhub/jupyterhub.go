@@ -1,0 +1,438 @@
+// Package jupyterhub is a client of JupyterHub's REST API (users, their
+// servers, token owners) and of the Jupyter Server contents API that the hub
+// proxies at /user/<name>/api/contents. Tokens travel only in the
+// Authorization header: they never appear in URLs, errors or logs.
+package jupyterhub
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+)
+
+// Client talks to one hub.
+type Client struct {
+	base *url.URL // the hub's public URL, without /hub
+	http *http.Client
+}
+
+// New returns a client of the hub at rawURL (its public URL, such as
+// https://jupyter.example.org; a trailing /hub or /hub/api is ignored).
+func New(rawURL string) (*Client, error) {
+	u, err := url.Parse(strings.TrimRight(rawURL, "/"))
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return nil, fmt.Errorf("JupyterHub URL %q is not an http(s) URL", rawURL)
+	}
+	u.Path = strings.TrimSuffix(strings.TrimSuffix(u.Path, "/api"), "/hub")
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.DialContext = (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext
+	tr.ResponseHeaderTimeout = 5 * time.Minute // a chunk is written before the answer
+	return &Client{base: u, http: &http.Client{Transport: tr}}, nil
+}
+
+// URL is the hub's public URL.
+func (c *Client) URL() string { return c.base.String() }
+
+// APIError is an answer other than 2xx from the hub or a Jupyter server.
+type APIError struct {
+	Op      string // what was asked, e.g. "GET user alice"
+	Status  int
+	Message string // the server's message, if it sent one
+}
+
+func (e *APIError) Error() string {
+	if e.Message == "" {
+		return fmt.Sprintf("%s: HTTP %d", e.Op, e.Status)
+	}
+	return fmt.Sprintf("%s: HTTP %d: %s", e.Op, e.Status, e.Message)
+}
+
+// StatusOf returns the HTTP status of an *APIError in err's chain, or 0.
+func StatusOf(err error) int {
+	var e *APIError
+	if errors.As(err, &e) {
+		return e.Status
+	}
+	return 0
+}
+
+// ErrUnreachable is matched (errors.Is) by failures to reach the hub at all.
+var ErrUnreachable = errors.New("JupyterHub unreachable")
+
+type unreachable struct{ err error }
+
+func (u unreachable) Error() string        { return ErrUnreachable.Error() + ": " + u.err.Error() }
+func (u unreachable) Is(target error) bool { return target == ErrUnreachable }
+func (u unreachable) Unwrap() error        { return u.err }
+
+// User is the part of the hub's user model the service needs.
+type User struct {
+	Name    string            `json:"name"`
+	Kind    string            `json:"kind"` // "user", or "service" for a service's token
+	Admin   bool              `json:"admin"`
+	Servers map[string]Server `json:"servers"`
+}
+
+// Server is one of a user's servers ("" is the default one).
+type Server struct {
+	Ready   bool    `json:"ready"`
+	Pending *string `json:"pending"` // "spawn", "stop", or null
+	URL     string  `json:"url"`     // path of the server on the hub's host, e.g. /user/alice/
+}
+
+// User looks name up.
+func (c *Client) User(ctx context.Context, token, name string) (*User, error) {
+	var u User
+	if err := c.do(ctx, http.MethodGet, c.hubURL("users", name), token, nil, &u, "GET user "+name); err != nil {
+		return nil, err
+	}
+	return &u, nil
+}
+
+// Whoami returns the user who owns token (GET /hub/api/user).
+func (c *Client) Whoami(ctx context.Context, token string) (*User, error) {
+	var u User
+	if err := c.do(ctx, http.MethodGet, c.hubURL("user"), token, nil, &u, "GET token owner"); err != nil {
+		return nil, err
+	}
+	return &u, nil
+}
+
+// ErrSpawnFailed is matched by a server that the hub reports as failed.
+var ErrSpawnFailed = errors.New("the Jupyter server failed to start")
+
+// Server returns the contents API of name's default server, starting the
+// server and following the hub's progress stream until it is ready. ctx
+// bounds the wait.
+func (c *Client) Server(ctx context.Context, token, name string) (*Contents, error) {
+	for {
+		u, err := c.User(ctx, token, name)
+		if err != nil {
+			return nil, err
+		}
+		srv, exists := u.Servers[""]
+		switch {
+		case exists && srv.Ready && srv.URL != "":
+			return c.contents(srv.URL, token), nil
+		case exists && srv.Pending != nil && *srv.Pending == "stop":
+			// Stopping: it can be started again once it is gone.
+			if err := sleep(ctx, 200*time.Millisecond); err != nil {
+				return nil, err
+			}
+			continue
+		case !exists || srv.Pending == nil:
+			err := c.do(ctx, http.MethodPost, c.hubURL("users", name, "server"), token, nil, nil, "start server of "+name)
+			if err != nil && StatusOf(err) != http.StatusBadRequest { // 400: already started meanwhile
+				return nil, err
+			}
+		}
+		if err := c.waitReady(ctx, token, name); err != nil {
+			return nil, err
+		}
+	}
+}
+
+// waitReady follows the server's progress event stream until it reports
+// ready or failed.
+func (c *Client) waitReady(ctx context.Context, token, name string) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.hubURL("users", name, "server", "progress"), nil)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Authorization", "token "+token)
+	req.Header.Set("Accept", "text/event-stream")
+	resp, err := c.send(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return apiError(resp, "progress of "+name)
+	}
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
+	for sc.Scan() {
+		data, ok := strings.CutPrefix(sc.Text(), "data:")
+		if !ok {
+			continue
+		}
+		var ev struct {
+			Ready   bool   `json:"ready"`
+			Failed  bool   `json:"failed"`
+			Message string `json:"message"`
+		}
+		if json.Unmarshal([]byte(strings.TrimSpace(data)), &ev) != nil {
+			continue
+		}
+		if ev.Failed {
+			return fmt.Errorf("%w: %s", ErrSpawnFailed, ev.Message)
+		}
+		if ev.Ready {
+			return nil
+		}
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if err := sc.Err(); err != nil {
+		return unreachable{err}
+	}
+	return nil // the stream ended: look at the user model again
+}
+
+func (c *Client) hubURL(parts ...string) string {
+	for i, p := range parts {
+		parts[i] = url.PathEscape(p)
+	}
+	return c.base.String() + "/hub/api/" + strings.Join(parts, "/")
+}
+
+// contents is the contents API of the server at serverPath (the "url" of
+// the hub's server model: escaped, and holding the hub's base path).
+func (c *Client) contents(serverPath, token string) *Contents {
+	base := c.base.Scheme + "://" + c.base.Host + "/" + strings.Trim(serverPath, "/") + "/api/contents"
+	return &Contents{c: c, base: base, token: token}
+}
+
+func (c *Client) send(req *http.Request) (*http.Response, error) {
+	resp, err := c.http.Do(req)
+	if err != nil {
+		if ctxErr := req.Context().Err(); ctxErr != nil {
+			return nil, ctxErr
+		}
+		var op *net.OpError
+		var dns *net.DNSError
+		if errors.As(err, &op) || errors.As(err, &dns) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+			return nil, unreachable{err}
+		}
+		return nil, err
+	}
+	return resp, nil
+}
+
+// do sends a JSON request with token and decodes a JSON answer into out.
+func (c *Client) do(ctx context.Context, method, u, token string, in, out any, op string) error {
+	var body io.Reader
+	if in != nil {
+		b, err := json.Marshal(in)
+		if err != nil {
+			return err
+		}
+		body = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, u, body)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Authorization", "token "+token)
+	if in != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	return c.roundTrip(req, out, op)
+}
+
+func (c *Client) roundTrip(req *http.Request, out any, op string) error {
+	resp, err := c.send(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode < 200 || resp.StatusCode > 299 {
+		return apiError(resp, op)
+	}
+	if out == nil {
+		io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<20))
+		return nil
+	}
+	if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
+		return fmt.Errorf("%s: malformed answer: %w", op, err)
+	}
+	return nil
+}
+
+// apiError reads the {"message": ...} that JupyterHub and Jupyter Server
+// send with errors (HTML pages and tracebacks are left out).
+func apiError(resp *http.Response, op string) error {
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	var m struct {
+		Message string `json:"message"`
+	}
+	json.Unmarshal(b, &m)
+	return &APIError{Op: op, Status: resp.StatusCode, Message: m.Message}
+}
+
+func sleep(ctx context.Context, d time.Duration) error {
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-time.After(d):
+		return nil
+	}
+}
+
+// Contents is one Jupyter server's contents API. Paths are relative to the
+// server's root directory, with forward slashes.
+type Contents struct {
+	c     *Client
+	base  string // .../user/<name>/api/contents
+	token string
+}
+
+// Model is a file or directory as the contents API describes it.
+type Model struct {
+	Name    string  `json:"name"`
+	Path    string  `json:"path"`
+	Type    string  `json:"type"` // "file", "directory" or "notebook"
+	Size    *int64  `json:"size"`
+	Content []Model `json:"-"` // a directory's entries, when asked for
+}
+
+func (c *Contents) url(p string) string {
+	parts := strings.Split(strings.Trim(p, "/"), "/")
+	for i, s := range parts {
+		parts[i] = url.PathEscape(s)
+	}
+	return c.base + "/" + strings.Join(parts, "/")
+}
+
+// Get describes p; with entries, a directory's entries come in Content.
+func (c *Contents) Get(ctx context.Context, p string, entries bool) (*Model, error) {
+	q := "?content=0"
+	if entries {
+		q = "?content=1"
+	}
+	var raw struct {
+		Model
+		Content json.RawMessage `json:"content"`
+	}
+	if err := c.c.do(ctx, http.MethodGet, c.url(p)+q, c.token, nil, &raw, "GET "+p); err != nil {
+		return nil, err
+	}
+	m := raw.Model
+	if entries && m.Type == "directory" && len(raw.Content) > 0 {
+		if err := json.Unmarshal(raw.Content, &m.Content); err != nil {
+			return nil, fmt.Errorf("GET %s: malformed listing: %w", p, err)
+		}
+	}
+	return &m, nil
+}
+
+// Mkdir creates directory p (nothing happens if it exists).
+func (c *Contents) Mkdir(ctx context.Context, p string) error {
+	return c.c.do(ctx, http.MethodPut, c.url(p), c.token, map[string]string{"type": "directory"}, nil, "create folder "+p)
+}
+
+// Rename moves from to to; the server refuses (409) when to exists.
+func (c *Contents) Rename(ctx context.Context, from, to string) error {
+	return c.c.do(ctx, http.MethodPatch, c.url(from), c.token, map[string]string{"path": to}, nil, "rename "+from)
+}
+
+// Delete removes p (a folder with its content).
+func (c *Contents) Delete(ctx context.Context, p string) error {
+	return c.c.do(ctx, http.MethodDelete, c.url(p), c.token, nil, nil, "delete "+p)
+}
+
+// Upload writes size bytes read from src at offset 0 to file p, as base64
+// in chunks of at most chunk bytes (contents API chunks 1, 2, ..., -1 for
+// the last), streaming: memory stays a few buffers whatever the size. done is
+// called after every chunk with the bytes sent so far. It returns the
+// file's model as the server reports it after the last chunk.
+func (c *Contents) Upload(ctx context.Context, p string, src io.ReaderAt, size, chunk int64, done func(int64)) (*Model, error) {
+	if chunk < 3 {
+		chunk = 8 << 20
+	}
+	chunk -= chunk % 3 // every chunk but the last encodes without padding
+	var m Model
+	if size <= chunk {
+		// One request, no chunk field: an ordinary save.
+		if err := c.put(ctx, p, 0, io.NewSectionReader(src, 0, size), size, &m); err != nil {
+			return nil, err
+		}
+		done(size)
+		return &m, nil
+	}
+	for off, n := int64(0), 1; off < size; n++ {
+		length := min(chunk, size-off)
+		number := n
+		if off+length == size {
+			number = -1
+		}
+		if err := c.put(ctx, p, number, io.NewSectionReader(src, off, length), length, &m); err != nil {
+			return nil, err
+		}
+		off += length
+		done(off)
+	}
+	return &m, nil
+}
+
+// put sends one PUT whose body is the JSON model with content base64
+// encoded as it is read, with an exact Content-Length.
+func (c *Contents) put(ctx context.Context, p string, chunk int, data io.Reader, n int64, out *Model) error {
+	head := `{"type":"file","format":"base64",`
+	if chunk != 0 {
+		head += fmt.Sprintf(`"chunk":%d,`, chunk)
+	}
+	head += `"content":"`
+	const tail = `"}`
+	body := io.MultiReader(strings.NewReader(head), newBase64Reader(data), strings.NewReader(tail))
+	req, err := http.NewRequestWithContext(ctx, http.MethodPut, c.url(p), body)
+	if err != nil {
+		return err
+	}
+	req.ContentLength = int64(len(head)) + int64(base64.StdEncoding.EncodedLen(int(n))) + int64(len(tail))
+	req.Header.Set("Authorization", "token "+c.token)
+	req.Header.Set("Content-Type", "application/json")
+	op := "write " + p
+	if chunk != 0 {
+		op = fmt.Sprintf("write chunk %d of %s", chunk, p)
+	}
+	return c.c.roundTrip(req, out, op)
+}
+
+// base64Reader encodes what it reads from src, in blocks a multiple of 3
+// bytes long so only the very end carries padding.
+type base64Reader struct {
+	src     io.Reader
+	raw     []byte
+	enc     []byte
+	pending []byte
+	err     error
+}
+
+func newBase64Reader(src io.Reader) *base64Reader {
+	const block = 48 << 10 // a multiple of 3
+	return &base64Reader{src: src, raw: make([]byte, block), enc: make([]byte, base64.StdEncoding.EncodedLen(block))}
+}
+
+func (r *base64Reader) Read(p []byte) (int, error) {
+	for len(r.pending) == 0 {
+		if r.err != nil {
+			return 0, r.err
+		}
+		n, err := io.ReadFull(r.src, r.raw)
+		if n > 0 {
+			base64.StdEncoding.Encode(r.enc, r.raw[:n])
+			r.pending = r.enc[:base64.StdEncoding.EncodedLen(n)]
+		}
+		switch {
+		case err == io.EOF || err == io.ErrUnexpectedEOF:
+			r.err = io.EOF
+		case err != nil:
+			r.err = err
+		}
+	}
+	n := copy(p, r.pending)
+	r.pending = r.pending[n:]
+	return n, nil
+}

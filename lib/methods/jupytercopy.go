@@ -1,0 +1,413 @@
+package methods
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"os"
+	"path"
+	"path/filepath"
+	"strings"
+	"time"
+
+	staging "github.com/ska-telescope/skao-staging-service/lib"
+	"github.com/ska-telescope/skao-staging-service/lib/jupyterhub"
+	"github.com/ska-telescope/skao-staging-service/lib/storage"
+)
+
+// JupyterCopy puts a file or directory from the source storage into a
+// user's Jupyter workspace, through JupyterHub: it starts the user's server
+// if needed, uploads through the server's contents API in base64 chunks read
+// straight from disk (memory stays flat), under a temporary name that is
+// renamed to the target at the end, so a failed upload never leaves a
+// partial file under the target's name.
+type JupyterCopy struct {
+	Storage      *storage.Storage
+	Hub          *jupyterhub.Client // nil when JUPYTERHUB_URL is unset: the method answers 503
+	ServiceToken string             // JUPYTERHUB_API_TOKEN; a request's jupyter_token wins
+	StartTimeout time.Duration      // JUPYTERHUB_START_TIMEOUT (0: 120s)
+	ChunkSize    int64              // bytes per contents API chunk (0: 8 MiB)
+	Logger       *slog.Logger       // nil: slog.Default()
+}
+
+func (JupyterCopy) Name() string { return "jupyter_copy" }
+
+// WorkspaceTempName is the temporary name of an operation's upload, at the
+// root of the workspace. Unlike local temporary names it does not start with
+// a dot (Jupyter servers refuse to write, rename or delete hidden files) and
+// holds no dot at all: notebook 6.4's rename tests "hidden" by cutting the
+// relative path at the length of the server's root directory, and refuses
+// (500) when the cut lands on a dot. A name without dots at the root is
+// never refused as the rename's source.
+func WorkspaceTempName(operationID string) string { return "skao-staging-" + operationID + "-tmp" }
+
+func (m JupyterCopy) Prepare(ctx context.Context, req *staging.Request) (*staging.Plan, error) {
+	if m.Hub == nil {
+		return nil, staging.Errorf(http.StatusServiceUnavailable, "jupyter_copy is not available: JUPYTERHUB_URL is not set")
+	}
+	src, err := m.Storage.Source(req.Source)
+	if err != nil {
+		return nil, err
+	}
+	if !src.Info.Mode().IsRegular() && !src.Info.IsDir() {
+		return nil, staging.Errorf(http.StatusBadRequest, "Unsupported source type (not a file or directory): %s", req.Source)
+	}
+	rel, err := storage.TargetRel(req.Target)
+	if err != nil {
+		return nil, err
+	}
+	rel = filepath.ToSlash(rel)
+	if hidden(rel) {
+		return nil, staging.Errorf(http.StatusBadRequest, "Jupyter servers refuse hidden files and folders: %s", req.Target)
+	}
+	token, service := req.JupyterToken, false
+	if token == "" {
+		token, service = m.ServiceToken, true
+	}
+	if token == "" {
+		return nil, staging.Errorf(http.StatusBadRequest, "jupyter_copy needs a JupyterHub token: pass jupyter_token (no service token is configured)")
+	}
+	w := &workspace{m: m, user: req.Username, token: token, service: service, src: src, rel: rel}
+	return &staging.Plan{Lock: staging.LockKey("jupyter:"+req.Username, rel), Source: src.Path, Run: w.run}, nil
+}
+
+// workspace is one jupyter_copy under way.
+type workspace struct {
+	m       JupyterCopy
+	user    string
+	token   string
+	service bool // token is JUPYTERHUB_API_TOKEN, not the caller's
+	src     *storage.Source
+	rel     string // target, relative to the workspace root, with slashes
+	c       *jupyterhub.Contents
+}
+
+func (w *workspace) run(ctx context.Context, job *staging.Job) (*staging.Result, error) {
+	timeout := w.m.StartTimeout
+	if timeout <= 0 {
+		timeout = 120 * time.Second
+	}
+	startCtx, cancel := context.WithTimeout(ctx, timeout)
+	c, err := w.m.Hub.Server(startCtx, w.token, w.user)
+	cancel()
+	if err != nil {
+		if errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
+			return nil, staging.Wrap(http.StatusGatewayTimeout,
+				fmt.Sprintf("The Jupyter server of %s did not become ready within %s", w.user, timeout), err)
+		}
+		return nil, w.hubError(err)
+	}
+	w.c = c
+
+	// A tree is checked for names Jupyter refuses before anything is written.
+	var entries []entry
+	var total int64
+	if w.src.Info.IsDir() {
+		tree, err := w.m.Storage.SourceRoot().OpenRoot(w.src.Rel)
+		if err != nil {
+			return nil, sourceError(err, w.src.Rel)
+		}
+		defer tree.Close()
+		if entries, total, err = walk(tree, w.src.Rel); err != nil {
+			return nil, err
+		}
+		for _, e := range entries {
+			if hidden(e.rel) {
+				return nil, staging.Errorf(http.StatusBadRequest, "Jupyter servers refuse hidden files and folders: %s", path.Join(w.src.Rel, e.rel))
+			}
+		}
+	} else {
+		total = w.src.Info.Size()
+	}
+	job.SetTotal(total)
+
+	parent := path.Dir(w.rel)
+	if err := w.mkdirs(ctx, parent); err != nil {
+		return nil, err
+	}
+	where := fmt.Sprintf("%s in the Jupyter workspace of %s", w.rel, w.user)
+	if done, err := w.present(ctx, entries); done || err != nil {
+		return &staging.Result{Message: alreadyAvailable(where)}, err
+	}
+	tmp := WorkspaceTempName(job.Operation.ID)
+	if err := w.upload(ctx, job, entries, tmp); err != nil {
+		w.remove(ctx, tmp)
+		return nil, err
+	}
+	err = w.rename(ctx, tmp)
+	switch {
+	case err == nil:
+	case jupyterhub.StatusOf(err) == http.StatusConflict:
+		// Someone put something there while we uploaded.
+		w.remove(ctx, tmp)
+		if done, perr := w.present(ctx, entries); done || perr != nil {
+			return &staging.Result{Message: alreadyAvailable(where)}, perr
+		}
+		return nil, w.conflict()
+	case jupyterhub.StatusOf(err) >= 500:
+		// The server cannot rename to this name (the notebook 6.4 bug
+		// above): upload again straight under the final name, removed if
+		// that fails.
+		w.remove(ctx, tmp)
+		w.logger().WarnContext(ctx, "Jupyter server cannot rename the upload; writing the target directly",
+			"user", w.user, "path", w.rel, "error", err)
+		job.Add(-total)
+		if err := w.upload(ctx, job, entries, w.rel); err != nil {
+			w.remove(ctx, w.rel)
+			return nil, err
+		}
+	default:
+		w.remove(ctx, tmp)
+		return nil, w.contentsError(err, w.rel)
+	}
+	return &staging.Result{Message: staged(w.user, "jupyter_copy"), Bytes: total}, nil
+}
+
+// upload writes the source to dst: a file, or a tree (folders first).
+func (w *workspace) upload(ctx context.Context, job *staging.Job, entries []entry, dst string) error {
+	if w.src.Info.IsDir() {
+		return w.uploadTree(ctx, job, entries, dst)
+	}
+	return w.uploadFile(ctx, job, w.m.Storage.SourceRoot(), w.src.Rel, dst)
+}
+
+// rename moves the upload at tmp to the target. A 5xx (notebook 6.4's
+// rename refusing a name where its hidden-path test cuts at a dot) is tried
+// again with the target's first separator doubled, once, twice, three
+// times: the server treats "a//b" as "a/b", and the cut moves.
+func (w *workspace) rename(ctx context.Context, tmp string) error {
+	err := w.c.Rename(ctx, tmp, w.rel)
+	if i := strings.Index(w.rel, "/"); i >= 0 {
+		for pad := 1; pad <= 3 && jupyterhub.StatusOf(err) >= 500; pad++ {
+			err = w.c.Rename(ctx, tmp, w.rel[:i]+strings.Repeat("/", pad)+w.rel[i:])
+		}
+	}
+	return err
+}
+// mkdirs creates the missing folders of dir, refusing (409) a file in the
+// way.
+func (w *workspace) mkdirs(ctx context.Context, dir string) error {
+	if dir == "." || dir == "" {
+		return nil
+	}
+	p := ""
+	for _, name := range strings.Split(dir, "/") {
+		p = path.Join(p, name)
+		m, err := w.c.Get(ctx, p, false)
+		switch {
+		case jupyterhub.StatusOf(err) == http.StatusNotFound:
+			if err := w.c.Mkdir(ctx, p); err != nil {
+				return w.contentsError(err, p)
+			}
+		case err != nil:
+			return w.contentsError(err, p)
+		case m.Type != "directory":
+			return staging.Errorf(http.StatusConflict, "A file is in the way of the target folder in the Jupyter workspace of %s: %s", w.user, p)
+		}
+	}
+	return nil
+}
+
+// present reports whether the target already holds the source: a file of
+// the same size, or a folder with the same names and file sizes. Anything
+// else there is a conflict; nothing is overwritten.
+func (w *workspace) present(ctx context.Context, entries []entry) (bool, error) {
+	m, err := w.c.Get(ctx, w.rel, false)
+	if jupyterhub.StatusOf(err) == http.StatusNotFound {
+		return false, nil
+	}
+	if err != nil {
+		return false, w.contentsError(err, w.rel)
+	}
+	if !w.src.Info.IsDir() {
+		if m.Type == "directory" || m.Size == nil || *m.Size != w.src.Info.Size() {
+			return false, w.conflict()
+		}
+		return true, nil
+	}
+	if m.Type != "directory" {
+		return false, w.conflict()
+	}
+	there := map[string]int64{}
+	if err := w.list(ctx, w.rel, ".", there); err != nil {
+		return false, err
+	}
+	if len(there) != len(entries) {
+		return false, w.conflict()
+	}
+	for _, e := range entries {
+		size, ok := there[e.rel]
+		if !ok || (e.dir && size != -1) || (!e.dir && size != e.size) {
+			return false, w.conflict()
+		}
+	}
+	return true, nil
+}
+
+// list records the tree at p (named rel in the record) as sizes, -1 for
+// folders.
+func (w *workspace) list(ctx context.Context, p, rel string, into map[string]int64) error {
+	into[rel] = -1
+	m, err := w.c.Get(ctx, p, true)
+	if err != nil {
+		return w.contentsError(err, p)
+	}
+	for _, child := range m.Content {
+		name := path.Join(rel, child.Name)
+		if child.Type == "directory" {
+			if err := w.list(ctx, path.Join(p, child.Name), name, into); err != nil {
+				return err
+			}
+		} else if child.Size != nil {
+			into[name] = *child.Size
+		} else {
+			into[name] = -2
+		}
+	}
+	return nil
+}
+
+// uploadTree creates the tree under tmp: folders first, then every file.
+func (w *workspace) uploadTree(ctx context.Context, job *staging.Job, entries []entry, tmp string) error {
+	tree, err := w.m.Storage.SourceRoot().OpenRoot(w.src.Rel)
+	if err != nil {
+		return sourceError(err, w.src.Rel)
+	}
+	defer tree.Close()
+	for _, e := range entries {
+		dst := path.Join(tmp, e.rel)
+		if e.dir {
+			if err := w.c.Mkdir(ctx, dst); err != nil {
+				return w.contentsError(err, dst)
+			}
+			continue
+		}
+		if err := w.uploadFile(ctx, job, tree, e.rel, dst); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// uploadFile streams one source file to dst and checks that the server
+// holds all of it.
+func (w *workspace) uploadFile(ctx context.Context, job *staging.Job, root *os.Root, rel, dst string) error {
+	f, err := root.Open(rel)
+	if err != nil {
+		return sourceError(err, rel)
+	}
+	defer f.Close()
+	info, err := f.Stat()
+	if err != nil {
+		return sourceError(err, rel)
+	}
+	var sent int64
+	m, err := w.c.Upload(ctx, dst, f, info.Size(), w.m.ChunkSize, func(n int64) {
+		job.Add(n - sent)
+		sent = n
+	})
+	if err != nil {
+		return w.contentsError(err, dst)
+	}
+	if m.Size == nil || *m.Size != info.Size() {
+		return staging.Errorf(http.StatusBadGateway, "The Jupyter server of %s holds %v bytes of %s after the upload, not %d",
+			w.user, sizeText(m.Size), dst, info.Size())
+	}
+	return nil
+}
+
+// remove deletes a temporary upload, even when the request was cancelled.
+func (w *workspace) remove(ctx context.Context, tmp string) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	defer cancel()
+	if err := w.c.Delete(ctx, tmp); err != nil && jupyterhub.StatusOf(err) != http.StatusNotFound {
+		w.logger().WarnContext(ctx, "remove an unfinished upload", "user", w.user, "path", tmp, "error", err)
+	}
+}
+
+func (w *workspace) logger() *slog.Logger {
+	if w.m.Logger != nil {
+		return w.m.Logger
+	}
+	return slog.Default()
+}
+
+func (w *workspace) conflict() error {
+	return staging.Errorf(http.StatusConflict, "A different file or folder already exists at %s in the Jupyter workspace of %s", w.rel, w.user)
+}
+
+// hubError turns a failure of the hub's API into what the caller sees.
+// Tokens are never part of it.
+func (w *workspace) hubError(err error) error {
+	status := jupyterhub.StatusOf(err)
+	switch {
+	case errors.Is(err, jupyterhub.ErrUnreachable):
+		return staging.Wrap(http.StatusServiceUnavailable, "JupyterHub is unreachable at "+w.m.Hub.URL(), err)
+	case errors.Is(err, jupyterhub.ErrSpawnFailed):
+		return staging.Wrap(http.StatusBadGateway, fmt.Sprintf("The Jupyter server of %s failed to start", w.user), err)
+	case status == http.StatusNotFound:
+		return staging.Wrap(http.StatusNotFound, "JupyterHub user "+w.user+" not found", err)
+	case (status == http.StatusUnauthorized || status == http.StatusForbidden) && w.service:
+		return staging.Wrap(http.StatusBadGateway, "JupyterHub rejected the service token (JUPYTERHUB_API_TOKEN)", err)
+	case status == http.StatusUnauthorized || status == http.StatusForbidden:
+		return staging.Wrap(http.StatusForbidden, "JupyterHub rejected the token given in jupyter_token for user "+w.user, err)
+	case errors.Is(err, context.Canceled):
+		return staging.Wrap(http.StatusServiceUnavailable, "Staging interrupted", err)
+	case status != 0:
+		return staging.Wrap(http.StatusBadGateway, "JupyterHub failed: "+err.Error(), err)
+	}
+	return staging.Wrap(http.StatusBadGateway, "JupyterHub failed", err)
+}
+
+// contentsError turns a failure of the user's server into what the caller
+// sees.
+func (w *workspace) contentsError(err error, p string) error {
+	status := jupyterhub.StatusOf(err)
+	var api *jupyterhub.APIError
+	msg := ""
+	if errors.As(err, &api) && api.Message != "" {
+		msg = ": " + api.Message
+	}
+	switch {
+	case errors.Is(err, jupyterhub.ErrUnreachable):
+		return staging.Wrap(http.StatusServiceUnavailable, fmt.Sprintf("The Jupyter server of %s is unreachable", w.user), err)
+	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		return staging.Wrap(http.StatusServiceUnavailable, "Staging interrupted", err)
+	case (status == http.StatusUnauthorized || status == http.StatusForbidden) && w.service:
+		return staging.Wrap(http.StatusBadGateway, fmt.Sprintf("The Jupyter server of %s rejected the service token (JUPYTERHUB_API_TOKEN)", w.user), err)
+	case status == http.StatusUnauthorized || status == http.StatusForbidden:
+		return staging.Wrap(http.StatusForbidden, fmt.Sprintf("The Jupyter server of %s refused to write %s with the token given in jupyter_token", w.user, p), err)
+	case status == http.StatusConflict:
+		return w.conflict()
+	case status == http.StatusInsufficientStorage:
+		return staging.Wrap(http.StatusInsufficientStorage, "No space left in the Jupyter workspace of "+w.user, err)
+	case status >= 400 && status < 500:
+		return staging.Wrap(http.StatusBadRequest, fmt.Sprintf("The Jupyter server of %s refused %s%s", w.user, p, msg), err)
+	case status != 0:
+		return staging.Wrap(http.StatusBadGateway, fmt.Sprintf("The Jupyter server of %s failed on %s (HTTP %d)%s", w.user, p, status, msg), err)
+	}
+	var se *staging.Error
+	if errors.As(err, &se) {
+		return err
+	}
+	return staging.Wrap(http.StatusBadGateway, fmt.Sprintf("Upload of %s to the Jupyter server of %s failed", p, w.user), err)
+}
+
+// hidden reports whether a slash-separated path has a hidden element.
+func hidden(p string) bool {
+	for _, name := range strings.Split(p, "/") {
+		if strings.HasPrefix(name, ".") && name != "." {
+			return true
+		}
+	}
+	return false
+}
+
+func sizeText(n *int64) string {
+	if n == nil {
+		return "an unknown number of"
+	}
+	return fmt.Sprint(*n)
+}
