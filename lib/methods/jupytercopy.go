@@ -186,6 +186,7 @@ func (w *workspace) rename(ctx context.Context, tmp string) error {
 	}
 	return err
 }
+
 // mkdirs creates the missing folders of dir, refusing (409) a file in the
 // way.
 func (w *workspace) mkdirs(ctx context.Context, dir string) error {
