@@ -49,6 +49,7 @@ type Config struct {
 	CopyWorkers        int           // COPY_WORKERS, parallel file copies per directory, default 8
 	JupyterFunctionURL string        // JUPYTER_FUNCTION_URL: where the stage function hands jupyter_copy
 	OperationLease     time.Duration // OPERATION_LEASE: how long a running operation may miss its heartbeat, default 15s
+	ReadTimeout        time.Duration // READ_TIMEOUT: how long a client may take to send a whole request, default 2m
 	JupyterHubAPIToken string        // JUPYTERHUB_API_TOKEN: the service's hub token; never logged or shown
 	JupyterHubStart    time.Duration // JUPYTERHUB_START_TIMEOUT: how long to wait for a user's server, default 120s
 	AuthMode           string        // AUTH_MODE: "none" or "jupyterhub" (callers prove who they are with a hub token)
@@ -96,6 +97,9 @@ func Load(lookup func(string) (string, bool)) (*Config, error) {
 	}
 	if c.OperationLease, err = time.ParseDuration(get("OPERATION_LEASE", "15s")); err != nil || c.OperationLease < 100*time.Millisecond {
 		return nil, fmt.Errorf("OPERATION_LEASE: %q is not a duration of at least 100ms, such as 15s", get("OPERATION_LEASE", ""))
+	}
+	if c.ReadTimeout, err = time.ParseDuration(get("READ_TIMEOUT", "2m")); err != nil || c.ReadTimeout < 100*time.Millisecond {
+		return nil, fmt.Errorf("READ_TIMEOUT: %q is not a duration of at least 100ms, such as 2m", get("READ_TIMEOUT", ""))
 	}
 	if c.JupyterHubStart, err = time.ParseDuration(get("JUPYTERHUB_START_TIMEOUT", "120s")); err != nil || c.JupyterHubStart <= 0 {
 		return nil, fmt.Errorf("JUPYTERHUB_START_TIMEOUT: %q is not a positive duration, such as 120s", get("JUPYTERHUB_START_TIMEOUT", ""))

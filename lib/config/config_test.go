@@ -187,7 +187,7 @@ func TestLoadOtherValues(t *testing.T) {
 		"ENABLE_FILE_CREATOR": "true", "DATABASE_URL": "mysql://u:p@db:3306/staging",
 		"K_SINK": "http://broker-ingress.knative-eventing.svc/ns/default", "SYMLINK_TARGET_ROOT": "/mnt/source",
 		"JUPYTERHUB_URL": "https://hub.example.org", "RUCIO_BASE_URL": "https://rucio.example.org:443",
-		"OPERATION_LEASE": "1m30s",
+		"OPERATION_LEASE": "1m30s", "READ_TIMEOUT": "1s",
 	}).lookup)
 	if err != nil {
 		t.Fatalf("Load: %v", err)
@@ -209,6 +209,9 @@ func TestLoadOtherValues(t *testing.T) {
 	}
 	if c.OperationLease != 90*time.Second {
 		t.Errorf("OperationLease = %v, want 1m30s", c.OperationLease)
+	}
+	if c.ReadTimeout != time.Second {
+		t.Errorf("ReadTimeout = %v, want 1s", c.ReadTimeout)
 	}
 	if c.SymlinkTargetRoot != "/mnt/source" {
 		t.Errorf("SymlinkTargetRoot = %q", c.SymlinkTargetRoot)
@@ -257,6 +260,8 @@ func TestLoadErrors(t *testing.T) {
 		{"lease not a duration", base(env{"OPERATION_LEASE": "15"}), "OPERATION_LEASE", `"15"`},
 		{"lease too short", base(env{"OPERATION_LEASE": "10ms"}), "OPERATION_LEASE", ""},
 		{"lease negative", base(env{"OPERATION_LEASE": "-5s"}), "OPERATION_LEASE", ""},
+		{"read timeout not a duration", base(env{"READ_TIMEOUT": "120"}), "READ_TIMEOUT", `"120"`},
+		{"read timeout too short", base(env{"READ_TIMEOUT": "1ms"}), "READ_TIMEOUT", ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c, err := Load(tc.env.lookup)

@@ -88,11 +88,12 @@ func (f *Function) Serve(handler http.Handler) error {
 		go run(sweepCtx)
 	}
 	err := server.Run(server.Options{
-		Host:    f.Config.Host,
-		Port:    f.Config.Port,
-		Handler: telemetry.Handler(handler),
-		Logger:  f.Logger,
-		Ready:   f.Store.Ping,
+		Host:        f.Config.Host,
+		Port:        f.Config.Port,
+		ReadTimeout: f.Config.ReadTimeout,
+		Handler:     telemetry.Handler(handler),
+		Logger:      f.Logger,
+		Ready:       f.Store.Ping,
 		Shutdown: func(ctx context.Context) {
 			stopSweep()
 			f.Service.Wait()

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"os"
 	"sort"
 	"strings"
 
@@ -35,13 +36,18 @@ func Error(w http.ResponseWriter, err error) {
 }
 
 // DecodeJSON reads a JSON body of at most MaxBody bytes into v: 413 when it
-// is larger, 422 when it is not JSON of the right shape.
+// is larger, 408 when it does not arrive in time, 422 when it is not JSON of
+// the right shape.
 func DecodeJSON(w http.ResponseWriter, r *http.Request, v any) error {
 	body := http.MaxBytesReader(w, r.Body, MaxBody)
 	if err := json.NewDecoder(body).Decode(v); err != nil {
 		var tooBig *http.MaxBytesError
 		if errors.As(err, &tooBig) {
 			return staging.Errorf(http.StatusRequestEntityTooLarge, "Request body is larger than %d bytes", MaxBody)
+		}
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			// The server's READ_TIMEOUT passed: the client was too slow.
+			return staging.Wrap(http.StatusRequestTimeout, "Request body not received in time", err)
 		}
 		return staging.Wrap(http.StatusUnprocessableEntity, "Malformed JSON body: "+err.Error(), err)
 	}

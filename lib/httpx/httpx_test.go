@@ -3,8 +3,10 @@ package httpx
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"strings"
 	"testing"
 
@@ -202,5 +204,26 @@ func TestDecodeJSON(t *testing.T) {
 				t.Errorf("detail = %q, want it to start with Malformed JSON body", detail)
 			}
 		})
+	}
+}
+
+// timedOut is a body whose read deadline passed after a few bytes, as the
+// server's READ_TIMEOUT makes it.
+type timedOut struct{ sent bool }
+
+func (b *timedOut) Read(p []byte) (int, error) {
+	if !b.sent {
+		b.sent = true
+		return copy(p, `{"method":`), nil
+	}
+	return 0, fmt.Errorf("read tcp 127.0.0.1:8080: %w", os.ErrDeadlineExceeded)
+}
+
+func TestDecodeJSONTimeout(t *testing.T) {
+	r := httptest.NewRequest(http.MethodPost, "/stage_data", &timedOut{})
+	var v map[string]any
+	err := DecodeJSON(httptest.NewRecorder(), r, &v)
+	if status, detail := staging.StatusOf(err); status != http.StatusRequestTimeout || detail != "Request body not received in time" {
+		t.Fatalf("DecodeJSON = %d %q, want 408 Request body not received in time", status, detail)
 	}
 }

@@ -34,6 +34,9 @@ type Options struct {
 	// DrainTimeout bounds how long in-flight requests may take after SIGTERM
 	// (Knative's revision timeout is the natural value).
 	DrainTimeout time.Duration
+	// ReadTimeout bounds how long a client may take to send a request,
+	// headers and body, so a trickled one does not hold a worker (default 2m).
+	ReadTimeout time.Duration
 	// Listening, when set, is called with the bound address once the server
 	// accepts connections.
 	Listening func(addr net.Addr)
@@ -46,6 +49,9 @@ func Run(o Options) error { return RunContext(signals.NewContext(), o) }
 func RunContext(ctx context.Context, o Options) error {
 	if o.DrainTimeout == 0 {
 		o.DrainTimeout = 5 * time.Minute
+	}
+	if o.ReadTimeout == 0 {
+		o.ReadTimeout = 2 * time.Minute // bodies are small (1 MiB at most)
 	}
 	var draining atomic.Bool
 	ready := func(w http.ResponseWriter, r *http.Request) {
@@ -75,8 +81,8 @@ func RunContext(ctx context.Context, o Options) error {
 
 	srv := &http.Server{
 		Handler:           drainer,
-		ReadHeaderTimeout: 10 * time.Second,
-		ReadTimeout:       2 * time.Minute, // bodies are small; a trickled one must not hold a worker
+		ReadHeaderTimeout: min(10*time.Second, o.ReadTimeout),
+		ReadTimeout:       o.ReadTimeout,
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(o.Logger.Handler(), slog.LevelWarn),
 		BaseContext:       func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
