@@ -377,12 +377,33 @@ func (s *Service) finish(ctx context.Context, op *Operation, job *Job, res *Resu
 	stopped(ctx, op.Method)
 	recordOutcome(ctx, op.Method, string(op.Status), op.Bytes, took)
 	if err != nil {
+		s.finishLater(*op)
 		return &Outcome{Operation: op}, Unavailable(fmt.Errorf("record outcome of %s: %w", op.ID, err))
 	}
 	if runErr != nil {
 		return &Outcome{Operation: op}, runErr
 	}
 	return &Outcome{Operation: op}, nil
+}
+
+// finishLater keeps trying, in the background, to record an outcome the
+// store could not take: the work is done, and once the database is back its
+// record must say so rather than be swept as interrupted. It gives up after
+// 10 minutes; the caller has been answered 503 meanwhile.
+func (s *Service) finishLater(op Operation) {
+	go func() {
+		for wait, deadline := 100*time.Millisecond, time.Now().Add(10*time.Minute); time.Now().Before(deadline); wait = min(wait*2, 5*time.Second) {
+			time.Sleep(wait)
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			err := s.Store.Finish(ctx, &op)
+			cancel()
+			if err == nil {
+				s.logger().Info("outcome recorded after the store came back", "operation", op.ID, "status", op.Status)
+				return
+			}
+		}
+		s.logger().Error("outcome never recorded", "operation", op.ID, "status", op.Status)
+	}()
 }
 
 // Done finishes a download's operation once the door has streamed it.
