@@ -331,7 +331,11 @@ func (c *countingWriter) Write(p []byte) (int, error) {
 }
 
 func (c *countingWriter) ReadFrom(r io.Reader) (int64, error) {
-	n, err := c.ResponseWriter.(io.ReaderFrom).ReadFrom(r)
+	rf, ok := c.ResponseWriter.(io.ReaderFrom)
+	if !ok { // a wrapper without sendfile: copy through Write
+		return io.Copy(struct{ io.Writer }{c}, r)
+	}
+	n, err := rf.ReadFrom(r)
 	c.n += n
 	return n, err
 }
