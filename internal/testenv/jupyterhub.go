@@ -88,6 +88,13 @@ func requireHub(tb testing.TB) {
 	}
 }
 
+// StartHub starts a hub outside of a test (the benchmarks); Remove stops it
+// and deletes its files.
+func StartHub() (*JupyterHub, error) { return startHub() }
+
+// Remove stops the hub and deletes its files.
+func (h *JupyterHub) Remove() { h.remove() }
+
 func startHub() (*JupyterHub, error) {
 	dir, err := os.MkdirTemp("", "testenv-jupyterhub-")
 	if err != nil {
@@ -295,11 +302,23 @@ func (h *JupyterHub) NewHubUser(tb testing.TB, prefix string, admin bool) string
 		}
 		name = fmt.Sprintf("%s%d", base, i)
 	}
-	h.must(tb, http.MethodPost, "/hub/api/users/"+name, nil, http.StatusCreated)
-	if admin {
-		h.must(tb, http.MethodPatch, "/hub/api/users/"+name, map[string]any{"admin": true}, http.StatusOK)
+	if err := h.CreateUser(name, admin); err != nil {
+		tb.Fatalf("hub: %v", err)
 	}
 	return name
+}
+
+// CreateUser creates a hub user; admin makes it a hub admin.
+func (h *JupyterHub) CreateUser(name string, admin bool) error {
+	if status, b, err := h.api(http.MethodPost, "/hub/api/users/"+name, nil); err != nil || status != http.StatusCreated {
+		return fmt.Errorf("create user %s: %d %s %v", name, status, b, err)
+	}
+	if admin {
+		if status, b, err := h.api(http.MethodPatch, "/hub/api/users/"+name, map[string]any{"admin": true}); err != nil || status != http.StatusOK {
+			return fmt.Errorf("make %s an admin: %d %s %v", name, status, b, err)
+		}
+	}
+	return nil
 }
 
 // UserToken mints an API token owned by user, as the user would in the
@@ -320,13 +339,21 @@ func (h *JupyterHub) UserToken(tb testing.TB, user string) string {
 // following the hub's progress stream.
 func (h *JupyterHub) StartServer(tb testing.TB, user string) {
 	tb.Helper()
+	if err := h.Spawn(user); err != nil {
+		tb.Fatalf("hub: %v\n%s", err, tail([]byte(h.Logs()), 3000))
+	}
+}
+
+// Spawn starts user's server and waits until it is ready.
+func (h *JupyterHub) Spawn(user string) error {
 	status, b, err := h.api(http.MethodPost, "/hub/api/users/"+user+"/server", nil)
 	if err != nil || (status != http.StatusCreated && status != http.StatusAccepted && status != http.StatusBadRequest) {
-		tb.Fatalf("hub: start server of %s: %d %s %v", user, status, b, err)
+		return fmt.Errorf("start server of %s: %d %s %v", user, status, b, err)
 	}
 	if err := h.waitProgress(user); err != nil {
-		tb.Fatalf("hub: server of %s: %v\n%s", user, err, tail([]byte(h.Logs()), 3000))
+		return fmt.Errorf("server of %s: %w", user, err)
 	}
+	return nil
 }
 
 func (h *JupyterHub) waitProgress(user string) error {
