@@ -47,6 +47,7 @@ func (a *api) routes() http.Handler {
 		m.Route(http.MethodPost, "/create-file", a.createFile)
 	}
 	m.Route(http.MethodPost, "/", a.receiver.ServeHTTP)
+	a.webRoutes(m) // the page at GET /, /browse, /openapi.json, /docs (web.go)
 	return m
 }
 

@@ -20,8 +20,6 @@ import (
 //go:embed web
 var webFiles embed.FS
 
-// assetPrefix is where the files under web/ are served.
-const assetPrefix = "/assets/"
 
 // Content-Security-Policy of the two pages: everything comes from this
 // origin, so a page that tried to reach a CDN would fail in the browser
@@ -42,8 +40,11 @@ func (a *api) webRoutes(m *httpx.Mux) {
 		files.set("index.html", bytes.Replace(page, []byte(`data-file-creator="false"`), []byte(`data-file-creator="true"`), 1))
 	}
 	m.Route(http.MethodGet, "/", files.page("index.html", pageCSP))
-	m.Route(http.MethodGet, "/docs", files.page("docs/index.html", docsCSP))
-	m.ServeMux.Handle("GET "+assetPrefix+"{file...}", files)
+	// The page's assets; the API page at /docs and /docs/ with its assets
+	// under the same prefix, which the cluster's route sends here.
+	m.ServeMux.HandleFunc("GET /assets/{file...}", files.dir("", pageCSP))
+	m.ServeMux.HandleFunc("GET /docs", files.page("docs/index.html", docsCSP))
+	m.ServeMux.HandleFunc("GET /docs/{file...}", files.dir("docs/", docsCSP))
 	m.Route(http.MethodGet, "/browse", a.browse)
 	m.Route(http.MethodGet, "/openapi.json", serveOpenAPI)
 }
@@ -74,9 +75,19 @@ func (s *staticFiles) set(name string, b []byte) {
 	s.etags[name] = `"` + hex.EncodeToString(sum[:16]) + `"`
 }
 
-// ServeHTTP is GET /assets/{file...}: files only, no directory listings.
-func (s *staticFiles) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	s.serve(w, r, r.PathValue("file"))
+// dir serves the files under prefix in web/ by their {file} path: files
+// only, no directory listings.
+func (s *staticFiles) dir(prefix, csp string) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		name := prefix + r.PathValue("file")
+		if name == "docs/" {
+			name = "docs/index.html"
+		}
+		if strings.HasSuffix(name, ".html") {
+			w.Header().Set("Content-Security-Policy", csp)
+		}
+		s.serve(w, r, name)
+	}
 }
 
 func (s *staticFiles) serve(w http.ResponseWriter, r *http.Request, name string) {

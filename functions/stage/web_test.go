@@ -431,6 +431,7 @@ func TestDocsPage(t *testing.T) {
 	if !strings.HasPrefix(title, "SKAO Staging Service") {
 		t.Fatalf("title %q", title)
 	}
+	p.screenshot(t, "docs.png")
 	p.noErrors(t)
 }
 

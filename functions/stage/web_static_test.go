@@ -1,0 +1,74 @@
+package main
+
+import (
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"github.com/ska-telescope/skao-staging-service/lib/config"
+	"github.com/ska-telescope/skao-staging-service/lib/function"
+	"github.com/ska-telescope/skao-staging-service/lib/httpx"
+)
+
+// TestWebRoutes checks the embedded files' routes: types, policies,
+// revalidation, and no directory listings.
+func TestWebRoutes(t *testing.T) {
+	m := httpx.NewMux()
+	(&api{f: &function.Function{Config: &config.Config{}}}).webRoutes(m)
+	get := func(path string, header ...string) *httptest.ResponseRecorder {
+		r := httptest.NewRequest(http.MethodGet, path, nil)
+		for i := 0; i+1 < len(header); i += 2 {
+			r.Header.Set(header[i], header[i+1])
+		}
+		w := httptest.NewRecorder()
+		m.ServeHTTP(w, r)
+		return w
+	}
+	tests := []struct {
+		path        string
+		status      int
+		contentType string
+		csp, body   string
+	}{
+		{"/", 200, "text/html; charset=utf-8", "default-src 'self'", `<script type="module" src="/assets/app.js">`},
+		{"/assets/app.js", 200, "text/javascript; charset=utf-8", "", "EventSource"},
+		{"/assets/style.css", 200, "text/css; charset=utf-8", "", "@media"},
+		{"/docs", 200, "text/html; charset=utf-8", "style-src 'self' 'unsafe-inline'", `src="/docs/swagger-ui-bundle.js"`},
+		{"/docs/", 200, "text/html; charset=utf-8", "style-src 'self' 'unsafe-inline'", `id="swagger-ui"`},
+		{"/docs/index.html", 200, "text/html; charset=utf-8", "style-src 'self' 'unsafe-inline'", `id="swagger-ui"`},
+		{"/docs/swagger-ui-bundle.js", 200, "text/javascript; charset=utf-8", "", "SwaggerUIBundle"},
+		{"/docs/swagger-ui.css", 200, "text/css; charset=utf-8", "", ".swagger-ui"},
+		{"/docs/LICENSE", 200, "text/plain; charset=utf-8", "", "Apache License"},
+		{"/docs/VERSION", 200, "text/plain; charset=utf-8", "", "swagger-ui-dist 5.35.0"},
+		{"/openapi.json", 200, "application/json", "", `"openapi": "3.0.3"`},
+		{"/assets/", 404, "application/json", "", `"detail"`},
+		{"/assets/docs", 404, "application/json", "", `"detail"`},
+		{"/assets/missing.js", 404, "application/json", "", `"detail"`},
+		{"/assets/web.go", 404, "application/json", "", `"detail"`},
+		{"/docs/missing.js", 404, "application/json", "", `"detail"`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.path, func(t *testing.T) {
+			w := get(tt.path)
+			h := w.Header()
+			if w.Code != tt.status {
+				t.Fatalf("status %d, want %d", w.Code, tt.status)
+			}
+			if h.Get("Content-Type") != tt.contentType || !strings.Contains(h.Get("Content-Security-Policy"), tt.csp) ||
+				!strings.Contains(w.Body.String(), tt.body) {
+				t.Fatalf("type %q csp %q body %.200q; want %q, %q, %q", h.Get("Content-Type"),
+					h.Get("Content-Security-Policy"), w.Body.String(), tt.contentType, tt.csp, tt.body)
+			}
+			if tt.status == http.StatusOK && tt.path != "/openapi.json" {
+				etag := h.Get("ETag")
+				if etag == "" || h.Get("Cache-Control") != "no-cache" {
+					t.Fatalf("ETag %q Cache-Control %q", etag, h.Get("Cache-Control"))
+				}
+				if again := get(tt.path, "If-None-Match", etag); again.Code != http.StatusNotModified {
+					t.Fatalf("revalidation: %d, want 304", again.Code)
+				}
+			}
+		})
+	}
+}
