@@ -20,7 +20,6 @@ import (
 //go:embed web
 var webFiles embed.FS
 
-
 // Content-Security-Policy of the two pages: everything comes from this
 // origin, so a page that tried to reach a CDN would fail in the browser
 // tests. Swagger UI sets inline styles, hence 'unsafe-inline' for styles
