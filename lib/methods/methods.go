@@ -70,13 +70,16 @@ func openTarget(st *storage.Storage, username, rel string) (*target, error) {
 		return nil, err
 	}
 	defer area.Close()
+	// The folder usually exists: open it first. If that fails, MkdirAll
+	// creates it, or says what is in the way.
 	parent := filepath.Dir(rel)
-	if parent != "." {
+	dir, err := area.OpenRoot(parent)
+	if err != nil {
 		if err := area.MkdirAll(parent, 0o755); err != nil {
 			return nil, targetError(err, rel)
 		}
+		dir, err = area.OpenRoot(parent)
 	}
-	dir, err := area.OpenRoot(parent)
 	if err != nil {
 		return nil, targetError(err, rel)
 	}

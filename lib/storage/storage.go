@@ -135,10 +135,14 @@ func (s *Storage) UserArea(username string) (*os.Root, error) {
 	if !filepath.IsLocal(username) || strings.ContainsRune(username, '/') {
 		return nil, staging.Errorf(http.StatusUnprocessableEntity, "Invalid username: %s", username)
 	}
-	if err := s.target.Mkdir(username, 0o755); err != nil && !errors.Is(err, fs.ErrExist) {
-		return nil, classify(err, "User area cannot be created", "User area is outside the target storage")
-	}
+	// The area usually exists: open it first, create it only when missing.
 	root, err := s.target.OpenRoot(username)
+	if err != nil {
+		if err := s.target.Mkdir(username, 0o755); err != nil && !errors.Is(err, fs.ErrExist) {
+			return nil, classify(err, "User area cannot be created", "User area is outside the target storage")
+		}
+		root, err = s.target.OpenRoot(username)
+	}
 	if err != nil {
 		return nil, classify(err, "User area cannot be opened", "User area is outside the target storage")
 	}

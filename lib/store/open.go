@@ -44,7 +44,7 @@ const (
 // WAL lets readers run beside the writer, synchronous=NORMAL is durable
 // across application crashes (only a power cut may lose the last commits),
 // and busy_timeout makes another process holding the file wait, not fail.
-const sqlitePragmas = "_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)&_pragma=synchronous(NORMAL)&_txlock=immediate"
+const sqlitePragmas = "_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)&_pragma=synchronous(NORMAL)&_pragma=wal_autocheckpoint(4000)&_txlock=immediate"
 
 // Open connects to databaseURL, brings its schema up to date and returns the
 // store. The URL is one of

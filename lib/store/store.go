@@ -16,6 +16,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/doug-martin/goqu/v9"
@@ -31,6 +32,25 @@ type Store struct {
 	db      *sql.DB
 	dialect string
 	gq      goqu.DialectWrapper
+	stmts   sync.Map // query text -> *sql.Stmt, prepared once
+}
+
+// stmt returns the prepared statement for q. goqu builds the same text for
+// the same query shape, so the handful of shapes the store uses are each
+// prepared once instead of on every call.
+func (s *Store) stmt(ctx context.Context, q string) (*sql.Stmt, error) {
+	if st, ok := s.stmts.Load(q); ok {
+		return st.(*sql.Stmt), nil
+	}
+	st, err := s.db.PrepareContext(ctx, q)
+	if err != nil {
+		return nil, err
+	}
+	if prev, loaded := s.stmts.LoadOrStore(q, st); loaded {
+		st.Close()
+		return prev.(*sql.Stmt), nil
+	}
+	return st, nil
 }
 
 var _ staging.Store = (*Store)(nil)
@@ -55,8 +75,11 @@ func (s *Store) Ping(ctx context.Context) error {
 	return nil
 }
 
-// Close closes the database.
-func (s *Store) Close() error { return s.db.Close() }
+// Close closes the prepared statements and the database.
+func (s *Store) Close() error {
+	s.stmts.Range(func(_, st any) bool { st.(*sql.Stmt).Close(); return true })
+	return s.db.Close()
+}
 
 // Create inserts op; a taken ID, EventKey or TargetLock is ErrDuplicate.
 func (s *Store) Create(ctx context.Context, op *staging.Operation) error {
@@ -147,7 +170,11 @@ func (s *Store) getBy(ctx context.Context, column, value string) (*staging.Opera
 	if err != nil {
 		return nil, fmt.Errorf("build query: %w", err)
 	}
-	op, err := scanOperation(s.db.QueryRowContext(ctx, q, args...))
+	st, err := s.stmt(ctx, q)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", column, err)
+	}
+	op, err := scanOperation(st.QueryRowContext(ctx, args...))
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, staging.ErrNotFound
 	}
@@ -287,7 +314,11 @@ func (s *Store) query(ctx context.Context, what string, ds *goqu.SelectDataset) 
 	if err != nil {
 		return nil, fmt.Errorf("%s: build query: %w", what, err)
 	}
-	rows, err := s.db.QueryContext(ctx, q, args...)
+	st, err := s.stmt(ctx, q)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", what, err)
+	}
+	rows, err := st.QueryContext(ctx, args...)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", what, err)
 	}
@@ -309,7 +340,11 @@ func (s *Store) query(ctx context.Context, what string, ds *goqu.SelectDataset) 
 // exec runs a statement and returns the rows it matched.
 func (s *Store) exec(ctx context.Context, q string, args []any) (int64, error) {
 	for attempt := 1; ; attempt++ {
-		res, err := s.db.ExecContext(ctx, q, args...)
+		st, err := s.stmt(ctx, q)
+		if err != nil {
+			return 0, s.classify(err)
+		}
+		res, err := st.ExecContext(ctx, args...)
 		if err != nil {
 			// InnoDB may pick one of several statements inserting the same
 			// unique key at once as a deadlock victim: nothing was written,
