@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/ska-telescope/skao-staging-service/internal/testenv"
 	"github.com/ska-telescope/skao-staging-service/lib/events"
@@ -183,26 +184,37 @@ func TestLargeFileMemory(t *testing.T) {
 	}
 }
 
-// TestFailedUploadLeavesNoPartialFile stops the user's server in the middle
+// TestFailedUploadLeavesNoPartialFile kills the user's server in the middle
 // of an upload: the operation fails and the target name never appears.
 func TestFailedUploadLeavesNoPartialFile(t *testing.T) {
 	hub := testenv.Hub(t)
 	s := startStack(t, hub, nil, nil)
 	user := hub.NewHubUser(t, "interrupted", false)
 	hub.StartServer(t, user)
+	home := hub.Home(user)
 	src := s.writeRandom(t, "big.bin", 200<<20)
 	r := s.stage(t, user, src, "big.bin", "", "Prefer", "respond-async")
 	expect(t, r, http.StatusAccepted, "status", "pending")
-	s.waitOperation(t, r.str("id"), func(op map[string]any) bool { d, _ := op["bytes_done"].(float64); return d > 0 || finished(op) })
-	hub.StopServer(t, user)
+	// The temporary upload appears after its first 8 MiB chunk; 192 MiB
+	// are still to come when the server dies.
+	deadline := time.Now().Add(time.Minute)
+	for len(temps(t, home)) == 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("no temporary upload appeared: %v", s.operation(t, r.str("id")))
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+	hub.KillServer(t, user)
 	op := s.waitOperation(t, r.str("id"), finished)
 	if op["status"] != "failed" {
-		t.Skipf("the upload finished before the server stopped: %v", op) // too fast to interrupt here
+		t.Fatalf("the upload survived its server being killed: %v", op)
 	}
-	if _, err := os.Stat(filepath.Join(hub.Home(user), "big.bin")); !os.IsNotExist(err) {
+	if _, err := os.Stat(filepath.Join(home, "big.bin")); !os.IsNotExist(err) {
 		t.Fatalf("target exists after a failed upload: %v", err)
 	}
-	t.Logf("failed as %q", op["error_reason"])
+	if reason, _ := op["error_reason"].(string); !strings.Contains(reason, "Jupyter server of "+user) {
+		t.Fatalf("error_reason %q does not say what failed", reason)
+	}
 }
 
 // TestEventsStraightToJupyter delivers the same event twice to the jupyter

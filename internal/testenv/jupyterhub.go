@@ -417,3 +417,23 @@ func (h *JupyterHub) ServerRunning(tb testing.TB, user string) bool {
 	_, ok := u.Servers[""]
 	return ok
 }
+
+// KillServer kills user's single-user server at once (SIGKILL), as a
+// crash would, without telling the hub.
+func (h *JupyterHub) KillServer(tb testing.TB, user string) {
+	tb.Helper()
+	b := h.must(tb, http.MethodGet, "/hub/api/users/"+url.PathEscape(user), nil, http.StatusOK)
+	var u struct {
+		Servers map[string]struct {
+			State struct {
+				Pid int `json:"pid"`
+			} `json:"state"`
+		} `json:"servers"`
+	}
+	if err := json.Unmarshal(b, &u); err != nil || u.Servers[""].State.Pid == 0 {
+		tb.Fatalf("hub: no pid for the server of %s: %v %s", user, err, b)
+	}
+	if err := syscall.Kill(u.Servers[""].State.Pid, syscall.SIGKILL); err != nil {
+		tb.Fatalf("hub: kill the server of %s: %v", user, err)
+	}
+}
