@@ -8,6 +8,11 @@
 // shared by the whole test binary, or MariaDBServerFor(t) for a server of its
 // own that it can stop and start (fault tests). The servers need the Debian
 // package mariadb-server, which `make test` installs.
+//
+// In the same way Hub(t) gives the test binary's shared JupyterHub (with its
+// proxy and real single-user servers; tests keep apart by creating their own
+// users with NewHubUser) and HubFor(t) a hub of the test's own; they need
+// Debian's jupyterhub package, which `make test` installs too.
 package testenv
 
 import (
