@@ -271,7 +271,7 @@ var publicPaths = map[string]string{
 	"/": "stage", "/stage_data": "stage", "/stage-data/": "stage", "/config": "stage",
 	"/config/allowed-methods": "stage", "/operations": "stage", "/operations/0123": "stage",
 	"/openapi.json": "stage", "/docs": "stage", "/docs/index.html": "stage", "/browse": "stage",
-	"/create-file": "stage", "/logs": "logs", "/logs/stream": "logs",
+	"/create-file": "stage", "/assets/app.js": "stage", "/logs": "logs", "/logs/stream": "logs",
 }
 
 func checkRoute(t *testing.T, src string, objs []object, host func(string) string) {
