@@ -1,0 +1,129 @@
+// Command bench measures the stage function against baselines measured side
+// by side in the same run, and prints one Markdown table row per measure:
+//
+//  1. local_copy of a 1 GiB file vs cp (MB/s)
+//  2. local_copy of a directory of 10,000 4 KiB files vs cp -r (files/s)
+//  3. 64 KiB files staged one request each by 8 clients on SQLite vs a Go
+//     io.Copy loop on 8 goroutines (requests/s vs files/s)
+//  4. cold start, exec to the first staged file, vs a minimal Go HTTP server
+//  5. peak RSS (VmHWM) serving a 1 GiB direct_download vs the same process idle
+//  6. row 3's requests at LOGGING_LEVEL=INFO with log records written to the
+//     store vs to stdout only (requests/s)
+//  7. jupyter_copy of a 200 MiB file through a real JupyterHub vs curl
+//     uploading the same chunks (MB/s), with the jupyter function's peak RSS
+//
+// It runs bin/stage (so `make build` first; `make bench` does both) from the
+// repository root, works in a temporary directory on the repository's
+// filesystem (the system's temporary folder if it is there, else .data),
+// removes it afterwards, logs progress to stderr, prints the table to stdout
+// and writes it to bench-results/latest.md. The ratio is always service /
+// baseline.
+//
+//	go run ./internal/bench [-quick] [-only=N]
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// sizes are the workload of one run.
+type sizes struct {
+	bigSize    int64 // bytes of the file of rows 1 and 5
+	reps       int   // repetitions of rows 1 and 2 (median reported)
+	treeFiles  int   // 4 KiB files in the directory of row 2
+	smallFiles int   // 64 KiB files (one request each) in row 3
+	clients    int   // concurrent clients in row 3
+	coldRuns   int   // starts of each binary in row 4 (median reported)
+}
+
+var (
+	full  = sizes{bigSize: 1 << 30, reps: 5, treeFiles: 10_000, smallFiles: 20_000, clients: 8, coldRuns: 10}
+	quick = sizes{bigSize: 64 << 20, reps: 3, treeFiles: 1_000, smallFiles: 2_000, clients: 8, coldRuns: 5}
+)
+
+// row is one line of the table.
+type row struct {
+	n                 int
+	name              string
+	service, baseline string // measured values, with units
+	ratio             float64
+	target            string
+	met               bool
+}
+
+func main() {
+	quickFlag := flag.Bool("quick", false, "smaller run for trying it out (64 MiB file, 1,000 files, 2,000 requests)")
+	only := flag.Int("only", 0, "run only this row (1-7)")
+	flag.Parse()
+	if *only < 0 || *only > 7 {
+		fmt.Fprintln(os.Stderr, "bench: -only must be 1 to 7")
+		os.Exit(2)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, *quickFlag, *only); err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, quickRun bool, only int) error {
+	start := time.Now()
+	sz := full
+	if quickRun {
+		sz = quick
+	}
+	b, err := newBench(sz)
+	if err != nil {
+		return err
+	}
+	defer b.close()
+	measures := []func(context.Context) (row, error){b.fileCopy, b.treeCopy, b.smallRequests, b.coldStart, b.peakMemory, b.loggingCost, b.jupyterCopy}
+	var rows []row
+	for i, measure := range measures {
+		if only != 0 && only != i+1 {
+			continue
+		}
+		r, err := measure(ctx)
+		if err != nil {
+			return fmt.Errorf("row %d: %w", i+1, err)
+		}
+		rows = append(rows, r)
+	}
+	out := table(rows) + fmt.Sprintf("\nratio = service / baseline. %s run of %s, %s, %s/%s, %d CPUs, took %s.\n",
+		map[bool]string{true: "Quick", false: "Full"}[quickRun], start.Format(time.RFC3339),
+		runtime.Version(), runtime.GOOS, runtime.GOARCH, runtime.NumCPU(), time.Since(start).Round(time.Second))
+	fmt.Print(out)
+	dir := filepath.Join(b.root, "bench-results")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("save results: %w", err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "latest.md"), []byte(out), 0o644); err != nil {
+		return fmt.Errorf("save results: %w", err)
+	}
+	return nil
+}
+
+// table renders rows as Markdown.
+func table(rows []row) string {
+	var s strings.Builder
+	s.WriteString("| # | measure | service | baseline | ratio | target | met |\n")
+	s.WriteString("|---|---|---|---|---|---|---|\n")
+	for _, r := range rows {
+		met := "no"
+		if r.met {
+			met = "yes"
+		}
+		fmt.Fprintf(&s, "| %d | %s | %s | %s | %.2f× | %s | %s |\n", r.n, r.name, r.service, r.baseline, r.ratio, r.target, met)
+	}
+	return s.String()
+}

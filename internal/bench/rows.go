@@ -1,0 +1,300 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// fileCopy is row 1: local_copy of the big file vs cp, in MB/s.
+func (b *bench) fileCopy(ctx context.Context) (row, error) {
+	rel, err := b.bigSource()
+	if err != nil {
+		return row{}, err
+	}
+	src := filepath.Join(b.src, rel)
+	if err := readFile(src); err != nil {
+		return row{}, err
+	}
+	cpDir := filepath.Join(b.dir, "cp-file")
+	if err := os.MkdirAll(cpDir, 0o755); err != nil {
+		return row{}, fmt.Errorf("cp folder: %w", err)
+	}
+	defer removeAll(cpDir)
+	p, err := b.startStage(ctx, "row1")
+	if err != nil {
+		return row{}, err
+	}
+	defer p.stopOrWarn()
+	mbps := func(d time.Duration) float64 { return perSecond(float64(b.bigSize)/1e6, d) }
+	svc, base, err := alternate("row 1", b.reps, "MB/s",
+		func(i int) (float64, error) {
+			target := fmt.Sprintf("file-%d", i)
+			d, err := timed(func() error { return localCopy(ctx, http.DefaultClient, p.url, rel, target) })
+			if err != nil {
+				return 0, err
+			}
+			return mbps(d), removeAll(b.staged(target))
+		},
+		func(i int) (float64, error) {
+			target := filepath.Join(cpDir, fmt.Sprintf("file-%d", i))
+			d, err := timed(func() error { return command(ctx, "cp", src, target) })
+			if err != nil {
+				return 0, err
+			}
+			return mbps(d), removeAll(target)
+		})
+	if err != nil {
+		return row{}, err
+	}
+	return row{n: 1, name: fmt.Sprintf("local_copy of a %s file vs `cp` (median of %d)", mib(b.bigSize), b.reps),
+		service: commas(svc) + " MB/s", baseline: commas(base) + " MB/s", ratio: svc / base,
+		target: "≥ 0.9×", met: svc/base >= 0.9}, nil
+}
+
+// treeCopy is row 2: local_copy of a directory of small files vs cp -r, in
+// files/s.
+func (b *bench) treeCopy(ctx context.Context) (row, error) {
+	logf("writing %d files of 4 KiB", b.treeFiles)
+	for i := range b.treeFiles {
+		dir := filepath.Join(b.src, "tree", fmt.Sprintf("d%03d", i/100))
+		if i%100 == 0 {
+			if err := os.MkdirAll(dir, 0o755); err != nil {
+				return row{}, fmt.Errorf("source tree: %w", err)
+			}
+		}
+		if err := writeRandom(filepath.Join(dir, fmt.Sprintf("f%05d", i)), 4<<10, uint64(i)); err != nil {
+			return row{}, err
+		}
+	}
+	syscall.Sync()
+	cpDir := filepath.Join(b.dir, "cp-tree")
+	if err := os.MkdirAll(cpDir, 0o755); err != nil {
+		return row{}, fmt.Errorf("cp folder: %w", err)
+	}
+	p, err := b.startStage(ctx, "row2")
+	if err != nil {
+		return row{}, err
+	}
+	defer p.stopOrWarn()
+	// Copies stay until the end: on ext4 without a journal (as in some VMs)
+	// creating files just after deleting many is much slower, as new inodes
+	// skip the recently deleted ones.
+	filesPerSecond := func(d time.Duration) float64 { return perSecond(float64(b.treeFiles), d) }
+	svc, base, err := alternate("row 2", b.reps, "files/s",
+		func(i int) (float64, error) {
+			target := fmt.Sprintf("tree-%d", i)
+			d, err := timed(func() error { return localCopy(ctx, http.DefaultClient, p.url, "tree", target) })
+			syscall.Sync()
+			return filesPerSecond(d), err
+		},
+		func(i int) (float64, error) {
+			target := filepath.Join(cpDir, fmt.Sprintf("tree-%d", i))
+			d, err := timed(func() error { return command(ctx, "cp", "-r", filepath.Join(b.src, "tree"), target) })
+			syscall.Sync()
+			return filesPerSecond(d), err
+		})
+	if err != nil {
+		return row{}, err
+	}
+	return row{n: 2, name: fmt.Sprintf("local_copy of a directory of %s × 4 KiB files vs `cp -r` (median of %d)", commas(float64(b.treeFiles)), b.reps),
+		service: commas(svc) + " files/s", baseline: commas(base) + " files/s", ratio: svc / base,
+		target: "≥ 1×", met: svc/base >= 1}, nil
+}
+
+// smallRequests is row 3: one local_copy request per 64 KiB file from
+// concurrent keep-alive clients on SQLite, in requests/s, vs the same copies
+// by io.Copy on as many goroutines.
+func (b *bench) smallRequests(ctx context.Context) (row, error) {
+	n := b.smallFiles
+	logf("writing %d files of 64 KiB", n)
+	if err := os.MkdirAll(filepath.Join(b.src, "small"), 0o755); err != nil {
+		return row{}, fmt.Errorf("source folder: %w", err)
+	}
+	name := func(i int) string { return fmt.Sprintf("small/f%05d", i) }
+	for i := range n {
+		if err := writeRandom(filepath.Join(b.src, name(i)), 64<<10, uint64(i)); err != nil {
+			return row{}, err
+		}
+	}
+
+	syscall.Sync()
+	out := filepath.Join(b.dir, "gocopy")
+	if err := os.MkdirAll(filepath.Join(out, "small"), 0o755); err != nil {
+		return row{}, fmt.Errorf("baseline folder: %w", err)
+	}
+	logf("row 3: baseline, %d copies by io.Copy on %d goroutines", n, b.clients)
+	d, errs := parallel(ctx, n, b.clients, func(i int) error {
+		return copyFile(filepath.Join(b.src, name(i)), filepath.Join(out, name(i)))
+	})
+	if len(errs) > 0 {
+		return row{}, fmt.Errorf("row 3 baseline: %d copies failed, the first: %w", len(errs), errs[0])
+	}
+	base := perSecond(float64(n), d)
+	logf("row 3: baseline: %s files/s", commas(base))
+	syscall.Sync() // the copies stay until the end, as in row 2
+
+	p, err := b.startStage(ctx, "row3")
+	if err != nil {
+		return row{}, err
+	}
+	defer p.stopOrWarn()
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.MaxIdleConns, t.MaxIdleConnsPerHost = b.clients, b.clients
+	client := &http.Client{Transport: t, Timeout: time.Minute}
+	defer t.CloseIdleConnections()
+	logf("row 3: service, %d requests from %d clients", n, b.clients)
+	d, errs = parallel(ctx, n, b.clients, func(i int) error {
+		return localCopy(ctx, client, p.url, name(i), name(i))
+	})
+	if err := ctx.Err(); err != nil {
+		return row{}, err
+	}
+	for i, err := range errs {
+		if i == 5 {
+			logf("row 3: ... and %d more errors", len(errs)-5)
+			break
+		}
+		logf("row 3: error: %v", err)
+	}
+	svc := perSecond(float64(n), d)
+	logf("row 3: service: %s requests/s, %d errors", commas(svc), len(errs))
+	return row{n: 3, name: fmt.Sprintf("%s × 64 KiB files, one local_copy request each, %d keep-alive clients, SQLite, vs Go `io.Copy` on %d goroutines",
+		commas(float64(n)), b.clients, b.clients),
+		service: fmt.Sprintf("%s req/s, %d errors", commas(svc), len(errs)), baseline: commas(base) + " files/s",
+		ratio: svc / base, target: "≥ 2,000 req/s, no errors", met: svc >= 2000 && len(errs) == 0}, nil
+}
+
+// copyFile copies src to a new file dst.
+func copyFile(src, dst string) error {
+	in, err := os.Open(src)
+	if err != nil {
+		return fmt.Errorf("copy %s: %w", src, err)
+	}
+	defer in.Close()
+	out, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return fmt.Errorf("copy %s: %w", src, err)
+	}
+	_, err = io.Copy(out, in)
+	if cerr := out.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("copy %s: %w", src, err)
+	}
+	return nil
+}
+
+// coldStart is row 4: from exec of the stage binary (fresh SQLite) to its
+// first 200 answer to a local_copy request, vs a minimal Go HTTP server.
+func (b *bench) coldStart(ctx context.Context) (row, error) {
+	baseBin := filepath.Join(b.dir, "coldbaseline")
+	logf("row 4: building the baseline server")
+	if err := command(ctx, "go", "-C", b.root, "build", "-trimpath", "-o", baseBin, "./internal/bench/coldbaseline"); err != nil {
+		return row{}, fmt.Errorf("build the cold-start baseline: %w", err)
+	}
+	if err := writeRandom(filepath.Join(b.src, "cold.bin"), 4<<10, 4); err != nil {
+		return row{}, err
+	}
+	svc, base, err := alternate("row 4", b.coldRuns, "ms",
+		func(i int) (float64, error) {
+			name := fmt.Sprintf("cold-%d", i)
+			return b.coldOnce(ctx, name, b.stage, b.stageEnv(name))
+		},
+		func(i int) (float64, error) {
+			return b.coldOnce(ctx, fmt.Sprintf("coldbaseline-%d", i), baseBin, nil)
+		})
+	if err != nil {
+		return row{}, err
+	}
+	return row{n: 4, name: fmt.Sprintf("cold start, exec to first staged file on a fresh SQLite (median of %d), vs a minimal Go HTTP server", b.coldRuns),
+		service: fmt.Sprintf("%.1f ms", svc), baseline: fmt.Sprintf("%.1f ms", base), ratio: svc / base,
+		target: "≤ 30 ms", met: svc <= 30}, nil
+}
+
+// coldOnce starts bin and returns the milliseconds from its exec to the first
+// 200 answer to a local_copy request of cold.bin, polling the port in a
+// tight loop.
+func (b *bench) coldOnce(ctx context.Context, name, bin string, env []string) (float64, error) {
+	p, err := startProc(name, bin, filepath.Join(b.dir, "logs", name+".log"), env...)
+	if err != nil {
+		return 0, err
+	}
+	defer p.stopOrWarn()
+	deadline := p.started.Add(30 * time.Second)
+	addr := strings.TrimPrefix(p.url, "http://")
+	for {
+		conn, err := net.DialTimeout("tcp", addr, time.Second)
+		if err == nil {
+			conn.Close()
+			break
+		}
+		if err := p.alive(ctx); err != nil {
+			return 0, err
+		}
+		if time.Now().After(deadline) {
+			return 0, fmt.Errorf("%s: no connection after 30 s: %w", name, err)
+		}
+		time.Sleep(100 * time.Microsecond)
+	}
+	client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: 10 * time.Second}
+	for {
+		err := localCopy(ctx, client, p.url, "cold.bin", name)
+		if err == nil {
+			return float64(time.Since(p.started).Microseconds()) / 1000, nil
+		}
+		if err := p.alive(ctx); err != nil {
+			return 0, err
+		}
+		if time.Now().After(deadline) {
+			return 0, fmt.Errorf("%s: no success after 30 s: %w", name, err)
+		}
+		time.Sleep(100 * time.Microsecond)
+	}
+}
+
+// peakMemory is row 5: the stage process's peak RSS after serving the big
+// file by direct_download, vs its peak RSS idle just before.
+func (b *bench) peakMemory(ctx context.Context) (row, error) {
+	rel, err := b.bigSource()
+	if err != nil {
+		return row{}, err
+	}
+	if err := readFile(filepath.Join(b.src, rel)); err != nil {
+		return row{}, err
+	}
+	p, err := b.startStage(ctx, "row5")
+	if err != nil {
+		return row{}, err
+	}
+	defer p.stopOrWarn()
+	pid := p.cmd.Process.Pid
+	idle, err := vmHWM(pid)
+	if err != nil {
+		return row{}, err
+	}
+	logf("row 5: idle VmHWM %s; downloading %s", mib(idle), mib(b.bigSize))
+	got, err := download(ctx, p.url, rel)
+	if err != nil {
+		return row{}, err
+	}
+	if got != b.bigSize {
+		return row{}, fmt.Errorf("direct_download %s: received %d bytes, want %d", rel, got, b.bigSize)
+	}
+	peak, err := vmHWM(pid)
+	if err != nil {
+		return row{}, err
+	}
+	logf("row 5: VmHWM after the download %s", mib(peak))
+	return row{n: 5, name: fmt.Sprintf("peak RSS (VmHWM) of the stage process serving a %s direct_download (all bytes received), vs the same process idle before it", mib(b.bigSize)),
+		service: mib(peak), baseline: mib(idle) + " idle", ratio: float64(peak) / float64(idle),
+		target: "≤ 64 MiB", met: peak <= 64<<20}, nil
+}
