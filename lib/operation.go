@@ -84,7 +84,8 @@ type Store interface {
 	// Progress records bytes done and refreshes the heartbeat (UpdatedAt).
 	Progress(ctx context.Context, id string, bytes, bytesDone int64, now time.Time) error
 	// Finish writes the outcome (Status, Message, ErrorReason, Code, Bytes,
-	// BytesDone, FinishedAt) and releases the target lock.
+	// BytesDone, FinishedAt, and LocalPathOnStorage, which a request by DID
+	// learns only when it runs) and releases the target lock.
 	Finish(ctx context.Context, op *Operation) error
 	// Abandon marks running operations whose heartbeat is older than before
 	// as failed with reason and releases their locks; id "" means all such

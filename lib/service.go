@@ -273,6 +273,9 @@ func (s *Service) open(ctx context.Context, req *Request, plan *Plan) (op *Opera
 				if op, err = s.Store.Get(ctx, req.OperationID); err != nil {
 					return nil, false, Unavailable(err)
 				}
+				if op.LocalPathOnStorage == "" { // a request by DID, now resolved
+					op.LocalPathOnStorage = orDefault(plan.Source, req.Source)
+				}
 				return op, false, nil
 			}
 			if !errors.Is(err, ErrDuplicate) {

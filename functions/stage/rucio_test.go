@@ -326,3 +326,26 @@ func TestRucioBatchMixedAndEvents(t *testing.T) {
 		t.Fatalf("link %q", link)
 	}
 }
+
+// TestWebPageShowsDIDs: the page's history shows a request by DID, and that
+// it waits for its replica, then the staged replica once it arrived.
+func TestWebPageShowsDIDs(t *testing.T) {
+	r := startRucio(t, nil)
+	res := r.stageDID(t, "jdoe", "user.jdoe:hello.txt", "hello.txt")
+	expect(t, res, 202, "status", "pending")
+	p := openPage(t, r.URL, 1200, 900)
+	row := p.historyRow(t, "the pending row", "#history-table tbody tr", `row.dataset.status === "pending"`)
+	if !strings.Contains(row, "user.jdoe:hello.txt (waiting for the replica)") {
+		t.Fatalf("pending row: %q", row)
+	}
+	r.placeReplica(t, "user.jdoe:hello.txt", helloContent)
+	status, _ := sendRaw(t, r.URL+"/", transferDone("w-1", "user.jdoe", "hello.txt", "SKAO_SITE", helloAdler, len(helloContent)), false)
+	if status != 200 {
+		t.Fatalf("transfer-done: %d", status)
+	}
+	row = p.historyRow(t, "the completed row", "#history-table tbody tr", `row.dataset.status === "success"`)
+	if !strings.Contains(row, "user.jdoe:hello.txt (rse/user/jdoe/04/49/hello.txt)") {
+		t.Fatalf("completed row: %q", row)
+	}
+	p.noErrors(t)
+}

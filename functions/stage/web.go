@@ -8,6 +8,7 @@ import (
 	"io/fs"
 	"net/http"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/ska-telescope/skao-staging-service/lib/httpx"
@@ -50,13 +51,15 @@ func (a *api) webRoutes(m *httpx.Mux) {
 
 // staticFiles serves the embedded web/ files with strong ETags (a hash of
 // the content), so browsers revalidate cheaply and never run stale code.
+// The hashes are computed on first use, not at start: a cold start should
+// not pay for hashing the API page's bundle.
 type staticFiles struct {
 	content map[string][]byte // by path under web/
-	etags   map[string]string
+	etags   sync.Map          // path -> ETag
 }
 
 func newStaticFiles() *staticFiles {
-	s := &staticFiles{content: map[string][]byte{}, etags: map[string]string{}}
+	s := &staticFiles{content: map[string][]byte{}}
 	fs.WalkDir(webFiles, "web", func(p string, d fs.DirEntry, err error) error {
 		if err == nil && !d.IsDir() {
 			b, _ := webFiles.ReadFile(p)
@@ -69,9 +72,19 @@ func newStaticFiles() *staticFiles {
 
 // set serves b as name.
 func (s *staticFiles) set(name string, b []byte) {
-	sum := sha256.Sum256(b)
 	s.content[name] = b
-	s.etags[name] = `"` + hex.EncodeToString(sum[:16]) + `"`
+	s.etags.Delete(name)
+}
+
+// etag is the ETag of name's content b.
+func (s *staticFiles) etag(name string, b []byte) string {
+	if e, ok := s.etags.Load(name); ok {
+		return e.(string)
+	}
+	sum := sha256.Sum256(b)
+	e := `"` + hex.EncodeToString(sum[:16]) + `"`
+	s.etags.Store(name, e)
+	return e
 }
 
 // dir serves the files under prefix in web/ by their {file} path: files
@@ -96,7 +109,7 @@ func (s *staticFiles) serve(w http.ResponseWriter, r *http.Request, name string)
 		return
 	}
 	h := w.Header()
-	h.Set("ETag", s.etags[name])
+	h.Set("ETag", s.etag(name, b))
 	h.Set("Cache-Control", "no-cache")
 	h.Set("X-Content-Type-Options", "nosniff")
 	if strings.HasSuffix(name, ".txt") || !strings.Contains(name, ".") {

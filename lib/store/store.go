@@ -223,6 +223,8 @@ func (s *Store) Finish(ctx context.Context, op *staging.Operation) error {
 		"finished_at":  finished,
 		"updated_at":   finished,
 		"target_lock":  nil,
+		// A request by DID learns its source path only when it runs.
+		"local_path_on_storage": op.LocalPathOnStorage,
 	}).Where(goqu.C("id").Eq(op.ID)).ToSQL()
 	if err != nil {
 		return fmt.Errorf("finish operation %s: build query: %w", op.ID, err)

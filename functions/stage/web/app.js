@@ -279,8 +279,10 @@ function renderHistory(operations) {
     const status = el("td", {}, el("span", { className: `status status-${op.status}`, textContent: op.status }));
     if (op.error_reason) status.append(el("div", { className: "error-reason", textContent: op.error_reason }));
     else if (op.message) status.title = op.message;
-    const source = sourceRoot && op.local_path_on_storage.startsWith(`${sourceRoot}/`)
+    let source = sourceRoot && op.local_path_on_storage.startsWith(`${sourceRoot}/`)
       ? op.local_path_on_storage.slice(sourceRoot.length + 1) : op.local_path_on_storage;
+    // A request by Rucio DID shows the DID, and while it waits, that it waits for the replica.
+    if (op.did) source = op.status === "pending" && !source ? `${op.did} (waiting for the replica)` : `${op.did} ${source ? `(${source})` : ""}`.trim();
     const paths = op.relative_path ? `${source} → ${op.relative_path}` : source;
     const row = el("tr", {},
       el("td", { className: "time", textContent: formatTime(op.created_at) }),
