@@ -5,7 +5,7 @@
 GO ?= go
 FUNCTIONS := stage logs jupyter
 
-.PHONY: run test test-deps bench build vet clean
+.PHONY: run test test-deps bench build vet clean reliability
 
 ## run: the service on http://127.0.0.1:$${PORT:-8000} with sample data under ./.data
 run: build
@@ -27,6 +27,10 @@ test-deps:
 ## bench: performance figures side by side with cp, as a table
 bench: build
 	$(GO) run ./internal/bench
+
+## reliability: the fault, load and hostile-input suite at full size, then every fuzz target for $$FUZZTIME (30s); figures in internal/reliability/last-run.md
+reliability: test-deps
+	./scripts/reliability.sh
 
 clean:
 	rm -rf bin .data
