@@ -49,7 +49,7 @@ func TestTraversal(t *testing.T) {
 	siblingBefore := snapshot(t, sibling)
 
 	long := strings.Repeat("n", 300)
-	deep := strings.Repeat("d/", 2100) + "x"      // longer than PATH_MAX
+	deep := strings.Repeat("d/", 2100) + "x"       // longer than PATH_MAX
 	deepInside := strings.Repeat("d/", 1000) + "x" // os.Root walks it level by level
 	const refused, contained = 0, 200
 	cases := []struct {

@@ -13,8 +13,8 @@ import (
 	"testing"
 	"time"
 
-	staging "github.com/ska-telescope/skao-staging-service/lib"
 	"github.com/ska-telescope/skao-staging-service/internal/testenv"
+	staging "github.com/ska-telescope/skao-staging-service/lib"
 )
 
 // expectation is what one staged item must leave behind.
