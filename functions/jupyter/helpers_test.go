@@ -1,10 +1,7 @@
 package main
 
 import (
-	"bytes"
 	"context"
-	"crypto/sha256"
-	"encoding/json"
 	"io"
 	"math/rand/v2"
 	"net/http"
@@ -94,70 +91,28 @@ func (s *stack) writeRandom(t *testing.T, rel string, n int64) string {
 	return rel
 }
 
-// response is a decoded answer.
-type response struct {
-	Status int
-	Body   []byte
-	JSON   map[string]any
-}
-
-func (r *response) str(key string) string {
-	v, _ := r.JSON[key].(string)
-	return v
-}
-
-func do(t *testing.T, method, url string, body any, header ...string) *response {
-	t.Helper()
-	var rd io.Reader
-	if body != nil {
-		b, err := json.Marshal(body)
-		must(t, err)
-		rd = bytes.NewReader(b)
-	}
-	req, err := http.NewRequest(method, url, rd)
-	must(t, err)
-	if rd != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	for i := 0; i+1 < len(header); i += 2 {
-		req.Header.Set(header[i], header[i+1])
-	}
-	resp, err := http.DefaultClient.Do(req)
-	must(t, err)
-	defer resp.Body.Close()
-	out := &response{Status: resp.StatusCode}
-	out.Body, err = io.ReadAll(resp.Body)
-	must(t, err)
-	if strings.HasPrefix(resp.Header.Get("Content-Type"), "application/json") {
-		if err := json.Unmarshal(out.Body, &out.JSON); err != nil {
-			t.Fatalf("%s %s: answer is not a JSON object: %v: %s", method, url, err, out.Body)
-		}
-	}
-	return out
-}
-
 // stage posts one jupyter_copy to the stage function's /stage_data; query
 // adds parameters (e.g. "&jupyter_token=...").
-func (s *stack) stage(t *testing.T, user, src, dst, query string, header ...string) *response {
+func (s *stack) stage(t *testing.T, user, src, dst, query string, header ...string) *testenv.Response {
 	t.Helper()
 	body := map[string]any{"data": map[string]string{"local_path_on_storage": src, "relative_path": dst}}
-	return do(t, http.MethodPost, s.Stage.URL+"/stage_data?method=jupyter_copy&username="+user+query, body, header...)
+	return testenv.Do(t, http.MethodPost, s.Stage.URL+"/stage_data?method=jupyter_copy&username="+user+query, body, header...)
 }
 
-func expect(t *testing.T, r *response, status int, field, want string) {
+func expect(t *testing.T, r *testenv.Response, status int, field, want string) {
 	t.Helper()
 	if r.Status != status {
 		t.Fatalf("status %d, want %d: %s", r.Status, status, r.Body)
 	}
-	if field != "" && r.str(field) != want {
-		t.Fatalf("%s = %q, want %q (body %s)", field, r.str(field), want, r.Body)
+	if field != "" && r.Str(field) != want {
+		t.Fatalf("%s = %q, want %q (body %s)", field, r.Str(field), want, r.Body)
 	}
 }
 
 // operation fetches one operation record through the stage function.
 func (s *stack) operation(t *testing.T, id string) map[string]any {
 	t.Helper()
-	r := do(t, http.MethodGet, s.Stage.URL+"/operations/"+id, nil)
+	r := testenv.Do(t, http.MethodGet, s.Stage.URL+"/operations/"+id, nil)
 	if r.Status != http.StatusOK {
 		t.Fatalf("GET /operations/%s: %d %s", id, r.Status, r.Body)
 	}
@@ -183,7 +138,7 @@ func finished(op map[string]any) bool { return op["status"] == "success" || op["
 // countOperations returns how many records the shared store holds for user.
 func (s *stack) countOperations(t *testing.T, user string) int {
 	t.Helper()
-	r := do(t, http.MethodGet, s.Stage.URL+"/operations?limit=1000&username="+user, nil)
+	r := testenv.Do(t, http.MethodGet, s.Stage.URL+"/operations?limit=1000&username="+user, nil)
 	ops, _ := r.JSON["operations"].([]any)
 	return len(ops)
 }
@@ -210,36 +165,6 @@ func requestEvent(id string, data events.RequestData) cloudevents.Event {
 	ev.SetExtension(events.ExtMethod, data.Method)
 	ev.SetData(cloudevents.ApplicationJSON, data)
 	return ev
-}
-
-// temps lists upload leftovers (skao-staging-*-tmp) in the workspace dir,
-// not counting the server's trash (.local), where deletions go.
-func temps(t *testing.T, dir string) []string {
-	t.Helper()
-	var found []string
-	filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
-		if err == nil && d.IsDir() && d.Name() == ".local" {
-			return filepath.SkipDir
-		}
-		if err == nil && strings.HasPrefix(d.Name(), "skao-staging-") {
-			found = append(found, p)
-		}
-		return nil
-	})
-	return found
-}
-
-func sha(t *testing.T, path string) [32]byte {
-	t.Helper()
-	f, err := os.Open(path)
-	must(t, err)
-	defer f.Close()
-	h := sha256.New()
-	_, err = io.Copy(h, f)
-	must(t, err)
-	var sum [32]byte
-	copy(sum[:], h.Sum(nil))
-	return sum
 }
 
 // peakRSS is a process's peak resident memory (VmHWM) in bytes.

@@ -29,7 +29,7 @@ func TestCopyThroughStage(t *testing.T) {
 		if b, err := os.ReadFile(filepath.Join(home, "staged/hello.txt")); err != nil || string(b) != "Hello, Jupyter\nline two\n" {
 			t.Fatalf("workspace holds %q, %v", b, err)
 		}
-		op := s.operation(t, r.str("id"))
+		op := s.operation(t, r.Str("id"))
 		if op["method"] != "jupyter_copy" || op["status"] != "success" || op["username"] != user || op["bytes"] != float64(24) {
 			t.Fatalf("record %v", op)
 		}
@@ -42,7 +42,7 @@ func TestCopyThroughStage(t *testing.T) {
 		src := s.writeRandom(t, "bin/random.bin", size)
 		r := s.stage(t, user, src, "data/random.bin", "")
 		expect(t, r, http.StatusOK, "status", "success")
-		if sha(t, filepath.Join(home, "data/random.bin")) != sha(t, filepath.Join(s.Source, src)) {
+		if testenv.FileSum(t, filepath.Join(home, "data/random.bin")) != testenv.FileSum(t, filepath.Join(s.Source, src)) {
 			t.Fatal("sha256 of the workspace copy differs from the source")
 		}
 	})
@@ -56,7 +56,7 @@ func TestCopyThroughStage(t *testing.T) {
 		r := s.stage(t, user, "obs", "projects/obs-1", "")
 		expect(t, r, http.StatusOK, "status", "success")
 		for _, f := range []string{"a.txt", "cal/gains.txt", "cal/deep/vis.bin", "empty.txt"} {
-			if sha(t, filepath.Join(home, "projects/obs-1", f)) != sha(t, filepath.Join(s.Source, "obs", f)) {
+			if testenv.FileSum(t, filepath.Join(home, "projects/obs-1", f)) != testenv.FileSum(t, filepath.Join(s.Source, "obs", f)) {
 				t.Errorf("%s differs", f)
 			}
 		}
@@ -102,7 +102,7 @@ func TestCopyThroughStage(t *testing.T) {
 		expect(t, s.stage(t, user, src, ".hidden/x", ""), http.StatusBadRequest, "", "")
 	})
 
-	if left := temps(t, home); len(left) != 0 {
+	if left := testenv.Temps(home, "skao-staging-", ".local"); len(left) != 0 {
 		t.Fatalf("temporary uploads left in the workspace: %v", left)
 	}
 }
@@ -175,7 +175,7 @@ func TestLargeFileMemory(t *testing.T) {
 	before := peakRSS(t, s.Jupyter.Pid())
 	expect(t, s.stage(t, user, src, "big.bin", ""), http.StatusOK, "status", "success")
 	peak := peakRSS(t, s.Jupyter.Pid())
-	if sha(t, filepath.Join(hub.Home(user), "big.bin")) != sha(t, filepath.Join(s.Source, src)) {
+	if testenv.FileSum(t, filepath.Join(hub.Home(user), "big.bin")) != testenv.FileSum(t, filepath.Join(s.Source, src)) {
 		t.Fatal("sha256 differs")
 	}
 	t.Logf("jupyter function peak RSS: %d MiB before, %d MiB after a 200 MiB upload", before>>20, peak>>20)
@@ -198,14 +198,14 @@ func TestFailedUploadLeavesNoPartialFile(t *testing.T) {
 	// The temporary upload appears after its first 8 MiB chunk; 192 MiB
 	// are still to come when the server dies.
 	deadline := time.Now().Add(time.Minute)
-	for len(temps(t, home)) == 0 {
+	for len(testenv.Temps(home, "skao-staging-", ".local")) == 0 {
 		if time.Now().After(deadline) {
-			t.Fatalf("no temporary upload appeared: %v", s.operation(t, r.str("id")))
+			t.Fatalf("no temporary upload appeared: %v", s.operation(t, r.Str("id")))
 		}
 		time.Sleep(2 * time.Millisecond)
 	}
 	hub.KillServer(t, user)
-	op := s.waitOperation(t, r.str("id"), finished)
+	op := s.waitOperation(t, r.Str("id"), finished)
 	if op["status"] != "failed" {
 		t.Fatalf("the upload survived its server being killed: %v", op)
 	}
@@ -266,7 +266,7 @@ func TestEventsStraightToJupyter(t *testing.T) {
 	// jupyter function.
 	r := s.stage(t, user, src, "async.txt", "", "Prefer", "respond-async")
 	expect(t, r, http.StatusAccepted, "status", "pending")
-	if op := s.waitOperation(t, r.str("id"), finished); op["status"] != "success" {
+	if op := s.waitOperation(t, r.Str("id"), finished); op["status"] != "success" {
 		t.Fatalf("async operation %v", op)
 	}
 	if b, _ := os.ReadFile(filepath.Join(hub.Home(user), "async.txt")); string(b) != "event" {
@@ -304,11 +304,11 @@ func TestAuthMode(t *testing.T) {
 		}
 	}
 	// Other methods and doors are checked too.
-	local := do(t, http.MethodPost, s.Stage.URL+"/stage_data?method=local_copy&username="+owner,
+	local := testenv.Do(t, http.MethodPost, s.Stage.URL+"/stage_data?method=local_copy&username="+owner,
 		map[string]any{"data": map[string]string{"local_path_on_storage": src, "relative_path": "l.txt"}},
 		"Authorization", "token "+strangerTok)
 	expect(t, local, http.StatusForbidden, "", "")
-	dl := do(t, http.MethodGet, s.Stage.URL+"/stage_data?method=direct_download&username="+owner+"&local_path_on_storage="+src, nil)
+	dl := testenv.Do(t, http.MethodGet, s.Stage.URL+"/stage_data?method=direct_download&username="+owner+"&local_path_on_storage="+src, nil)
 	expect(t, dl, http.StatusUnauthorized, "", "")
 	for _, door := range []string{s.Stage.URL, s.Jupyter.URL} {
 		ev := requestEvent("auth-"+door, events.RequestData{Method: "jupyter_copy", Username: owner,

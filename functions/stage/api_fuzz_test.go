@@ -14,6 +14,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/ska-telescope/skao-staging-service/internal/testenv"
 	staging "github.com/ska-telescope/skao-staging-service/lib"
 	"github.com/ska-telescope/skao-staging-service/lib/events"
 	"github.com/ska-telescope/skao-staging-service/lib/function"
@@ -162,7 +163,7 @@ func FuzzStageRequest(f *testing.F) {
 		if got := tree(t, source); !equalTrees(got, sourceBefore) {
 			t.Fatalf("the source changed: %v, was %v", got, sourceBefore)
 		}
-		if left := temps(t, target); len(left) > 0 {
+		if left := testenv.Temps(target, ".skao-staging-"); len(left) > 0 {
 			t.Fatalf("temporary files left: %v", left)
 		}
 	})

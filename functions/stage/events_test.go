@@ -7,6 +7,8 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/ska-telescope/skao-staging-service/internal/testenv"
+
 	cloudevents "github.com/cloudevents/sdk-go/v2"
 	cehttp "github.com/cloudevents/sdk-go/v2/protocol/http"
 
@@ -148,7 +150,7 @@ func TestCloudEvents(t *testing.T) {
 				}
 			}
 		}
-		r := do(t, http.MethodPost, s.URL+"/", `{"not":"an event"}`)
+		r := testenv.Do(t, http.MethodPost, s.URL+"/", `{"not":"an event"}`)
 		expect(t, r, 422, "", "")
 	})
 }

@@ -1,9 +1,7 @@
 package main
 
 import (
-	"bytes"
 	"encoding/json"
-	"io"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -61,66 +59,17 @@ func (s *stack) write(t *testing.T, rel, content string) string {
 
 func (s *stack) userPath(user, rel string) string { return filepath.Join(s.Target, user, rel) }
 
-// response is a decoded answer.
-type response struct {
-	Status int
-	Header http.Header
-	Body   []byte
-	JSON   map[string]any
-}
-
-func (r *response) str(key string) string {
-	v, _ := r.JSON[key].(string)
-	return v
-}
-
-func do(t *testing.T, method, url string, body any, header ...string) *response {
-	t.Helper()
-	var rd io.Reader
-	switch b := body.(type) {
-	case nil:
-	case string:
-		rd = strings.NewReader(b)
-	case []byte:
-		rd = bytes.NewReader(b)
-	default:
-		buf, err := json.Marshal(b)
-		must(t, err)
-		rd = bytes.NewReader(buf)
-	}
-	req, err := http.NewRequest(method, url, rd)
-	must(t, err)
-	if rd != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	for i := 0; i+1 < len(header); i += 2 {
-		req.Header.Set(header[i], header[i+1])
-	}
-	resp, err := http.DefaultClient.Do(req)
-	must(t, err)
-	defer resp.Body.Close()
-	out := &response{Status: resp.StatusCode, Header: resp.Header}
-	out.Body, err = io.ReadAll(resp.Body)
-	must(t, err)
-	if strings.HasPrefix(resp.Header.Get("Content-Type"), "application/json") {
-		if err := json.Unmarshal(out.Body, &out.JSON); err != nil {
-			t.Fatalf("%s %s: answer is not a JSON object: %v: %s", method, url, err, out.Body)
-		}
-	}
-	return out
-}
-
 // stageOne posts one item.
-func (s *stack) stageOne(t *testing.T, method, user, src, dst string, header ...string) *response {
+func (s *stack) stageOne(t *testing.T, method, user, src, dst string, header ...string) *testenv.Response {
 	t.Helper()
 	body := map[string]any{"data": map[string]string{"local_path_on_storage": src, "relative_path": dst}}
-	return do(t, http.MethodPost, s.URL+"/stage_data?method="+method+"&username="+user, body, header...)
+	return testenv.Do(t, http.MethodPost, s.URL+"/stage_data?method="+method+"&username="+user, body, header...)
 }
 
 // operation fetches one operation record.
 func (s *stack) operation(t *testing.T, id string) map[string]any {
 	t.Helper()
-	r := do(t, http.MethodGet, s.URL+"/operations/"+id, nil)
+	r := testenv.Do(t, http.MethodGet, s.URL+"/operations/"+id, nil)
 	if r.Status != http.StatusOK {
 		t.Fatalf("GET /operations/%s: %d %s", id, r.Status, r.Body)
 	}
@@ -145,22 +94,9 @@ func (s *stack) waitOperation(t *testing.T, id string) map[string]any {
 // countOperations returns how many records the store holds.
 func (s *stack) countOperations(t *testing.T) int {
 	t.Helper()
-	r := do(t, http.MethodGet, s.URL+"/operations?limit=1000", nil)
+	r := testenv.Do(t, http.MethodGet, s.URL+"/operations?limit=1000", nil)
 	ops, _ := r.JSON["operations"].([]any)
 	return len(ops)
-}
-
-// temps lists temporary outputs left anywhere under dir.
-func temps(t *testing.T, dir string) []string {
-	t.Helper()
-	var found []string
-	filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
-		if err == nil && strings.HasPrefix(d.Name(), ".skao-staging-") {
-			found = append(found, p)
-		}
-		return nil
-	})
-	return found
 }
 
 func must(t *testing.T, err error) {
@@ -170,13 +106,13 @@ func must(t *testing.T, err error) {
 	}
 }
 
-func expect(t *testing.T, r *response, status int, field, want string) {
+func expect(t *testing.T, r *testenv.Response, status int, field, want string) {
 	t.Helper()
 	if r.Status != status {
 		t.Fatalf("status %d, want %d: %s", r.Status, status, r.Body)
 	}
-	if field != "" && r.str(field) != want {
-		t.Fatalf("%s = %q, want %q (body %s)", field, r.str(field), want, r.Body)
+	if field != "" && r.Str(field) != want {
+		t.Fatalf("%s = %q, want %q (body %s)", field, r.Str(field), want, r.Body)
 	}
 }
 

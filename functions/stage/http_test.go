@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/ska-telescope/skao-staging-service/internal/testenv"
 )
 
 func TestStageLocalCopyAndSymlink(t *testing.T) {
@@ -22,10 +24,10 @@ func TestStageLocalCopyAndSymlink(t *testing.T) {
 	for _, path := range []string{"/stage_data", "/stage_data/", "/stage-data", "/stage-data/"} {
 		t.Run("copy via "+path, func(t *testing.T) {
 			dst := "copies/" + strings.ReplaceAll(path, "/", "_") + ".dat"
-			r := do(t, http.MethodPost, s.URL+path+"?method=local_copy&username=alice",
+			r := testenv.Do(t, http.MethodPost, s.URL+path+"?method=local_copy&username=alice",
 				map[string]any{"data": map[string]string{"local_path_on_storage": "obs/vis.dat", "relative_path": dst}})
 			expect(t, r, 200, "message", "Data staged for user alice with method local_copy")
-			if r.str("status") != "success" || r.str("id") == "" {
+			if r.Str("status") != "success" || r.Str("id") == "" {
 				t.Fatalf("answer %s", r.Body)
 			}
 			got, err := os.ReadFile(s.userPath("alice", dst))
@@ -39,7 +41,7 @@ func TestStageLocalCopyAndSymlink(t *testing.T) {
 			if info.Mode().Perm() != 0o400 || !info.ModTime().Equal(src.ModTime()) {
 				t.Fatalf("mode %v mtime %v, want 0400 and %v", info.Mode(), info.ModTime(), src.ModTime())
 			}
-			op := s.operation(t, r.str("id"))
+			op := s.operation(t, r.Str("id"))
 			if op["status"] != "success" || op["bytes"] != float64(12) || op["method"] != "local_copy" ||
 				op["relative_path"] != dst || op["finished_at"] == nil {
 				t.Fatalf("operation record %v", op)
@@ -159,15 +161,15 @@ func TestErrors(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			before := s.countOperations(t)
-			r := do(t, c.method, c.url, c.body)
+			r := testenv.Do(t, c.method, c.url, c.body)
 			if r.Status != c.status {
 				t.Fatalf("status %d, want %d: %s", r.Status, c.status, r.Body)
 			}
-			if r.str("detail") == "" {
+			if r.Str("detail") == "" {
 				t.Fatalf("no detail in %s", r.Body)
 			}
-			if c.detail != "" && r.str("detail") != c.detail {
-				t.Fatalf("detail %q, want %q", r.str("detail"), c.detail)
+			if c.detail != "" && r.Str("detail") != c.detail {
+				t.Fatalf("detail %q, want %q", r.Str("detail"), c.detail)
 			}
 			// Refusals that name a user, a method and an item are recorded.
 			after := s.countOperations(t)
@@ -179,7 +181,7 @@ func TestErrors(t *testing.T) {
 	if b, _ := os.ReadFile(s.userPath("alice", "taken")); string(b) != "other" {
 		t.Fatalf("the file in the way was changed: %q", b)
 	}
-	if left := temps(t, s.Target); len(left) > 0 {
+	if left := testenv.Temps(s.Target, ".skao-staging-"); len(left) > 0 {
 		t.Fatalf("temporary files left: %v", left)
 	}
 	if _, err := os.Stat(filepath.Join(outside, "x")); err == nil {
@@ -195,12 +197,12 @@ func TestBatch(t *testing.T) {
 		{"local_path_on_storage": "a", "relative_path": "one/a"},
 		{"local_path_on_storage": "b", "relative_path": "one/b"},
 	}
-	r := do(t, http.MethodPost, s.URL+"/stage_data?method=local_copy&username=alice", map[string]any{"data": items})
+	r := testenv.Do(t, http.MethodPost, s.URL+"/stage_data?method=local_copy&username=alice", map[string]any{"data": items})
 	expect(t, r, 200, "status", "success")
 
 	items = append(items, map[string]string{"local_path_on_storage": "missing", "relative_path": "one/c"},
 		map[string]string{"relative_path": "one/d"})
-	r = do(t, http.MethodPost, s.URL+"/stage_data?method=local_copy&username=alice", map[string]any{"data": items})
+	r = testenv.Do(t, http.MethodPost, s.URL+"/stage_data?method=local_copy&username=alice", map[string]any{"data": items})
 	expect(t, r, 207, "status", "partial")
 	results := r.JSON["results"].([]any)
 	want := []struct{ status, text string }{
@@ -223,7 +225,7 @@ func TestBatch(t *testing.T) {
 		t.Fatal("a refused item has no operation id")
 	}
 
-	r = do(t, http.MethodPost, s.URL+"/stage_data?method=local_copy&username=alice",
+	r = testenv.Do(t, http.MethodPost, s.URL+"/stage_data?method=local_copy&username=alice",
 		map[string]any{"data": []map[string]string{{"local_path_on_storage": "zz", "relative_path": "x"}}})
 	expect(t, r, 207, "status", "failed")
 }
@@ -251,13 +253,13 @@ func TestDirectDownload(t *testing.T) {
 		}
 	})
 	t.Run("GET link with Range", func(t *testing.T) {
-		r := do(t, http.MethodGet, s.URL+"/stage_data?method=direct_download&username=alice&local_path_on_storage=big/file.bin", nil, "Range", "bytes=10-19")
+		r := testenv.Do(t, http.MethodGet, s.URL+"/stage_data?method=direct_download&username=alice&local_path_on_storage=big/file.bin", nil, "Range", "bytes=10-19")
 		if r.Status != 206 || string(r.Body) != "0123456789" || r.Header.Get("Content-Range") != fmt.Sprintf("bytes 10-19/%d", len(content)) {
 			t.Fatalf("status %d body %q headers %v", r.Status, r.Body, r.Header)
 		}
 	})
 	t.Run("directory as tar", func(t *testing.T) {
-		r := do(t, http.MethodGet, s.URL+"/stage_data?method=direct_download&username=alice&local_path_on_storage=big/dir", nil)
+		r := testenv.Do(t, http.MethodGet, s.URL+"/stage_data?method=direct_download&username=alice&local_path_on_storage=big/dir", nil)
 		if r.Status != 200 || r.Header.Get("Content-Type") != "application/x-tar" || r.Header.Get("Content-Disposition") != "attachment; filename=dir.tar" {
 			t.Fatalf("status %d headers %v", r.Status, r.Header)
 		}
@@ -279,9 +281,9 @@ func TestDirectDownload(t *testing.T) {
 		}
 	})
 	t.Run("refused", func(t *testing.T) {
-		r := do(t, http.MethodGet, s.URL+"/stage_data?method=direct_download&username=alice&local_path_on_storage=../etc/passwd", nil)
+		r := testenv.Do(t, http.MethodGet, s.URL+"/stage_data?method=direct_download&username=alice&local_path_on_storage=../etc/passwd", nil)
 		expect(t, r, 403, "", "")
-		r = do(t, http.MethodGet, s.URL+"/stage_data?method=direct_download&username=alice&local_path_on_storage=nope", nil)
+		r = testenv.Do(t, http.MethodGet, s.URL+"/stage_data?method=direct_download&username=alice&local_path_on_storage=nope", nil)
 		expect(t, r, 400, "detail", "Source path does not exist: nope")
 	})
 }
@@ -292,10 +294,10 @@ func TestAsyncInProcess(t *testing.T) {
 	s.write(t, "tree/b", "b")
 	r := s.stageOne(t, "local_copy", "alice", "tree", "async-tree", "Prefer", "respond-async")
 	expect(t, r, 202, "status", "pending")
-	if r.Header.Get("Location") != "/operations/"+r.str("id") {
+	if r.Header.Get("Location") != "/operations/"+r.Str("id") {
 		t.Fatalf("Location %q", r.Header.Get("Location"))
 	}
-	op := s.waitOperation(t, r.str("id"))
+	op := s.waitOperation(t, r.Str("id"))
 	if op["status"] != "success" || op["bytes"] != float64(1<<20+1) || op["bytes_done"] != op["bytes"] {
 		t.Fatalf("operation %v", op)
 	}
@@ -310,14 +312,14 @@ func TestAsyncInProcess(t *testing.T) {
 func TestConfigOperationsHealth(t *testing.T) {
 	s := startStage(t, map[string]string{"ALLOWED_METHODS": "local_copy, direct_download"})
 	for _, p := range []string{"/config", "/config/"} {
-		r := do(t, http.MethodGet, s.URL+p, nil)
+		r := testenv.Do(t, http.MethodGet, s.URL+p, nil)
 		expect(t, r, 200, "source_storage_path", s.Source)
-		if r.str("target_storage_path") != s.Target || fmt.Sprint(r.JSON["allowed_methods"]) != "[local_copy direct_download]" || len(r.JSON) != 3 {
+		if r.Str("target_storage_path") != s.Target || fmt.Sprint(r.JSON["allowed_methods"]) != "[local_copy direct_download]" || len(r.JSON) != 3 {
 			t.Fatalf("config %s", r.Body)
 		}
 	}
 	for _, p := range []string{"/config/allowed-methods", "/config/allowed-methods/"} {
-		r := do(t, http.MethodGet, s.URL+p, nil)
+		r := testenv.Do(t, http.MethodGet, s.URL+p, nil)
 		if r.Status != 200 || fmt.Sprint(r.JSON["allowed_methods"]) != "[local_copy direct_download]" {
 			t.Fatalf("%s: %s", p, r.Body)
 		}
@@ -327,7 +329,7 @@ func TestConfigOperationsHealth(t *testing.T) {
 	time.Sleep(2 * time.Millisecond)
 	s.stageOne(t, "local_copy", "bob", "f", "1")
 	s.stageOne(t, "local_copy", "bob", "nope", "2")
-	r := do(t, http.MethodGet, s.URL+"/operations?username=bob", nil)
+	r := testenv.Do(t, http.MethodGet, s.URL+"/operations?username=bob", nil)
 	ops := r.JSON["operations"].([]any)
 	if len(ops) != 2 || ops[0].(map[string]any)["status"] != "failed" || ops[1].(map[string]any)["status"] != "success" {
 		t.Fatalf("bob's operations, newest first: %s", r.Body)
@@ -341,32 +343,32 @@ func TestConfigOperationsHealth(t *testing.T) {
 	if first["error_reason"] != "Source path does not exist: nope" {
 		t.Fatalf("error_reason %v", first["error_reason"])
 	}
-	r = do(t, http.MethodGet, s.URL+"/operations?status=success&limit=1", nil)
+	r = testenv.Do(t, http.MethodGet, s.URL+"/operations?status=success&limit=1", nil)
 	if ops := r.JSON["operations"].([]any); len(ops) != 1 || ops[0].(map[string]any)["username"] != "bob" {
 		t.Fatalf("status filter with limit: %s", r.Body)
 	}
-	expect(t, do(t, http.MethodGet, s.URL+"/healthz", nil), 200, "", "")
-	expect(t, do(t, http.MethodGet, s.URL+"/readyz", nil), 200, "", "")
+	expect(t, testenv.Do(t, http.MethodGet, s.URL+"/healthz", nil), 200, "", "")
+	expect(t, testenv.Do(t, http.MethodGet, s.URL+"/readyz", nil), 200, "", "")
 }
 
 func TestCreateFile(t *testing.T) {
 	s := startStage(t, nil)
-	r := do(t, http.MethodPost, s.URL+"/create-file", map[string]string{"filename": "made/by/page.txt", "content": "hi"})
+	r := testenv.Do(t, http.MethodPost, s.URL+"/create-file", map[string]string{"filename": "made/by/page.txt", "content": "hi"})
 	expect(t, r, 200, "message", "File created at "+filepath.Join(s.Source, "made/by/page.txt"))
 	b, err := os.ReadFile(filepath.Join(s.Source, "made/by/page.txt"))
 	must(t, err)
 	if string(b) != "hi" {
 		t.Fatalf("content %q", b)
 	}
-	r = do(t, http.MethodPost, s.URL+"/create-file", map[string]string{"filename": "made/by/page.txt", "content": "again"})
+	r = testenv.Do(t, http.MethodPost, s.URL+"/create-file", map[string]string{"filename": "made/by/page.txt", "content": "again"})
 	expect(t, r, 409, "", "")
-	r = do(t, http.MethodPost, s.URL+"/create-file", map[string]string{"filename": "../escape.txt", "content": "x"})
+	r = testenv.Do(t, http.MethodPost, s.URL+"/create-file", map[string]string{"filename": "../escape.txt", "content": "x"})
 	expect(t, r, 403, "", "")
-	r = do(t, http.MethodPost, s.URL+"/create-file", map[string]string{"content": "x"})
+	r = testenv.Do(t, http.MethodPost, s.URL+"/create-file", map[string]string{"content": "x"})
 	expect(t, r, 422, "", "")
 
 	off := startStage(t, map[string]string{"ENABLE_FILE_CREATOR": "false"})
-	r = do(t, http.MethodPost, off.URL+"/create-file", map[string]string{"filename": "a", "content": "x"})
+	r = testenv.Do(t, http.MethodPost, off.URL+"/create-file", map[string]string{"filename": "a", "content": "x"})
 	expect(t, r, 404, "", "")
 }
 
@@ -386,8 +388,8 @@ func TestStagedOwner(t *testing.T) {
 	u.write(t, "f", "x")
 	r = u.stageOne(t, "local_copy", "no-such-user-here", "f", "x")
 	expect(t, r, 400, "", "")
-	if !strings.Contains(r.str("detail"), "no-such-user-here") {
-		t.Fatalf("detail %q does not name the user", r.str("detail"))
+	if !strings.Contains(r.Str("detail"), "no-such-user-here") {
+		t.Fatalf("detail %q does not name the user", r.Str("detail"))
 	}
 	r = u.stageOne(t, "local_copy", "root", "f", "x")
 	expect(t, r, 200, "status", "success")

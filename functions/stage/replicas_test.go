@@ -2,9 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/rand"
-	"crypto/sha256"
-	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -22,52 +19,6 @@ import (
 	"github.com/ska-telescope/skao-staging-service/lib/events"
 )
 
-// bigFile writes size bytes of random-looking data quickly (one random MiB
-// repeated) and returns its sha256.
-func bigFile(t *testing.T, path string, size int64) [32]byte {
-	t.Helper()
-	must(t, os.MkdirAll(filepath.Dir(path), 0o755))
-	f, err := os.Create(path)
-	must(t, err)
-	defer f.Close()
-	block := make([]byte, 1<<20)
-	rand.Read(block)
-	h := sha256.New()
-	w := io.MultiWriter(f, h)
-	for n := int64(0); n < size; n += int64(len(block)) {
-		_, err := w.Write(block)
-		must(t, err)
-	}
-	var sum [32]byte
-	copy(sum[:], h.Sum(nil))
-	return sum
-}
-
-func fileSum(t *testing.T, path string) [32]byte {
-	t.Helper()
-	f, err := os.Open(path)
-	must(t, err)
-	defer f.Close()
-	h := sha256.New()
-	_, err = io.Copy(h, f)
-	must(t, err)
-	var sum [32]byte
-	copy(sum[:], h.Sum(nil))
-	return sum
-}
-
-// waitFor polls cond every millisecond until it holds or timeout passes.
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", timeout, what)
-		}
-		time.Sleep(time.Millisecond)
-	}
-}
-
 func TestTwoReplicasShareMariaDB(t *testing.T) {
 	dir := t.TempDir()
 	env := map[string]string{
@@ -77,7 +28,7 @@ func TestTwoReplicasShareMariaDB(t *testing.T) {
 	}
 	a := startStage(t, env)
 	b := startStage(t, env)
-	sum := bigFile(t, filepath.Join(a.Source, "shared/big.bin"), 64<<20)
+	sum := testenv.RandomFile(t, filepath.Join(a.Source, "shared/big.bin"), 64<<20)
 	for i := range 50 {
 		a.write(t, "shared/tree/f"+string(rune('a'+i%26))+strings.Repeat("x", i/26), strings.Repeat("d", 4096))
 	}
@@ -96,7 +47,7 @@ func TestTwoReplicasShareMariaDB(t *testing.T) {
 					}
 					r := s.stageOne(t, "local_copy", "alice", c.src, c.dst)
 					if r.Status == 200 {
-						msgs[i] = r.str("message")
+						msgs[i] = r.Str("message")
 					} else {
 						msgs[i] = string(r.Body)
 					}
@@ -117,15 +68,15 @@ func TestTwoReplicasShareMariaDB(t *testing.T) {
 			if staged != 1 || available != n-1 {
 				t.Fatalf("%d staged, %d already available: want one copy and %d successes", staged, available, n)
 			}
-			if left := temps(t, a.Target); len(left) > 0 {
+			if left := testenv.Temps(a.Target, ".skao-staging-"); len(left) > 0 {
 				t.Fatalf("temporary files left: %v", left)
 			}
 		})
 	}
-	if fileSum(t, a.userPath("alice", "big.bin")) != sum {
+	if testenv.FileSum(t, a.userPath("alice", "big.bin")) != sum {
 		t.Fatal("staged file differs from the source")
 	}
-	r := do(t, http.MethodGet, b.URL+"/operations?username=alice&limit=1000", nil)
+	r := testenv.Do(t, http.MethodGet, b.URL+"/operations?username=alice&limit=1000", nil)
 	ops := r.JSON["operations"].([]any)
 	if len(ops) != 24 {
 		t.Fatalf("%d operation records, want 24", len(ops))
@@ -139,7 +90,7 @@ func TestTwoReplicasShareMariaDB(t *testing.T) {
 
 func TestKilledMidCopyLeavesNothingAndIsSwept(t *testing.T) {
 	s := startStage(t, map[string]string{"OPERATION_LEASE": "1s"})
-	sum := bigFile(t, filepath.Join(s.Source, "huge.bin"), 512<<20)
+	sum := testenv.RandomFile(t, filepath.Join(s.Source, "huge.bin"), 512<<20)
 	target := s.userPath("alice", "in/huge.bin")
 	go func() {
 		// This request dies with the process.
@@ -149,9 +100,9 @@ func TestKilledMidCopyLeavesNothingAndIsSwept(t *testing.T) {
 			resp.Body.Close()
 		}
 	}()
-	waitFor(t, 30*time.Second, "a temporary file", func() bool { return len(temps(t, s.Target)) == 1 })
+	testenv.WaitFor(t, 30*time.Second, "a temporary file", func() bool { return len(testenv.Temps(s.Target, ".skao-staging-")) == 1 })
 	s.Kill()
-	left := temps(t, s.Target)
+	left := testenv.Temps(s.Target, ".skao-staging-")
 	if len(left) != 1 {
 		t.Fatalf("expected the killed copy's temporary file, found %v", left)
 	}
@@ -160,25 +111,25 @@ func TestKilledMidCopyLeavesNothingAndIsSwept(t *testing.T) {
 	}
 
 	s.Restart()
-	waitFor(t, 20*time.Second, "the sweep to remove "+left[0], func() bool { return len(temps(t, s.Target)) == 0 })
-	r := do(t, http.MethodGet, s.URL+"/operations?username=alice", nil)
+	testenv.WaitFor(t, 20*time.Second, "the sweep to remove "+left[0], func() bool { return len(testenv.Temps(s.Target, ".skao-staging-")) == 0 })
+	r := testenv.Do(t, http.MethodGet, s.URL+"/operations?username=alice", nil)
 	op := r.JSON["operations"].([]any)[0].(map[string]any)
 	if op["status"] != "failed" || !strings.HasPrefix(op["error_reason"].(string), "Interrupted") {
 		t.Fatalf("the killed operation is recorded as %v", op)
 	}
 	r = s.stageOne(t, "local_copy", "alice", "huge.bin", "in/huge.bin")
 	expect(t, r, 200, "message", "Data staged for user alice with method local_copy")
-	if fileSum(t, target) != sum {
+	if testenv.FileSum(t, target) != sum {
 		t.Fatal("retried copy differs from the source")
 	}
 }
 
 func TestSIGTERMFinishesInFlightRequests(t *testing.T) {
 	s := startStage(t, nil)
-	bigFile(t, filepath.Join(s.Source, "big.bin"), 256<<20)
-	result := make(chan *response, 1)
+	testenv.RandomFile(t, filepath.Join(s.Source, "big.bin"), 256<<20)
+	result := make(chan *testenv.Response, 1)
 	go func() { result <- s.stageOne(t, "local_copy", "alice", "big.bin", "big.bin") }()
-	waitFor(t, 30*time.Second, "the copy to start", func() bool { return len(temps(t, s.Target)) == 1 })
+	testenv.WaitFor(t, 30*time.Second, "the copy to start", func() bool { return len(testenv.Temps(s.Target, ".skao-staging-")) == 1 })
 	s.Signal(syscall.SIGTERM)
 	r := <-result
 	expect(t, r, 200, "message", "Data staged for user alice with method local_copy")
@@ -229,7 +180,7 @@ func TestAsyncThroughSink(t *testing.T) {
 	s.write(t, "async/data", "through the broker")
 	r := s.stageOne(t, "local_copy", "alice", "async/data", "from-broker", "Prefer", "respond-async")
 	expect(t, r, 202, "status", "pending")
-	op := s.waitOperation(t, r.str("id"))
+	op := s.waitOperation(t, r.Str("id"))
 	if op["status"] != "success" {
 		t.Fatalf("operation %v", op)
 	}
@@ -245,7 +196,7 @@ func TestAsyncThroughSink(t *testing.T) {
 	status, reply := sendEvent(t, s.URL+"/", received[0], false)
 	var data events.ReplyData
 	must(t, reply.DataAs(&data))
-	if status != 200 || data.ID != r.str("id") || s.countOperations(t) != 1 {
+	if status != 200 || data.ID != r.Str("id") || s.countOperations(t) != 1 {
 		t.Fatalf("redelivered hand-off: %d %+v, %d records", status, data, s.countOperations(t))
 	}
 }
@@ -266,11 +217,11 @@ func TestDatabaseLoss(t *testing.T) {
 	if _, err := os.Lstat(s.userPath("alice", "during")); !os.IsNotExist(err) {
 		t.Fatal("staged without a record")
 	}
-	expect(t, do(t, http.MethodGet, s.URL+"/readyz", nil), 503, "", "")
+	expect(t, testenv.Do(t, http.MethodGet, s.URL+"/readyz", nil), 503, "", "")
 
 	must(t, db.Start())
-	waitFor(t, 30*time.Second, "readiness after the database returns", func() bool {
-		return do(t, http.MethodGet, s.URL+"/readyz", nil).Status == 200
+	testenv.WaitFor(t, 30*time.Second, "readiness after the database returns", func() bool {
+		return testenv.Do(t, http.MethodGet, s.URL+"/readyz", nil).Status == 200
 	})
 	expect(t, s.stageOne(t, "local_copy", "alice", "f", "after"), 200, "status", "success")
 }

@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ska-telescope/skao-staging-service/internal/testenv"
+
 	cloudevents "github.com/cloudevents/sdk-go/v2"
 	cehttp "github.com/cloudevents/sdk-go/v2/protocol/http"
 
@@ -100,9 +102,9 @@ func (r *rucioStack) placeReplica(t *testing.T, did, content string) {
 	must(t, os.WriteFile(p, []byte(content), 0o644))
 }
 
-func (r *rucioStack) stageDID(t *testing.T, user, did, dst string) *response {
+func (r *rucioStack) stageDID(t *testing.T, user, did, dst string) *testenv.Response {
 	body := map[string]any{"data": map[string]string{"did": did, "relative_path": dst}}
-	return do(t, http.MethodPost, r.URL+"/stage_data?method=local_copy&username="+user, body)
+	return testenv.Do(t, http.MethodPost, r.URL+"/stage_data?method=local_copy&username="+user, body)
 }
 
 // transferDone is Rucio's message as hermes emits it, nulls included.
@@ -151,12 +153,12 @@ func TestRucioPendingThenCompleted(t *testing.T) {
 	r := startRucio(t, nil)
 	res := r.stageDID(t, "jdoe", "user.jdoe:hello.txt", "from-rucio/hello.txt")
 	expect(t, res, 202, "status", "pending")
-	id := res.str("id")
+	id := res.Str("id")
 	op := r.operation(t, id)
 	if op["status"] != "pending" || op["did"] != "user.jdoe:hello.txt" {
 		t.Fatalf("pending operation %v", op)
 	}
-	list := do(t, http.MethodGet, r.URL+"/operations?status=pending", nil)
+	list := testenv.Do(t, http.MethodGet, r.URL+"/operations?status=pending", nil)
 	if ops := list.JSON["operations"].([]any); len(ops) != 1 || ops[0].(map[string]any)["did"] != "user.jdoe:hello.txt" {
 		t.Fatalf("pending list %s", list.Body)
 	}
@@ -195,7 +197,7 @@ func TestRucioAlreadyPresentOtherRSEAndMalformed(t *testing.T) {
 	r.placeReplica(t, "skao:present.dat", "here")
 	res := r.stageDID(t, "alice", "skao:present.dat", "present.dat")
 	expect(t, res, 200, "message", "Data staged for user alice with method local_copy")
-	if op := r.operation(t, res.str("id")); op["did"] != "skao:present.dat" {
+	if op := r.operation(t, res.Str("id")); op["did"] != "skao:present.dat" {
 		t.Fatalf("record %v", op)
 	}
 
@@ -209,7 +211,7 @@ func TestRucioAlreadyPresentOtherRSEAndMalformed(t *testing.T) {
 	if status != 200 || answer["status"] != "ignored" {
 		t.Fatalf("unknown DID: %d %v", status, answer)
 	}
-	if op := r.operation(t, res.str("id")); op["status"] != "pending" {
+	if op := r.operation(t, res.Str("id")); op["status"] != "pending" {
 		t.Fatalf("still waiting: %v", op)
 	}
 	bad := cloudevents.NewEvent()
@@ -224,9 +226,9 @@ func TestRucioAlreadyPresentOtherRSEAndMalformed(t *testing.T) {
 	// Bad DIDs and a DID with a path are refused at once.
 	expect(t, r.stageDID(t, "alice", "../etc:passwd", "x"), 422, "", "")
 	body := map[string]any{"data": map[string]string{"did": "skao:late.dat", "local_path_on_storage": "x", "relative_path": "y"}}
-	expect(t, do(t, http.MethodPost, r.URL+"/stage_data?method=local_copy&username=alice", body), 422, "", "")
+	expect(t, testenv.Do(t, http.MethodPost, r.URL+"/stage_data?method=local_copy&username=alice", body), 422, "", "")
 	// A download cannot wait for a replica.
-	dl := do(t, http.MethodPost, r.URL+"/stage_data?method=direct_download&username=alice",
+	dl := testenv.Do(t, http.MethodPost, r.URL+"/stage_data?method=direct_download&username=alice",
 		map[string]any{"data": map[string]string{"did": "skao:late.dat"}})
 	expect(t, dl, 404, "detail", "Replica of skao:late.dat is not at this site yet")
 }
@@ -240,14 +242,14 @@ func TestRucioChecksumMismatchStagesNothing(t *testing.T) {
 	if status != 200 || answer["status"] != "failed" {
 		t.Fatalf("transfer-done: %d %v", status, answer)
 	}
-	op := r.operation(t, res.str("id"))
+	op := r.operation(t, res.Str("id"))
 	if op["status"] != "failed" || !strings.Contains(op["error_reason"].(string), "adler32") {
 		t.Fatalf("operation %v", op)
 	}
 	if _, err := os.Lstat(r.userPath("alice", "bad.dat")); !os.IsNotExist(err) {
 		t.Fatal("staged despite the checksum mismatch")
 	}
-	if got := r.sink.received(res.str("id")); len(got) != 1 || got[0].Type() != events.TypeFailed {
+	if got := r.sink.received(res.Str("id")); len(got) != 1 || got[0].Type() != events.TypeFailed {
 		t.Fatalf("sink got %v", got)
 	}
 }
@@ -276,15 +278,15 @@ func TestRucioPendingExpires(t *testing.T) {
 	res := r.stageDID(t, "alice", "skao:late.dat", "late.dat")
 	expect(t, res, 202, "status", "pending")
 	var op map[string]any
-	waitFor(t, 10*time.Second, "the request to expire", func() bool {
-		op = r.operation(t, res.str("id"))
+	testenv.WaitFor(t, 10*time.Second, "the request to expire", func() bool {
+		op = r.operation(t, res.Str("id"))
 		return op["status"] == "failed"
 	})
 	if !strings.HasPrefix(op["error_reason"].(string), "Expired") {
 		t.Fatalf("operation %v", op)
 	}
-	waitFor(t, 5*time.Second, "the failed event", func() bool { return len(r.sink.received(res.str("id"))) == 1 })
-	if ev := r.sink.received(res.str("id"))[0]; ev.Type() != events.TypeFailed {
+	testenv.WaitFor(t, 5*time.Second, "the failed event", func() bool { return len(r.sink.received(res.Str("id"))) == 1 })
+	if ev := r.sink.received(res.Str("id"))[0]; ev.Type() != events.TypeFailed {
 		t.Fatalf("event %v", ev)
 	}
 }
@@ -298,7 +300,7 @@ func TestRucioBatchMixedAndEvents(t *testing.T) {
 		{"did": "skao:present.dat", "relative_path": "b/present.dat"},
 		{"did": "skao:batch.dat", "relative_path": "b/batch.dat"},
 	}
-	res := do(t, http.MethodPost, r.URL+"/stage_data?method=local_copy&username=alice", map[string]any{"data": items})
+	res := testenv.Do(t, http.MethodPost, r.URL+"/stage_data?method=local_copy&username=alice", map[string]any{"data": items})
 	expect(t, res, 202, "status", "pending")
 	results := res.JSON["results"].([]any)
 	for i, want := range []string{"success", "success", "pending"} {

@@ -393,12 +393,12 @@ func TestWebPage(t *testing.T) {
 // the route does not exist.
 func TestWebPageFileCreatorOff(t *testing.T) {
 	s := startStage(t, map[string]string{"ENABLE_FILE_CREATOR": "false"})
-	r := do(t, http.MethodGet, s.URL+"/", nil)
+	r := testenv.Do(t, http.MethodGet, s.URL+"/", nil)
 	if r.Status != 200 || !bytes.Contains(r.Body, []byte(`data-file-creator="false"`)) {
 		t.Fatalf("GET /: %d, body has no file creator switch off", r.Status)
 	}
 	on := startStage(t, nil)
-	r = do(t, http.MethodGet, on.URL+"/", nil)
+	r = testenv.Do(t, http.MethodGet, on.URL+"/", nil)
 	if !bytes.Contains(r.Body, []byte(`data-file-creator="true"`)) {
 		t.Fatal("GET / with ENABLE_FILE_CREATOR=true: the page's file creator is off")
 	}

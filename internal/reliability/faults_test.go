@@ -32,12 +32,12 @@ func TestKilledMidCopy(t *testing.T) {
 	bytes := size[int64](128<<20, 1<<30)
 	s := newSite(t, testenv.MariaDB(t))
 	p := s.start(t, map[string]string{"OPERATION_LEASE": "1s"})
-	sum := bigFile(t, filepath.Join(s.Source, "huge.bin"), bytes)
+	sum := testenv.RandomFile(t, filepath.Join(s.Source, "huge.bin"), bytes)
 	target := s.userPath("alice", "in/huge.bin")
 	go call(client, http.MethodPost, stageURL(p.URL, "local_copy", "alice"), stageBody("huge.bin", "in/huge.bin"))
 	// Kill once a good part is copied, so the copy is cut in its middle.
-	waitFor(t, 60*time.Second, "the copy to be under way", func() bool {
-		left := temps(s.Target)
+	testenv.WaitFor(t, 60*time.Second, "the copy to be under way", func() bool {
+		left := testenv.Temps(s.Target, ".skao-staging-")
 		if len(left) != 1 {
 			return false
 		}
@@ -45,7 +45,7 @@ func TestKilledMidCopy(t *testing.T) {
 		return err == nil && info.Size() >= bytes/8
 	})
 	p.Kill()
-	left := temps(s.Target)
+	left := testenv.Temps(s.Target, ".skao-staging-")
 	if len(left) != 1 {
 		t.Fatalf("want the killed copy's temporary file, found %v", left)
 	}
@@ -59,7 +59,7 @@ func TestKilledMidCopy(t *testing.T) {
 
 	restarted := time.Now()
 	p.Restart()
-	waitFor(t, 30*time.Second, "the sweep to remove "+left[0], func() bool { return len(temps(s.Target)) == 0 })
+	testenv.WaitFor(t, 30*time.Second, "the sweep to remove "+left[0], func() bool { return len(testenv.Temps(s.Target, ".skao-staging-")) == 0 })
 	swept := time.Since(restarted)
 	ops := s.operations(t)
 	if len(ops) != 1 || ops[0].Status != staging.StatusFailed || !strings.HasPrefix(ops[0].ErrorReason, "Interrupted") {
@@ -73,7 +73,7 @@ func TestKilledMidCopy(t *testing.T) {
 	if r.Status != 200 || r.str("message") != "Data staged for user alice with method local_copy" {
 		t.Fatalf("retry: %v", r)
 	}
-	if fileSum(t, target) != sum {
+	if testenv.FileSum(t, target) != sum {
 		t.Fatal("the retried copy differs from the source")
 	}
 	record(t, fmt.Sprintf("%d MiB copy killed at %d MiB copied; temporary file removed and operation marked failed %.1f s after the restart (OPERATION_LEASE=1s); retry staged it in %.1f s with the right sha256",
@@ -91,7 +91,7 @@ func TestSIGTERMDuringLoad(t *testing.T) {
 	for i := range 20 {
 		s.write(t, fmt.Sprintf("small/%d", i), []byte(strings.Repeat(fmt.Sprint(i), 2048)))
 	}
-	sum := bigFile(t, filepath.Join(s.Source, "big.bin"), size[int64](128<<20, 512<<20))
+	sum := testenv.RandomFile(t, filepath.Join(s.Source, "big.bin"), size[int64](128<<20, 512<<20))
 	// One connection per request, so a request is either sent on a
 	// connection the server accepted or refused outright.
 	noReuse := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
@@ -128,7 +128,7 @@ func TestSIGTERMDuringLoad(t *testing.T) {
 			}
 		}()
 	}
-	waitFor(t, 60*time.Second, "the big copy to start and some load", func() bool { return len(temps(s.Target)) > 0 && n.Load() > 100 })
+	testenv.WaitFor(t, 60*time.Second, "the big copy to start and some load", func() bool { return len(testenv.Temps(s.Target, ".skao-staging-")) > 0 && n.Load() > 100 })
 	p.Signal(syscall.SIGTERM)
 	stopped.Store(true)
 	sawNotReady := false
@@ -150,7 +150,7 @@ func TestSIGTERMDuringLoad(t *testing.T) {
 	if bigAnswer.Status != 200 || bigAnswer.str("message") != "Data staged for user alice with method local_copy" {
 		t.Fatalf("the copy in flight: %v", bigAnswer)
 	}
-	if fileSum(t, s.userPath("alice", "big.bin")) != sum {
+	if testenv.FileSum(t, s.userPath("alice", "big.bin")) != sum {
 		t.Fatal("the copy in flight differs from the source")
 	}
 
@@ -191,7 +191,7 @@ func TestSIGTERMDuringLoad(t *testing.T) {
 	if len(ops) != answered+1 {
 		t.Errorf("%d records for %d answered requests and the big copy", len(ops), answered)
 	}
-	if left := temps(s.Target); len(left) > 0 {
+	if left := testenv.Temps(s.Target, ".skao-staging-"); len(left) > 0 {
 		t.Errorf("temporary files left: %v", left)
 	}
 	record(t, fmt.Sprintf("SIGTERM with a %d MiB copy and 8 clients in flight: the copy finished (200, right sha256); %d requests answered 200 and recorded; %d refused at connect and %d reset unread from the accept queue, none with a record or a file; /readyz 503 while draining; exit status 0",
@@ -252,7 +252,7 @@ func TestDatabaseStoppedDuringLoad(t *testing.T) {
 	must(t, db.Start())
 	up := time.Now()
 	var recovered time.Duration
-	waitFor(t, 30*time.Second, "a staged request after the database returned", func() bool {
+	testenv.WaitFor(t, 30*time.Second, "a staged request after the database returned", func() bool {
 		mu.Lock()
 		defer mu.Unlock()
 		for _, x := range all {
@@ -304,7 +304,7 @@ func TestDatabaseStoppedDuringLoad(t *testing.T) {
 	// Once operations cut off by the outage are swept, the store and the
 	// disk agree: a success record for every file, a file for every one.
 	var ops []staging.Operation
-	waitFor(t, 30*time.Second, "every operation to have an outcome", func() bool {
+	testenv.WaitFor(t, 30*time.Second, "every operation to have an outcome", func() bool {
 		ops = s.operations(t)
 		for _, op := range ops {
 			if !op.Status.Finished() {
@@ -345,7 +345,7 @@ func TestDatabaseStoppedDuringLoad(t *testing.T) {
 			}
 		}
 	}
-	if left := temps(s.Target); len(left) > 0 {
+	if left := testenv.Temps(s.Target, ".skao-staging-"); len(left) > 0 {
 		t.Errorf("temporary files left: %v", left)
 	}
 	record(t, fmt.Sprintf("MariaDB stopped for %s under 8 clients and 2 processes: %d requests answered 503 \"Database unavailable\" (p50 %s, max %s, none staged); /readyz 503 on both",
@@ -380,9 +380,9 @@ func TestTargetFilesystemFull(t *testing.T) {
 	})
 	p := s.start(t, nil)
 	s.write(t, "keep.txt", []byte("keep me"))
-	bigFile(t, filepath.Join(s.Source, "big.bin"), 16<<20)
+	testenv.RandomFile(t, filepath.Join(s.Source, "big.bin"), 16<<20)
 	for i := range 3 {
-		bigFile(t, filepath.Join(s.Source, fmt.Sprintf("tree/part%d", i), "data"), 4<<20)
+		testenv.RandomFile(t, filepath.Join(s.Source, fmt.Sprintf("tree/part%d", i), "data"), 4<<20)
 	}
 	for _, user := range []string{"alice", "bob"} {
 		if r := call(client, http.MethodPost, stageURL(p.URL, "local_copy", user), stageBody("keep.txt", "keep.txt")); r.Status != 200 {
@@ -401,7 +401,7 @@ func TestTargetFilesystemFull(t *testing.T) {
 		if _, err := os.Lstat(s.userPath("alice", c.dst)); !errors.Is(err, os.ErrNotExist) {
 			t.Errorf("%s: something is under the target's name: %v", c.dst, err)
 		}
-		if left := temps(s.Target); len(left) > 0 {
+		if left := testenv.Temps(s.Target, ".skao-staging-"); len(left) > 0 {
 			t.Errorf("%s: temporary output left: %v", c.src, left)
 		}
 		if op := lastOperation(t, p.URL, "alice"); op["status"] != "failed" || op["error_reason"] != "No space left in the user area" {
@@ -440,7 +440,7 @@ func lastOperation(t *testing.T, base, user string) map[string]any {
 func TestEventDeliveredFiveTimes(t *testing.T) {
 	s := newSite(t, testenv.MariaDB(t))
 	procs := []*testenv.Process{s.start(t, nil), s.start(t, nil)}
-	sum := bigFile(t, filepath.Join(s.Source, "ev/data.bin"), 32<<20)
+	sum := testenv.RandomFile(t, filepath.Join(s.Source, "ev/data.bin"), 32<<20)
 	ce, err := cloudevents.NewClientHTTP()
 	must(t, err)
 	deliver := func(i int, ev cloudevents.Event) (int, string) {
@@ -498,11 +498,11 @@ func TestEventDeliveredFiveTimes(t *testing.T) {
 	if len(ops) != 2 {
 		t.Fatalf("%d records for two events delivered ten times each: %+v", len(ops), ops)
 	}
-	if fileSum(t, s.userPath("alice", "from-event.bin")) != sum {
+	if testenv.FileSum(t, s.userPath("alice", "from-event.bin")) != sum {
 		t.Fatal("the staged file differs from the source")
 	}
 	entries, _ := os.ReadDir(s.userPath("alice", ""))
-	if len(entries) != 1 || len(temps(s.Target)) > 0 {
+	if len(entries) != 1 || len(testenv.Temps(s.Target, ".skao-staging-")) > 0 {
 		t.Fatalf("the user area holds %v", entries)
 	}
 	record(t, "two events (one staged, one refused 403) each delivered 5 times at once over 2 replicas and both modes, then 5 times in sequence: 10 identical answers each, 2 records, one copy")

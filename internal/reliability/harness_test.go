@@ -105,18 +105,6 @@ func (s *site) operations(t *testing.T) []staging.Operation {
 	return ops
 }
 
-// temps lists temporary outputs left under dir.
-func temps(dir string) []string {
-	var found []string
-	filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
-		if err == nil && strings.HasPrefix(d.Name(), ".skao-staging-") {
-			found = append(found, p)
-		}
-		return nil
-	})
-	return found
-}
-
 // snapshot maps every path under root to its type, mode, size and content
 // (or link target), to show that nothing there changed.
 func snapshot(t *testing.T, root string) map[string]string {
@@ -164,39 +152,6 @@ func randomBytes(n int) []byte {
 	b := make([]byte, n)
 	rand.Read(b)
 	return b
-}
-
-// bigFile writes size bytes (one random MiB repeated) and returns their
-// sha256.
-func bigFile(t *testing.T, path string, size int64) [32]byte {
-	t.Helper()
-	must(t, os.MkdirAll(filepath.Dir(path), 0o755))
-	f, err := os.Create(path)
-	must(t, err)
-	defer f.Close()
-	block := randomBytes(1 << 20)
-	h := sha256.New()
-	w := io.MultiWriter(f, h)
-	for n := int64(0); n < size; n += int64(len(block)) {
-		_, err := w.Write(block)
-		must(t, err)
-	}
-	var sum [32]byte
-	copy(sum[:], h.Sum(nil))
-	return sum
-}
-
-func fileSum(t *testing.T, path string) [32]byte {
-	t.Helper()
-	f, err := os.Open(path)
-	must(t, err)
-	defer f.Close()
-	h := sha256.New()
-	_, err = io.Copy(h, f)
-	must(t, err)
-	var sum [32]byte
-	copy(sum[:], h.Sum(nil))
-	return sum
 }
 
 // answer is one HTTP answer, decoded when it is JSON.
@@ -270,18 +225,6 @@ func stageBody(src, dst string) map[string]any {
 
 func stageURL(base, method, user string) string {
 	return base + "/stage_data?method=" + method + "&username=" + user
-}
-
-// waitFor polls cond every few milliseconds until it holds.
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", timeout, what)
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
 }
 
 func must(t testing.TB, err error) {

@@ -14,6 +14,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/ska-telescope/skao-staging-service/internal/testenv"
 )
 
 // TestTraversal tries to leave the source storage and the user's area in
@@ -146,7 +148,7 @@ func TestTraversal(t *testing.T) {
 	sameSnapshot(t, "the sibling of the source", siblingBefore, snapshot(t, sibling))
 	sameSnapshot(t, "the source", source, snapshot(t, s.Source))
 	sameSnapshot(t, "bob's area", bob, snapshot(t, s.userPath("bob", "")))
-	if left := temps(s.Target); len(left) > 0 {
+	if left := testenv.Temps(s.Target, ".skao-staging-"); len(left) > 0 {
 		t.Errorf("temporary files left: %v", left)
 	}
 	record(t, fmt.Sprintf("%d traversal attempts refused with their 4xx and a detail, %d look-alike names contained in the area; outside, the source, its sibling and another user's area unchanged",
@@ -225,7 +227,7 @@ func TestSymlinkSwappedDuringStaging(t *testing.T) {
 			t.Errorf("%s holds %q (%v)", f, b, err)
 		}
 	}
-	if left := temps(s.Target); len(left) > 0 {
+	if left := testenv.Temps(s.Target, ".skao-staging-"); len(left) > 0 {
 		t.Errorf("temporary files left: %v", left)
 	}
 	if staged.Load() == 0 || refused.Load() == 0 {

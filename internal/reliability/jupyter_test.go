@@ -31,7 +31,7 @@ func TestJupyterHubDiesMidUpload(t *testing.T) {
 	user := hub.NewHubUser(t, "dying", false)
 	hub.StartServer(t, user)
 	bytes := size[int64](128<<20, 1<<30)
-	sum := bigFile(t, filepath.Join(s.Source, "big.bin"), bytes)
+	sum := testenv.RandomFile(t, filepath.Join(s.Source, "big.bin"), bytes)
 	target := filepath.Join(hub.Home(user), "big.bin")
 
 	r := call(client, http.MethodPost, stageURL(p.URL, "jupyter_copy", user), stageBody("big.bin", "big.bin"), "Prefer", "respond-async")
@@ -42,7 +42,7 @@ func TestJupyterHubDiesMidUpload(t *testing.T) {
 	op := func() map[string]any { return call(client, http.MethodGet, p.URL+"/operations/"+id, nil).JSON }
 	finished := func(o map[string]any) bool { return o["status"] == "success" || o["status"] == "failed" }
 	var before map[string]any
-	waitFor(t, 60*time.Second, "the upload to start", func() bool {
+	testenv.WaitFor(t, 60*time.Second, "the upload to start", func() bool {
 		before = op()
 		d, _ := before["bytes_done"].(float64)
 		return d > 0 || finished(before)
@@ -53,7 +53,7 @@ func TestJupyterHubDiesMidUpload(t *testing.T) {
 	killed := time.Now()
 	hub.Stop()
 	var after map[string]any
-	waitFor(t, 60*time.Second, "the operation to fail", func() bool { after = op(); return finished(after) })
+	testenv.WaitFor(t, 60*time.Second, "the operation to fail", func() bool { after = op(); return finished(after) })
 	failedIn := time.Since(killed)
 	if after["status"] != "failed" || after["error_reason"] == "" {
 		t.Fatalf("after the hub died the operation is %v", after)
@@ -70,13 +70,16 @@ func TestJupyterHubDiesMidUpload(t *testing.T) {
 	if retry.Status != 200 || retry.str("status") != "success" {
 		t.Fatalf("retry once the hub is back: %v", retry)
 	}
-	if fileSum(t, target) != sum {
+	if testenv.FileSum(t, target) != sum {
 		t.Fatal("the retried upload differs from the source")
 	}
 	// The dead upload's temporary file could not be removed while the hub
-	// was down; say whether it is still in the workspace.
+	// was down; the next upload into the workspace removes it.
 	_, tmpErr = os.Lstat(filepath.Join(hub.Home(user), methods.WorkspaceTempName(id)))
 	stillThere := tmpErr == nil
+	if stillThere {
+		t.Fatalf("the dead upload's temporary file %s is still in the workspace after the retry", methods.WorkspaceTempName(id))
+	}
 	done, _ := before["bytes_done"].(float64)
 	record(t, fmt.Sprintf("hub, proxy and user server stopped %d MiB into a %d MiB upload: operation failed after %s with %q; nothing under the target's name; retry after the hub returned staged the right sha256; the dead upload's temporary file %s in the workspace root (left: %v after the failure, %v after the retry)",
 		int64(done)>>20, bytes>>20, ms(failedIn), after["error_reason"], map[bool]string{true: "stays", false: "is gone"}[stillThere], leftover, stillThere))

@@ -202,7 +202,7 @@ func TestLoad(t *testing.T) {
 	for _, m := range mismatches[:min(len(mismatches), 10)] {
 		t.Errorf("disk and store disagree: %s", m)
 	}
-	left := temps(s.Target)
+	left := testenv.Temps(s.Target, ".skao-staging-")
 	if len(left) > 0 {
 		t.Errorf("temporary files left: %v", left)
 	}
