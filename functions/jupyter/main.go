@@ -32,7 +32,7 @@ func main() {
 			f.Logger.Warn("JUPYTERHUB_URL is not set: jupyter_copy answers 503")
 		}
 		f.Service.Register(methods.JupyterCopy{Storage: f.Storage, Hub: hub, ServiceToken: f.Config.JupyterHubAPIToken,
-			StartTimeout: f.Config.JupyterHubStart, Logger: f.Logger})
+			StartTimeout: f.Config.JupyterHubStart, Logger: f.Logger, Alive: f.OperationAlive})
 		receiver := &events.Receiver{Service: f.Service, Source: source, Logger: f.Logger,
 			Auth: auth.ForMode(f.Config.AuthMode, hub)}
 		m := httpx.NewMux()

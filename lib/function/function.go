@@ -6,6 +6,7 @@ package function
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
@@ -36,6 +37,17 @@ type Function struct {
 	background []func(ctx context.Context)
 	logs       *logging.Writer // the log store's writer; nil with LOG_TO_STORE=false
 	telemetry  *telemetry.Telemetry
+}
+
+// OperationAlive reports whether an operation may still be running on some
+// replica: it exists, is not finished, and its heartbeat is within the
+// lease. A store error counts as alive, so nothing is removed in doubt.
+func (f *Function) OperationAlive(ctx context.Context, id string) bool {
+	op, err := f.Store.Get(ctx, id)
+	if errors.Is(err, staging.ErrNotFound) {
+		return false
+	}
+	return err != nil || f.Service.Alive(op)
 }
 
 // Go runs fn in the background while the function serves; its context ends

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"time"
 
@@ -30,6 +31,10 @@ type JupyterCopy struct {
 	StartTimeout time.Duration      // JUPYTERHUB_START_TIMEOUT (0: 120s)
 	ChunkSize    int64              // bytes per contents API chunk (0: 8 MiB)
 	Logger       *slog.Logger       // nil: slog.Default()
+	// Alive reports whether an operation may still be running somewhere;
+	// temporary uploads of operations that are not are removed from the
+	// workspace before the next upload. nil: nothing is removed.
+	Alive func(ctx context.Context, operationID string) bool
 }
 
 func (JupyterCopy) Name() string { return "jupyter_copy" }
@@ -42,6 +47,8 @@ func (JupyterCopy) Name() string { return "jupyter_copy" }
 // (500) when the cut lands on a dot. A name without dots at the root is
 // never refused as the rename's source.
 func WorkspaceTempName(operationID string) string { return "skao-staging-" + operationID + "-tmp" }
+
+var workspaceTemp = regexp.MustCompile(`^skao-staging-([0-9a-f-]{36})-tmp$`)
 
 func (m JupyterCopy) Prepare(ctx context.Context, req *staging.Request) (*staging.Plan, error) {
 	if m.Hub == nil {
@@ -100,6 +107,7 @@ func (w *workspace) run(ctx context.Context, job *staging.Job) (*staging.Result,
 		return nil, w.hubError(err)
 	}
 	w.c = c
+	w.sweep(ctx, job.Operation.ID)
 
 	// A tree is checked for names Jupyter refuses before anything is written.
 	var entries []entry
@@ -317,6 +325,27 @@ func (w *workspace) uploadFile(ctx context.Context, job *staging.Job, root *os.R
 			w.user, sizeText(m.Size), dst, info.Size())
 	}
 	return nil
+}
+
+// sweep removes temporary uploads that an operation which is no longer
+// alive left at the workspace root (its function died mid-upload, or the
+// server died and the upload could not be deleted then).
+func (w *workspace) sweep(ctx context.Context, current string) {
+	if w.m.Alive == nil {
+		return
+	}
+	root, err := w.c.Get(ctx, "", true)
+	if err != nil {
+		return // the upload itself will say what is wrong
+	}
+	for _, child := range root.Content {
+		m := workspaceTemp.FindStringSubmatch(child.Name)
+		if m == nil || m[1] == current || w.m.Alive(ctx, m[1]) {
+			continue
+		}
+		w.remove(ctx, child.Name)
+		w.logger().InfoContext(ctx, "removed an unfinished upload", "user", w.user, "path", child.Name)
+	}
 }
 
 // remove deletes a temporary upload, even when the request was cancelled.
