@@ -22,20 +22,13 @@ type LocalCopy struct {
 func (LocalCopy) Name() string { return "local_copy" }
 
 func (m LocalCopy) Prepare(ctx context.Context, req *staging.Request) (*staging.Plan, error) {
-	src, err := m.Storage.Source(req.Source)
+	r, err := resolve(m.Storage, m.Options, req)
 	if err != nil {
 		return nil, err
 	}
+	src, rel, uid, gid := r.src, r.rel, r.uid, r.gid
 	if !src.Info.Mode().IsRegular() && !src.Info.IsDir() {
 		return nil, staging.Errorf(http.StatusBadRequest, "Unsupported source type (not a file or directory): %s", req.Source)
-	}
-	rel, err := storage.TargetRel(req.Target)
-	if err != nil {
-		return nil, err
-	}
-	uid, gid, err := m.Options.owner(req.Username)
-	if err != nil {
-		return nil, err
 	}
 	run := func(ctx context.Context, job *staging.Job) (*staging.Result, error) {
 		t, err := openTarget(m.Storage, req.Username, rel)

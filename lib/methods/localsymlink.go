@@ -20,18 +20,11 @@ type LocalSymlink struct {
 func (LocalSymlink) Name() string { return "local_symlink" }
 
 func (m LocalSymlink) Prepare(ctx context.Context, req *staging.Request) (*staging.Plan, error) {
-	src, err := m.Storage.Source(req.Source)
+	r, err := resolve(m.Storage, m.Options, req)
 	if err != nil {
 		return nil, err
 	}
-	rel, err := storage.TargetRel(req.Target)
-	if err != nil {
-		return nil, err
-	}
-	uid, gid, err := m.Options.owner(req.Username)
-	if err != nil {
-		return nil, err
-	}
+	src, rel, uid, gid := r.src, r.rel, r.uid, r.gid
 	// The link points where pods see the source, which SYMLINK_TARGET_ROOT
 	// names when it is mounted elsewhere than in this function.
 	root := m.Storage.SourcePath

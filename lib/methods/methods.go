@@ -52,6 +52,31 @@ func (o Options) owner(username string) (uid, gid int, err error) {
 	return -1, -1, nil
 }
 
+// request is what the local methods resolve before they run: the source,
+// the target inside the user's area, and who will own the result.
+type request struct {
+	src      *storage.Source
+	rel      string
+	uid, gid int
+}
+
+// resolve checks req's source and target paths and STAGED_OWNER for it.
+func resolve(st *storage.Storage, opts Options, req *staging.Request) (*request, error) {
+	src, err := st.Source(req.Source)
+	if err != nil {
+		return nil, err
+	}
+	rel, err := storage.TargetRel(req.Target)
+	if err != nil {
+		return nil, err
+	}
+	uid, gid, err := opts.owner(req.Username)
+	if err != nil {
+		return nil, err
+	}
+	return &request{src: src, rel: rel, uid: uid, gid: gid}, nil
+}
+
 // target is a resolved place in a user area: the folder (opened as a root
 // of its own) and the name inside it.
 type target struct {
