@@ -7,6 +7,8 @@ import (
 	"net/http"
 	"syscall"
 
+	"golang.org/x/sys/unix"
+
 	staging "github.com/ska-telescope/skao-staging-service/lib"
 	"github.com/ska-telescope/skao-staging-service/lib/storage"
 )
@@ -86,9 +88,27 @@ func (m LocalCopy) present(src *storage.Source, t *target) (bool, error) {
 }
 
 // place moves the finished temporary output to its name without replacing
-// anything: a hard link for a file (fails if the name exists), a rename for
-// a directory (fails if a non-empty directory or a file is there).
+// anything. Where the kernel and filesystem allow it that is one rename that
+// fails if the name exists (renameat2 with RENAME_NOREPLACE), for files and
+// folders alike. Elsewhere a file is hard-linked (which fails if the name
+// exists) and its temporary name removed, and a folder renamed (which fails
+// if a non-empty folder or a file is there).
 func (m LocalCopy) place(t *target, tmp string, dir bool) error {
+	// Both names are single elements of the folder opened through the user's
+	// root, so nothing here can leave it.
+	if d, err := t.dir.Open("."); err == nil {
+		fd := int(d.Fd())
+		err = unix.Renameat2(fd, tmp, fd, t.name, unix.RENAME_NOREPLACE)
+		d.Close()
+		switch {
+		case err == nil:
+			return nil
+		case errors.Is(err, unix.EEXIST):
+			return fs.ErrExist
+		case !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOSYS) && !errors.Is(err, unix.ENOTSUP):
+			return placeError(err, t.rel)
+		}
+	}
 	if !dir {
 		err := t.dir.Link(tmp, t.name)
 		if err == nil {
