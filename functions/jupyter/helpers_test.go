@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"io"
 	"math/rand/v2"
 	"net/http"
@@ -12,11 +11,7 @@ import (
 	"testing"
 	"time"
 
-	cloudevents "github.com/cloudevents/sdk-go/v2"
-	cehttp "github.com/cloudevents/sdk-go/v2/protocol/http"
-
 	"github.com/ska-telescope/skao-staging-service/internal/testenv"
-	"github.com/ska-telescope/skao-staging-service/lib/events"
 )
 
 func TestMain(m *testing.M) { testenv.Main(m) }
@@ -141,30 +136,6 @@ func (s *stack) countOperations(t *testing.T, user string) int {
 	r := testenv.Do(t, http.MethodGet, s.Stage.URL+"/operations?limit=1000&username="+user, nil)
 	ops, _ := r.JSON["operations"].([]any)
 	return len(ops)
-}
-
-// sendEvent delivers ev in binary mode as a Knative Trigger would and
-// returns the HTTP status, the reply event and the body of an error.
-func sendEvent(t *testing.T, url string, ev cloudevents.Event) (int, *cloudevents.Event, string) {
-	t.Helper()
-	c, err := cloudevents.NewClientHTTP()
-	must(t, err)
-	reply, res := c.Request(cloudevents.ContextWithTarget(context.Background(), url), ev)
-	var httpResult *cehttp.Result
-	if !cloudevents.ResultAs(res, &httpResult) {
-		t.Fatalf("no HTTP result: %v", res)
-	}
-	return httpResult.StatusCode, reply, res.Error()
-}
-
-func requestEvent(id string, data events.RequestData) cloudevents.Event {
-	ev := cloudevents.NewEvent()
-	ev.SetID(id)
-	ev.SetSource("/test/broker")
-	ev.SetType(events.TypeRequest)
-	ev.SetExtension(events.ExtMethod, data.Method)
-	ev.SetData(cloudevents.ApplicationJSON, data)
-	return ev
 }
 
 // peakRSS is a process's peak resident memory (VmHWM) in bytes.

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ska-telescope/skao-staging-service/internal/cetest"
 	"github.com/ska-telescope/skao-staging-service/internal/testenv"
 	"github.com/ska-telescope/skao-staging-service/lib/events"
 )
@@ -231,9 +232,9 @@ func TestEventsStraightToJupyter(t *testing.T) {
 	for _, door := range []struct{ name, url string }{{"jupyter", s.Jupyter.URL}, {"stage", s.Stage.URL}} {
 		t.Run(door.name, func(t *testing.T) {
 			target := "from-" + door.name + ".txt"
-			ev := requestEvent("evt-"+door.name, events.RequestData{Method: "jupyter_copy", Username: user,
+			ev := cetest.RequestEvent("evt-"+door.name, events.RequestData{Method: "jupyter_copy", Username: user,
 				LocalPathOnStorage: src, RelativePath: target})
-			status, reply, _ := sendEvent(t, door.url+"/", ev)
+			status, reply, _ := cetest.SendEvent(t, door.url+"/", ev, false)
 			if status != http.StatusOK || reply == nil || reply.Type() != events.TypeCompleted {
 				t.Fatalf("status %d reply %v", status, reply)
 			}
@@ -245,7 +246,7 @@ func TestEventsStraightToJupyter(t *testing.T) {
 			info, err := os.Stat(filepath.Join(hub.Home(user), target))
 			must(t, err)
 			count := s.countOperations(t, user)
-			status, reply2, _ := sendEvent(t, door.url+"/", ev)
+			status, reply2, _ := cetest.SendEvent(t, door.url+"/", ev, false)
 			var second events.ReplyData
 			must(t, reply2.DataAs(&second))
 			if status != http.StatusOK || reply2.ID() != reply.ID() || second != first {
@@ -311,15 +312,15 @@ func TestAuthMode(t *testing.T) {
 	dl := testenv.Do(t, http.MethodGet, s.Stage.URL+"/stage_data?method=direct_download&username="+owner+"&local_path_on_storage="+src, nil)
 	expect(t, dl, http.StatusUnauthorized, "", "")
 	for _, door := range []string{s.Stage.URL, s.Jupyter.URL} {
-		ev := requestEvent("auth-"+door, events.RequestData{Method: "jupyter_copy", Username: owner,
+		ev := cetest.RequestEvent("auth-"+door, events.RequestData{Method: "jupyter_copy", Username: owner,
 			LocalPathOnStorage: src, RelativePath: "event.txt", JupyterToken: strangerTok})
-		if status, _, _ := sendEvent(t, door+"/", ev); status != http.StatusForbidden {
+		if status, _, _ := cetest.SendEvent(t, door+"/", ev, false); status != http.StatusForbidden {
 			t.Errorf("event to %s with another user's token: %d, want 403", door, status)
 		}
 	}
-	ev := requestEvent("auth-ok", events.RequestData{Method: "jupyter_copy", Username: owner,
+	ev := cetest.RequestEvent("auth-ok", events.RequestData{Method: "jupyter_copy", Username: owner,
 		LocalPathOnStorage: src, RelativePath: "event.txt", JupyterToken: ownerTok})
-	if status, _, body := sendEvent(t, s.Jupyter.URL+"/", ev); status != http.StatusOK {
+	if status, _, body := cetest.SendEvent(t, s.Jupyter.URL+"/", ev, false); status != http.StatusOK {
 		t.Errorf("event with the owner's token: %d %s", status, body)
 	}
 	if strings.Contains(s.Jupyter.Logs()+s.Stage.Logs(), ownerTok) {

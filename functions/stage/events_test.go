@@ -1,47 +1,18 @@
 package main
 
 import (
-	"context"
 	"net/http"
 	"os"
 	"sync"
 	"testing"
 
+	"github.com/ska-telescope/skao-staging-service/internal/cetest"
 	"github.com/ska-telescope/skao-staging-service/internal/testenv"
 
 	cloudevents "github.com/cloudevents/sdk-go/v2"
-	cehttp "github.com/cloudevents/sdk-go/v2/protocol/http"
 
 	"github.com/ska-telescope/skao-staging-service/lib/events"
 )
-
-// sendEvent delivers ev as a Knative Trigger would, in binary or structured
-// mode, and returns the HTTP status and the reply event.
-func sendEvent(t *testing.T, url string, ev cloudevents.Event, structured bool) (int, *cloudevents.Event) {
-	t.Helper()
-	c, err := cloudevents.NewClientHTTP()
-	must(t, err)
-	ctx := cloudevents.ContextWithTarget(context.Background(), url)
-	if structured {
-		ctx = cloudevents.WithEncodingStructured(ctx)
-	}
-	reply, res := c.Request(ctx, ev)
-	var httpResult *cehttp.Result
-	if !cloudevents.ResultAs(res, &httpResult) {
-		t.Fatalf("no HTTP result: %v", res)
-	}
-	return httpResult.StatusCode, reply
-}
-
-func requestEvent(id string, data events.RequestData) cloudevents.Event {
-	ev := cloudevents.NewEvent()
-	ev.SetID(id)
-	ev.SetSource("/test/broker")
-	ev.SetType(events.TypeRequest)
-	ev.SetExtension(events.ExtMethod, data.Method)
-	ev.SetData(cloudevents.ApplicationJSON, data)
-	return ev
-}
 
 func TestCloudEvents(t *testing.T) {
 	s := startStage(t, nil)
@@ -54,9 +25,9 @@ func TestCloudEvents(t *testing.T) {
 	}{{"binary", false}, {"structured", true}} {
 		t.Run(mode.name, func(t *testing.T) {
 			target := "from-" + mode.name
-			ev := requestEvent("evt-"+mode.name, events.RequestData{Method: "local_copy", Username: "alice",
+			ev := cetest.RequestEvent("evt-"+mode.name, events.RequestData{Method: "local_copy", Username: "alice",
 				LocalPathOnStorage: "ev/tree", RelativePath: target})
-			status, reply := sendEvent(t, s.URL+"/", ev, mode.structured)
+			status, reply, _ := cetest.SendEvent(t, s.URL+"/", ev, mode.structured)
 			if status != http.StatusOK || reply == nil || reply.Type() != events.TypeCompleted {
 				t.Fatalf("status %d reply %v", status, reply)
 			}
@@ -72,7 +43,7 @@ func TestCloudEvents(t *testing.T) {
 			before := s.countOperations(t)
 			// Redelivery, in the other mode too: the first outcome, nothing new.
 			for _, again := range []bool{mode.structured, !mode.structured} {
-				status, reply2 := sendEvent(t, s.URL+"/", ev, again)
+				status, reply2, _ := cetest.SendEvent(t, s.URL+"/", ev, again)
 				var data2 events.ReplyData
 				must(t, reply2.DataAs(&data2))
 				if status != 200 || reply2.ID() != reply.ID() || data2 != data {
@@ -86,7 +57,7 @@ func TestCloudEvents(t *testing.T) {
 	}
 
 	t.Run("concurrent redelivery has one effect", func(t *testing.T) {
-		ev := requestEvent("evt-concurrent", events.RequestData{Method: "local_copy", Username: "bob",
+		ev := cetest.RequestEvent("evt-concurrent", events.RequestData{Method: "local_copy", Username: "bob",
 			LocalPathOnStorage: "ev/file", RelativePath: "c"})
 		before := s.countOperations(t)
 		var wg sync.WaitGroup
@@ -95,7 +66,7 @@ func TestCloudEvents(t *testing.T) {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				status, reply := sendEvent(t, s.URL+"/", ev, i%2 == 0)
+				status, reply, _ := cetest.SendEvent(t, s.URL+"/", ev, i%2 == 0)
 				var d events.ReplyData
 				if status == 200 && reply.DataAs(&d) == nil {
 					ids[i] = d.ID + " " + d.Message
@@ -120,31 +91,31 @@ func TestCloudEvents(t *testing.T) {
 			status int
 		}{
 			{"missing source", func() cloudevents.Event {
-				return requestEvent("bad-1", events.RequestData{Method: "local_copy", Username: "alice", LocalPathOnStorage: "nope", RelativePath: "x"})
+				return cetest.RequestEvent("bad-1", events.RequestData{Method: "local_copy", Username: "alice", LocalPathOnStorage: "nope", RelativePath: "x"})
 			}, 400},
 			{"escape", func() cloudevents.Event {
-				return requestEvent("bad-2", events.RequestData{Method: "local_copy", Username: "alice", LocalPathOnStorage: "../../etc/passwd", RelativePath: "x"})
+				return cetest.RequestEvent("bad-2", events.RequestData{Method: "local_copy", Username: "alice", LocalPathOnStorage: "../../etc/passwd", RelativePath: "x"})
 			}, 403},
 			{"extension differs from method", func() cloudevents.Event {
-				ev := requestEvent("bad-3", events.RequestData{Method: "local_copy", Username: "alice", LocalPathOnStorage: "ev/file", RelativePath: "x"})
+				ev := cetest.RequestEvent("bad-3", events.RequestData{Method: "local_copy", Username: "alice", LocalPathOnStorage: "ev/file", RelativePath: "x"})
 				ev.SetExtension(events.ExtMethod, "local_symlink")
 				return ev
 			}, 422},
 			{"wrong type", func() cloudevents.Event {
-				ev := requestEvent("bad-4", events.RequestData{Method: "local_copy", Username: "alice", LocalPathOnStorage: "ev/file", RelativePath: "x"})
+				ev := cetest.RequestEvent("bad-4", events.RequestData{Method: "local_copy", Username: "alice", LocalPathOnStorage: "ev/file", RelativePath: "x"})
 				ev.SetType("org.example.other")
 				return ev
 			}, 400},
 			{"bad username", func() cloudevents.Event {
-				return requestEvent("bad-5", events.RequestData{Method: "local_copy", Username: "../root", LocalPathOnStorage: "ev/file", RelativePath: "x"})
+				return cetest.RequestEvent("bad-5", events.RequestData{Method: "local_copy", Username: "../root", LocalPathOnStorage: "ev/file", RelativePath: "x"})
 			}, 422},
 			{"direct_download", func() cloudevents.Event {
-				return requestEvent("bad-6", events.RequestData{Method: "direct_download", Username: "alice", LocalPathOnStorage: "ev/file"})
+				return cetest.RequestEvent("bad-6", events.RequestData{Method: "direct_download", Username: "alice", LocalPathOnStorage: "ev/file"})
 			}, 422},
 		}
 		for _, c := range cases {
 			for attempt := 0; attempt < 2; attempt++ {
-				status, _ := sendEvent(t, s.URL+"/", c.ev(), attempt == 1)
+				status, _, _ := cetest.SendEvent(t, s.URL+"/", c.ev(), attempt == 1)
 				if status != c.status {
 					t.Fatalf("%s (attempt %d): status %d, want %d", c.name, attempt, status, c.status)
 				}

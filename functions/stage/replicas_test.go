@@ -15,6 +15,7 @@ import (
 	cloudevents "github.com/cloudevents/sdk-go/v2"
 	cehttp "github.com/cloudevents/sdk-go/v2/protocol/http"
 
+	"github.com/ska-telescope/skao-staging-service/internal/cetest"
 	"github.com/ska-telescope/skao-staging-service/internal/testenv"
 	"github.com/ska-telescope/skao-staging-service/lib/events"
 )
@@ -193,7 +194,7 @@ func TestAsyncThroughSink(t *testing.T) {
 		t.Fatalf("broker received %v", received)
 	}
 	// A second delivery of the same hand-off changes nothing.
-	status, reply := sendEvent(t, s.URL+"/", received[0], false)
+	status, reply, _ := cetest.SendEvent(t, s.URL+"/", received[0], false)
 	var data events.ReplyData
 	must(t, reply.DataAs(&data))
 	if status != 200 || data.ID != r.Str("id") || s.countOperations(t) != 1 {

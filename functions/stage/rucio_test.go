@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ska-telescope/skao-staging-service/internal/cetest"
 	"github.com/ska-telescope/skao-staging-service/internal/testenv"
 
 	cloudevents "github.com/cloudevents/sdk-go/v2"
@@ -309,7 +310,7 @@ func TestRucioBatchMixedAndEvents(t *testing.T) {
 		}
 	}
 	// The same through a CloudEvent request, delivered twice.
-	req := requestEvent("did-evt", events.RequestData{Method: "local_symlink", Username: "bob", DID: "skao:batch.dat", RelativePath: "link"})
+	req := cetest.RequestEvent("did-evt", events.RequestData{Method: "local_symlink", Username: "bob", DID: "skao:batch.dat", RelativePath: "link"})
 	for attempt := 0; attempt < 2; attempt++ {
 		status, answer := sendRaw(t, r.URL+"/", req, attempt == 1)
 		if status != 202 || answer["status"] != "pending" {

@@ -182,16 +182,9 @@ var client = &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64, Ma
 // call sends one request and reads the whole answer; it never fails the
 // test, so callers running in goroutines can judge the answer.
 func call(c *http.Client, method, url string, body any, header ...string) *answer {
-	var rd io.Reader
-	switch b := body.(type) {
-	case nil:
-	case string:
-		rd = strings.NewReader(b)
-	case []byte:
-		rd = bytes.NewReader(b)
-	default:
-		buf, _ := json.Marshal(b)
-		rd = bytes.NewReader(buf)
+	rd, err := testenv.Body(body)
+	if err != nil {
+		return &answer{Err: err}
 	}
 	req, err := http.NewRequest(method, url, rd)
 	if err != nil {

@@ -29,24 +29,32 @@ func (r *Response) Str(key string) string {
 	return v
 }
 
+// Body is a request body: a string or []byte as is, anything else as JSON,
+// nil for none.
+func Body(body any) (io.Reader, error) {
+	switch b := body.(type) {
+	case nil:
+		return nil, nil
+	case string:
+		return strings.NewReader(b), nil
+	case []byte:
+		return bytes.NewReader(b), nil
+	}
+	buf, err := json.Marshal(body)
+	if err != nil {
+		return nil, err
+	}
+	return bytes.NewReader(buf), nil
+}
+
 // Do sends a request and reads the answer, failing tb on transport errors.
 // body is sent as is when it is a string or []byte, else as JSON; header
 // holds name, value pairs.
 func Do(tb testing.TB, method, url string, body any, header ...string) *Response {
 	tb.Helper()
-	var rd io.Reader
-	switch b := body.(type) {
-	case nil:
-	case string:
-		rd = strings.NewReader(b)
-	case []byte:
-		rd = bytes.NewReader(b)
-	default:
-		buf, err := json.Marshal(b)
-		if err != nil {
-			tb.Fatal(err)
-		}
-		rd = bytes.NewReader(buf)
+	rd, err := Body(body)
+	if err != nil {
+		tb.Fatal(err)
 	}
 	req, err := http.NewRequest(method, url, rd)
 	if err != nil {
