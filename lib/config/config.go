@@ -13,6 +13,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/ska-telescope/skao-staging-service/lib/logging"
 )
 
 // AllMethods are the staging methods the service knows, in the order the
@@ -136,8 +138,8 @@ func Load(lookup func(string) (string, bool)) (*Config, error) {
 	if c.AllowedMethods, err = parseMethods(get("ALLOWED_METHODS", "")); err != nil {
 		return nil, err
 	}
-	if c.LogLevel, err = parseLevel(get("LOGGING_LEVEL", "INFO")); err != nil {
-		return nil, err
+	if c.LogLevel, err = logging.ParseLevel(get("LOGGING_LEVEL", "INFO")); err != nil {
+		return nil, fmt.Errorf("LOGGING_LEVEL: %w", err)
 	}
 	if c.LogToStore, err = boolVar("LOG_TO_STORE", get("LOG_TO_STORE", "true")); err != nil {
 		return nil, err
@@ -219,21 +221,6 @@ func parseMethods(v string) ([]string, error) {
 		}
 	}
 	return out, nil
-}
-
-// parseLevel accepts the earlier service's Python level names in any case.
-func parseLevel(v string) (slog.Level, error) {
-	switch strings.ToUpper(v) {
-	case "DEBUG":
-		return slog.LevelDebug, nil
-	case "INFO":
-		return slog.LevelInfo, nil
-	case "WARNING", "WARN":
-		return slog.LevelWarn, nil
-	case "ERROR", "CRITICAL":
-		return slog.LevelError, nil
-	}
-	return 0, fmt.Errorf("LOGGING_LEVEL: %q is not one of DEBUG, INFO, WARNING, ERROR", v)
 }
 
 func parseOwner(v string) (Owner, error) {

@@ -107,7 +107,7 @@ func (rc *Receiver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		httpx.Error(w, err)
 		return
 	}
-	if out.Operation.Status == staging.StatusPending {
+	if out.Waiting {
 		// Waits for its DID's replica: accepted, the outcome follows as an event.
 		httpx.JSON(w, http.StatusAccepted, map[string]string{"status": "pending", "id": out.Operation.ID})
 		return
