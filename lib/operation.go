@@ -93,6 +93,9 @@ type Store interface {
 	Abandon(ctx context.Context, id string, before time.Time, reason string) (int64, error)
 	// List returns operations matching f, newest first.
 	List(ctx context.Context, f Filter) ([]Operation, error)
+	// Stale returns the running operations whose heartbeat is older than
+	// before: their replicas died mid-staging.
+	Stale(ctx context.Context, before time.Time) ([]Operation, error)
 	// PendingByDID returns the operations waiting for did's replica, oldest
 	// first.
 	PendingByDID(ctx context.Context, did string) ([]Operation, error)

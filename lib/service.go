@@ -56,6 +56,9 @@ type Service struct {
 	Lease time.Duration
 	// DIDs locates Rucio DIDs' replicas; nil when no RSE is configured.
 	DIDs DIDLocator
+	// Cleanup removes what an operation whose replica died left behind (its
+	// temporary output) before the operation is recorded as failed.
+	Cleanup func(ctx context.Context, op *Operation)
 
 	mu      sync.RWMutex
 	methods map[string]Method
@@ -303,7 +306,7 @@ func (s *Service) open(ctx context.Context, req *Request, plan *Plan) (op *Opera
 		case err != nil:
 			return nil, false, Unavailable(err)
 		case holder.UpdatedAt.Before(time.Now().Add(-s.lease())):
-			if _, err := s.Store.Abandon(ctx, holder.ID, time.Now().Add(-s.lease()), interrupted); err != nil {
+			if _, err := s.abandon(ctx, holder); err != nil {
 				return nil, false, Unavailable(err)
 			}
 		default:
@@ -437,7 +440,7 @@ func (s *Service) replay(ctx context.Context, op *Operation) (*Outcome, error) {
 			return &Outcome{Operation: op, Replayed: true, Waiting: true}, nil // waits for its replica, not for us
 		}
 		if op.UpdatedAt.Before(time.Now().Add(-s.lease())) {
-			if _, err := s.Store.Abandon(ctx, op.ID, time.Now().Add(-s.lease()), interrupted); err != nil {
+			if _, err := s.abandon(ctx, op); err != nil {
 				return nil, Unavailable(err)
 			}
 		} else {
@@ -565,10 +568,37 @@ func (s *Service) RunAsync(ctx context.Context, req Request) {
 // Wait blocks until in-process async work is done.
 func (s *Service) Wait() { s.wg.Wait() }
 
-// Sweep marks operations whose replica died (no heartbeat for a lease) as
-// failed, releasing their locks.
-func (s *Service) Sweep(ctx context.Context) (int64, error) {
-	return s.Store.Abandon(ctx, "", time.Now().Add(-s.lease()), interrupted)
+// Sweep records the operations whose replica died (no heartbeat for a
+// lease) as failed, releasing their locks, after removing what they left.
+func (s *Service) Sweep(ctx context.Context) (int, error) {
+	stale, err := s.Store.Stale(ctx, time.Now().Add(-s.lease()))
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for i := range stale {
+		done, err := s.abandon(ctx, &stale[i])
+		if err != nil {
+			return n, err
+		}
+		if done {
+			n++
+		}
+	}
+	return n, nil
+}
+
+// abandon removes what op, whose replica died, left behind, then records it
+// as failed, unless it has sent a heartbeat since. An operation without a
+// heartbeat for a lease is taken for dead, here as by the lock takeover.
+// Cleaning first means a replica that dies in between leaves op stale, to
+// be swept again.
+func (s *Service) abandon(ctx context.Context, op *Operation) (bool, error) {
+	if s.Cleanup != nil {
+		s.Cleanup(ctx, op)
+	}
+	n, err := s.Store.Abandon(ctx, op.ID, time.Now().Add(-s.lease()), interrupted)
+	return n > 0, err
 }
 
 // Alive reports whether op may still be running somewhere: it is not

@@ -87,6 +87,7 @@ func Setup(ctx context.Context, name string) (*Function, error) {
 		Options: methods.OptionsFrom(cfg), logs: logs, telemetry: tel}
 	f.Service = &staging.Service{Store: telemetry.TraceStore(db, dbSystem(db.Dialect())), Allowed: cfg.Allowed,
 		Logger: logger, Lease: cfg.OperationLease}
+	f.Service.Cleanup = methods.TempCleaner(st, logger)
 	return f, nil
 }
 
@@ -94,7 +95,7 @@ func Setup(ctx context.Context, name string) (*Function, error) {
 // replicas in the background, then drains and closes everything.
 func (f *Function) Serve(handler http.Handler) error {
 	sweepCtx, stopSweep := context.WithCancel(context.Background())
-	go methods.Janitor(sweepCtx, f.Service, f.Storage, f.Logger)
+	go methods.Janitor(sweepCtx, f.Service, f.Logger)
 	go f.pruneLogs(sweepCtx)
 	for _, run := range f.background {
 		go run(sweepCtx)

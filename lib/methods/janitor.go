@@ -5,51 +5,31 @@ import (
 	"errors"
 	"io/fs"
 	"log/slog"
-	"os"
-	"path"
+	"path/filepath"
 	"time"
 
 	staging "github.com/ska-telescope/skao-staging-service/lib"
 	"github.com/ska-telescope/skao-staging-service/lib/storage"
 )
 
-// Janitor cleans up after replicas that died mid-staging. Every lease it
-// marks operations without a heartbeat as failed (releasing their target
-// locks). Once at start it walks the user areas for temporary outputs and
-// removes each as soon as its operation is no longer alive: at once for a
-// finished or unknown operation, after the lease for one whose replica died.
-// Temporary names carry the operation id, so a live copy of another replica
-// is never touched.
-func Janitor(ctx context.Context, svc *staging.Service, st *storage.Storage, logger *slog.Logger) {
+// Janitor cleans up after replicas that died mid-staging: every third of a
+// lease, from start until ctx ends, it sweeps the operations without a
+// heartbeat (Service.Sweep), which removes their temporary outputs through
+// Service.Cleanup and records them as failed. It reads the store, never
+// walks the storage: a start stays cheap however large the user areas are.
+func Janitor(ctx context.Context, svc *staging.Service, logger *slog.Logger) {
 	lease := svc.Lease
 	if lease <= 0 {
 		lease = 15 * time.Second
 	}
-	var temps []string
-	fs.WalkDir(st.TargetRoot().FS(), ".", func(p string, d fs.DirEntry, err error) error {
-		if ctx.Err() != nil {
-			return fs.SkipAll
-		}
-		if err != nil {
-			return nil
-		}
-		if storage.IsTemp(d.Name()) {
-			temps = append(temps, p)
-			if d.IsDir() {
-				return fs.SkipDir
-			}
-		}
-		return nil
-	})
 	tick := time.NewTicker(lease / 3)
 	defer tick.Stop()
 	for {
 		if n, err := svc.Sweep(ctx); err != nil {
-			logger.Warn("sweep interrupted operations", "error", err)
+			logger.WarnContext(ctx, "sweep interrupted operations", "error", err)
 		} else if n > 0 {
-			logger.Info("marked interrupted operations as failed", "count", n)
+			logger.InfoContext(ctx, "marked interrupted operations as failed", "count", n)
 		}
-		temps = removeDead(ctx, svc, st, temps, logger)
 		select {
 		case <-ctx.Done():
 			return
@@ -58,30 +38,28 @@ func Janitor(ctx context.Context, svc *staging.Service, st *storage.Storage, log
 	}
 }
 
-// removeDead removes the temporary outputs whose operations are not alive
-// and returns the others.
-func removeDead(ctx context.Context, svc *staging.Service, st *storage.Storage, temps []string, logger *slog.Logger) []string {
-	var keep []string
-	for _, p := range temps {
-		op, err := svc.Store.Get(ctx, storage.TempOperation(path.Base(p)))
-		if err != nil && !errors.Is(err, staging.ErrNotFound) {
-			keep = append(keep, p)
-			continue
+// TempCleaner is a Service.Cleanup for local_copy: it removes the temporary
+// output a dead operation left in its target folder, where the operation's
+// record says it is (user area, folder of relative_path, temporary name).
+func TempCleaner(st *storage.Storage, logger *slog.Logger) func(ctx context.Context, op *staging.Operation) {
+	return func(ctx context.Context, op *staging.Operation) {
+		if op.Method != (LocalCopy{}).Name() {
+			return
 		}
-		if err == nil && svc.Alive(op) {
-			keep = append(keep, p)
-			continue
+		dir, err := st.TargetRoot().OpenRoot(filepath.Join(op.Username, filepath.Dir(op.RelativePath)))
+		if err != nil {
+			return // no folder, no temporary output
 		}
-		dir, err := st.TargetRoot().OpenRoot(path.Dir(p))
-		if err == nil {
-			err = RemoveTemp(dir, path.Base(p))
-			dir.Close()
+		defer dir.Close()
+		name := storage.TempName(op.ID)
+		if _, err := dir.Lstat(name); errors.Is(err, fs.ErrNotExist) {
+			return
 		}
-		if err != nil && !errors.Is(err, os.ErrNotExist) {
-			logger.Warn("remove leftover temporary output", "path", p, "error", err)
-			continue
+		if err := RemoveTemp(dir, name); err != nil {
+			logger.WarnContext(ctx, "remove leftover temporary output", "operation", op.ID, "error", err)
+			return
 		}
-		logger.Info("removed leftover temporary output", "path", p)
+		logger.InfoContext(ctx, "removed leftover temporary output", "operation", op.ID,
+			"path", filepath.Join(op.Username, filepath.Dir(op.RelativePath), name))
 	}
-	return keep
 }

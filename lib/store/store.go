@@ -292,6 +292,14 @@ func (s *Store) List(ctx context.Context, f staging.Filter) ([]staging.Operation
 	return s.query(ctx, "list operations", ds)
 }
 
+// Stale returns the running operations whose heartbeat is older than before.
+func (s *Store) Stale(ctx context.Context, before time.Time) ([]staging.Operation, error) {
+	ds := s.gq.From(table).Prepared(true).Select(columns...).
+		Where(goqu.C("status").Eq(string(staging.StatusRunning)), goqu.C("updated_at").Lt(s.timeValue(before))).
+		Order(goqu.C("updated_at").Asc(), goqu.C("id").Asc())
+	return s.query(ctx, "stale operations", ds)
+}
+
 // PendingByDID returns the operations waiting for did's replica, oldest first.
 func (s *Store) PendingByDID(ctx context.Context, did string) ([]staging.Operation, error) {
 	ds := s.gq.From(table).Prepared(true).Select(columns...).

@@ -45,6 +45,7 @@ var cases = []struct {
 	{"Abandon", testAbandon},
 	{"List", testList},
 	{"PendingDIDs", testPendingDIDs},
+	{"Stale", testStale},
 	{"ConcurrentOpen", testConcurrentOpen},
 	{"ConcurrentWriters", testConcurrentWriters},
 }
@@ -659,5 +660,35 @@ func testPendingDIDs(t *testing.T, url string) {
 		if fmt.Sprint(ids) != fmt.Sprint(c.want) {
 			t.Errorf("%s: %v, want %v", c.name, ids, c.want)
 		}
+	}
+}
+
+func testStale(t *testing.T, url string) {
+	ctx := context.Background()
+	s := open(t, url)
+	mk := func(status staging.Status, updated time.Time) *staging.Operation {
+		op := newOp("alice", t0)
+		op.Status, op.UpdatedAt = status, updated
+		if status.Finished() {
+			op.FinishedAt = &updated
+		}
+		mustCreate(t, s, op)
+		return op
+	}
+	older := mk(staging.StatusRunning, t0)
+	old := mk(staging.StatusRunning, t0.Add(time.Minute))
+	mk(staging.StatusRunning, t0.Add(time.Hour)) // heartbeat after the cut
+	mk(staging.StatusPending, t0)                // waits, does not run
+	mk(staging.StatusSuccess, t0)                // finished
+	ops, err := s.Stale(ctx, t0.Add(30*time.Minute))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	for _, op := range ops {
+		ids = append(ids, op.ID)
+	}
+	if want := []string{older.ID, old.ID}; fmt.Sprint(ids) != fmt.Sprint(want) {
+		t.Fatalf("stale %v, want %v (oldest heartbeat first)", ids, want)
 	}
 }
