@@ -1,6 +1,7 @@
 package main
 
 import (
+	"github.com/ska-telescope/skao-staging-service/lib/staging"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -232,8 +233,7 @@ func TestEventsStraightToJupyter(t *testing.T) {
 	for _, door := range []struct{ name, url string }{{"jupyter", s.Jupyter.URL}, {"stage", s.Stage.URL}} {
 		t.Run(door.name, func(t *testing.T) {
 			target := "from-" + door.name + ".txt"
-			ev := cetest.RequestEvent("evt-"+door.name, events.RequestData{Method: "jupyter_copy", Username: user,
-				LocalPathOnStorage: src, RelativePath: target})
+			ev := cetest.RequestEvent(t, "evt-"+door.name, staging.Request{Method: "jupyter_copy", Username: user, Source: src, Target: target})
 			status, reply, _ := cetest.SendEvent(t, door.url+"/", ev, false)
 			if status != http.StatusOK || reply == nil || reply.Type() != events.TypeCompleted {
 				t.Fatalf("status %d reply %v", status, reply)
@@ -312,14 +312,12 @@ func TestAuthMode(t *testing.T) {
 	dl := testenv.Do(t, http.MethodGet, s.Stage.URL+"/stage_data?method=direct_download&username="+owner+"&local_path_on_storage="+src, nil)
 	expect(t, dl, http.StatusUnauthorized, "", "")
 	for _, door := range []string{s.Stage.URL, s.Jupyter.URL} {
-		ev := cetest.RequestEvent("auth-"+door, events.RequestData{Method: "jupyter_copy", Username: owner,
-			LocalPathOnStorage: src, RelativePath: "event.txt", JupyterToken: strangerTok})
+		ev := cetest.RequestEvent(t, "auth-"+door, staging.Request{Method: "jupyter_copy", Username: owner, Source: src, Target: "event.txt", JupyterToken: strangerTok})
 		if status, _, _ := cetest.SendEvent(t, door+"/", ev, false); status != http.StatusForbidden {
 			t.Errorf("event to %s with another user's token: %d, want 403", door, status)
 		}
 	}
-	ev := cetest.RequestEvent("auth-ok", events.RequestData{Method: "jupyter_copy", Username: owner,
-		LocalPathOnStorage: src, RelativePath: "event.txt", JupyterToken: ownerTok})
+	ev := cetest.RequestEvent(t, "auth-ok", staging.Request{Method: "jupyter_copy", Username: owner, Source: src, Target: "event.txt", JupyterToken: ownerTok})
 	if status, _, body := cetest.SendEvent(t, s.Jupyter.URL+"/", ev, false); status != http.StatusOK {
 		t.Errorf("event with the owner's token: %d %s", status, body)
 	}

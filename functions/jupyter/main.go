@@ -10,31 +10,23 @@ package main
 import (
 	"net/http"
 
-	"github.com/ska-telescope/skao-staging-service/lib/auth"
 	"github.com/ska-telescope/skao-staging-service/lib/events"
 	"github.com/ska-telescope/skao-staging-service/lib/function"
 	"github.com/ska-telescope/skao-staging-service/lib/httpx"
-	"github.com/ska-telescope/skao-staging-service/lib/jupyterhub"
 	"github.com/ska-telescope/skao-staging-service/lib/methods"
 )
 
-const source = "/skao/staging/jupyter"
-
 func main() {
-	function.Main("jupyter", func(f *function.Function) (http.Handler, error) {
-		var hub *jupyterhub.Client
-		if f.Config.JupyterHubURL != "" {
-			var err error
-			if hub, err = jupyterhub.New(f.Config.JupyterHubURL); err != nil {
-				return nil, err
-			}
-		} else {
+	function.MainStaging("jupyter", methods.All, func(f *function.Function) (http.Handler, error) {
+		if f.Config.JupyterHubURL == "" {
 			f.Logger.Warn("JUPYTERHUB_URL is not set: jupyter_copy answers 503")
 		}
-		f.Service.Register(methods.JupyterCopy{Storage: f.Storage, Hub: hub, ServiceToken: f.Config.JupyterHubAPIToken,
-			StartTimeout: f.Config.JupyterHubStart, Logger: f.Logger, Alive: f.OperationAlive})
-		receiver := &events.Receiver{Service: f.Service, Source: source, Logger: f.Logger,
-			Auth: auth.ForMode(f.Config.AuthMode, hub)}
+		svc := f.Service
+		authn, err := f.Authenticator()
+		if err != nil {
+			return nil, err
+		}
+		receiver := &events.Receiver{Service: svc, Source: f.Source, Logger: f.Logger, Auth: authn}
 		m := httpx.NewMux()
 		m.Route(http.MethodPost, "/", receiver.ServeHTTP)
 		return m, nil

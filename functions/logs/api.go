@@ -14,9 +14,9 @@ import (
 
 	"github.com/google/uuid"
 
-	staging "github.com/ska-telescope/skao-staging-service/lib"
 	"github.com/ska-telescope/skao-staging-service/lib/httpx"
 	"github.com/ska-telescope/skao-staging-service/lib/logging"
+	"github.com/ska-telescope/skao-staging-service/lib/staging"
 )
 
 // Limits of the limit parameter.
@@ -59,7 +59,7 @@ func parse(r *http.Request) (*request, error) {
 	q := r.URL.Query()
 	req := &request{query: logging.Query{Limit: defaultLimit}}
 	bad := func(format string, args ...any) error {
-		return staging.Errorf(http.StatusUnprocessableEntity, format, args...)
+		return staging.Errorf(staging.Invalid, format, args...)
 	}
 	if v := q.Get("limit"); v != "" {
 		n, err := strconv.Atoi(v)
@@ -144,7 +144,7 @@ func (a *api) logs(w http.ResponseWriter, r *http.Request) {
 	}
 	records, err := a.store.QueryLogs(r.Context(), req.query)
 	if err != nil {
-		httpx.Error(w, staging.Unavailable(err))
+		httpx.Error(w, staging.DatabaseUnavailable(err))
 		return
 	}
 	if req.json {
@@ -167,7 +167,7 @@ func (a *api) follow(w http.ResponseWriter, r *http.Request, req *request) {
 	ctx := r.Context()
 	flusher, ok := w.(http.Flusher)
 	if !ok {
-		httpx.Error(w, staging.Errorf(http.StatusNotImplemented, "streaming is not supported here"))
+		httpx.Error(w, staging.Errorf(staging.Internal, "streaming is not supported here"))
 		return
 	}
 	var cursor int64
@@ -175,7 +175,7 @@ func (a *api) follow(w http.ResponseWriter, r *http.Request, req *request) {
 	if v := r.Header.Get("Last-Event-ID"); v != "" {
 		n, err := strconv.ParseInt(v, 10, 64)
 		if err != nil || n < 0 {
-			httpx.Error(w, staging.Errorf(http.StatusUnprocessableEntity, "Last-Event-ID must be a record id"))
+			httpx.Error(w, staging.Errorf(staging.Invalid, "Last-Event-ID must be a record id"))
 			return
 		}
 		cursor = n
@@ -185,7 +185,7 @@ func (a *api) follow(w http.ResponseWriter, r *http.Request, req *request) {
 			first, err = a.store.QueryLogs(ctx, req.query)
 		}
 		if err != nil {
-			httpx.Error(w, staging.Unavailable(err))
+			httpx.Error(w, staging.DatabaseUnavailable(err))
 			return
 		}
 		cursor = last

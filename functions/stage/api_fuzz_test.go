@@ -15,15 +15,17 @@ import (
 	"testing"
 
 	"github.com/ska-telescope/skao-staging-service/internal/testenv"
-	staging "github.com/ska-telescope/skao-staging-service/lib"
+	"github.com/ska-telescope/skao-staging-service/lib/auth"
 	"github.com/ska-telescope/skao-staging-service/lib/events"
 	"github.com/ska-telescope/skao-staging-service/lib/function"
 	"github.com/ska-telescope/skao-staging-service/lib/methods"
+	"github.com/ska-telescope/skao-staging-service/lib/staging"
 )
 
 // FuzzDecodeItems checks the body decoder of POST /stage_data: any data is
-// refused with a 422 and a detail, or gives 1 to maxBatch items, a batch
-// exactly when data is an array, and a single item with its fields.
+// refused as invalid with a detail, or gives 1 to maxBatch requests, a
+// batch exactly when data is an array, a single item with its fields, and
+// never a hand-off's operation id.
 func FuzzDecodeItems(f *testing.F) {
 	for _, seed := range []struct{ data, method string }{
 		{`{"local_path_on_storage":"a","relative_path":"b"}`, "local_copy"},
@@ -38,11 +40,11 @@ func FuzzDecodeItems(f *testing.F) {
 		f.Add([]byte(seed.data), seed.method)
 	}
 	f.Fuzz(func(t *testing.T, data []byte, method string) {
-		items, batch, err := decodeItems(json.RawMessage(data), method)
+		items, batch, err := decodeItems(json.RawMessage(data))
 		if err != nil {
 			var se *staging.Error
-			if !errors.As(err, &se) || se.Status != http.StatusUnprocessableEntity || se.Detail == "" {
-				t.Fatalf("decodeItems(%q): %v, want a 422 with a detail", data, err)
+			if !errors.As(err, &se) || se.Kind != staging.Invalid || se.Detail == "" {
+				t.Fatalf("decodeItems(%q): %v, want invalid with a detail", data, err)
 			}
 			return
 		}
@@ -56,22 +58,19 @@ func FuzzDecodeItems(f *testing.F) {
 			t.Fatalf("decodeItems(%q): batch %v", data, batch)
 		}
 		if !batch {
-			if len(items) != 1 {
-				t.Fatalf("one object gave %d items", len(items))
+			var want struct {
+				Source string `json:"local_path_on_storage"`
+				Target string `json:"relative_path"`
+				DID    string `json:"did"`
 			}
-			if err := itemError(items[0], method); err != nil {
-				t.Fatalf("decodeItems accepted %q, which itemError refuses: %v", data, err)
+			json.Unmarshal(data, &want)
+			if it := items[0]; it.Source != want.Source || it.Target != want.Target || it.DID != want.DID || it.OperationID != "" {
+				t.Fatalf("decodeItems(%q) = %+v", data, it)
 			}
 		}
 		for _, it := range items {
-			if err := itemError(it, method); err != nil {
-				if status, detail := staging.StatusOf(err); status != http.StatusUnprocessableEntity || detail == "" {
-					t.Fatalf("itemError: %d %q", status, detail)
-				}
-				continue
-			}
-			if deref(it.LocalPathOnStorage) == "" && deref(it.DID) == "" {
-				t.Fatalf("item %+v has neither a path nor a DID", it)
+			if it.OperationID != "" || it.EventID != "" {
+				t.Fatalf("an HTTP item named an operation or an event: %+v", it)
 			}
 		}
 	})
@@ -104,15 +103,14 @@ func FuzzStageRequest(f *testing.F) {
 		"ENABLE_FILE_CREATOR": "false"} {
 		f.Setenv(k, v)
 	}
-	fn, err := function.Setup(context.Background(), "stage")
+	fn, err := function.Setup(context.Background(), "stage", methods.All)
 	if err != nil {
 		f.Fatal(err)
 	}
+	svc := fn.Service
 	f.Cleanup(func() { fn.Store.Close(); fn.Storage.Close() })
-	fn.Service.Register(methods.LocalCopy{Storage: fn.Storage, Options: fn.Options})
-	fn.Service.Register(methods.LocalSymlink{Storage: fn.Storage, Options: fn.Options})
-	fn.Service.Register(methods.DirectDownload{Storage: fn.Storage})
-	a := &api{f: fn, receiver: &events.Receiver{Service: fn.Service, Source: source, Logger: fn.Logger}}
+	a := &api{f: fn, svc: svc, auth: auth.None{},
+		receiver: &events.Receiver{Service: svc, Source: fn.Source, Logger: fn.Logger, Auth: auth.None{}}}
 	handler := a.routes()
 	sourceBefore, outsideBefore := tree(f, source), tree(f, outside)
 
@@ -146,7 +144,7 @@ func FuzzStageRequest(f *testing.F) {
 			r.URL.Path, r.URL.RawQuery = path, query
 			w := httptest.NewRecorder()
 			handler.ServeHTTP(w, r)
-			fn.Service.Wait()
+			svc.Shutdown(context.Background())
 			if w.Code >= 500 {
 				t.Fatalf("%s %s?%s %q: %d %s", method, path, query, body, w.Code, w.Body)
 			}

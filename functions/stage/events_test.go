@@ -1,6 +1,7 @@
 package main
 
 import (
+	"github.com/ska-telescope/skao-staging-service/lib/staging"
 	"net/http"
 	"os"
 	"sync"
@@ -25,8 +26,8 @@ func TestCloudEvents(t *testing.T) {
 	}{{"binary", false}, {"structured", true}} {
 		t.Run(mode.name, func(t *testing.T) {
 			target := "from-" + mode.name
-			ev := cetest.RequestEvent("evt-"+mode.name, events.RequestData{Method: "local_copy", Username: "alice",
-				LocalPathOnStorage: "ev/tree", RelativePath: target})
+			ev := cetest.RequestEvent(t, "evt-"+mode.name, staging.Request{Method: "local_copy", Username: "alice",
+				Source: "ev/tree", Target: target})
 			status, reply, _ := cetest.SendEvent(t, s.URL+"/", ev, mode.structured)
 			if status != http.StatusOK || reply == nil || reply.Type() != events.TypeCompleted {
 				t.Fatalf("status %d reply %v", status, reply)
@@ -57,8 +58,8 @@ func TestCloudEvents(t *testing.T) {
 	}
 
 	t.Run("concurrent redelivery has one effect", func(t *testing.T) {
-		ev := cetest.RequestEvent("evt-concurrent", events.RequestData{Method: "local_copy", Username: "bob",
-			LocalPathOnStorage: "ev/file", RelativePath: "c"})
+		ev := cetest.RequestEvent(t, "evt-concurrent", staging.Request{Method: "local_copy", Username: "bob",
+			Source: "ev/file", Target: "c"})
 		before := s.countOperations(t)
 		var wg sync.WaitGroup
 		ids := make([]string, 5)
@@ -91,26 +92,26 @@ func TestCloudEvents(t *testing.T) {
 			status int
 		}{
 			{"missing source", func() cloudevents.Event {
-				return cetest.RequestEvent("bad-1", events.RequestData{Method: "local_copy", Username: "alice", LocalPathOnStorage: "nope", RelativePath: "x"})
+				return cetest.RequestEvent(t, "bad-1", staging.Request{Method: "local_copy", Username: "alice", Source: "nope", Target: "x"})
 			}, 400},
 			{"escape", func() cloudevents.Event {
-				return cetest.RequestEvent("bad-2", events.RequestData{Method: "local_copy", Username: "alice", LocalPathOnStorage: "../../etc/passwd", RelativePath: "x"})
+				return cetest.RequestEvent(t, "bad-2", staging.Request{Method: "local_copy", Username: "alice", Source: "../../etc/passwd", Target: "x"})
 			}, 403},
 			{"extension differs from method", func() cloudevents.Event {
-				ev := cetest.RequestEvent("bad-3", events.RequestData{Method: "local_copy", Username: "alice", LocalPathOnStorage: "ev/file", RelativePath: "x"})
+				ev := cetest.RequestEvent(t, "bad-3", staging.Request{Method: "local_copy", Username: "alice", Source: "ev/file", Target: "x"})
 				ev.SetExtension(events.ExtMethod, "local_symlink")
 				return ev
 			}, 422},
 			{"wrong type", func() cloudevents.Event {
-				ev := cetest.RequestEvent("bad-4", events.RequestData{Method: "local_copy", Username: "alice", LocalPathOnStorage: "ev/file", RelativePath: "x"})
+				ev := cetest.RequestEvent(t, "bad-4", staging.Request{Method: "local_copy", Username: "alice", Source: "ev/file", Target: "x"})
 				ev.SetType("org.example.other")
 				return ev
 			}, 400},
 			{"bad username", func() cloudevents.Event {
-				return cetest.RequestEvent("bad-5", events.RequestData{Method: "local_copy", Username: "../root", LocalPathOnStorage: "ev/file", RelativePath: "x"})
+				return cetest.RequestEvent(t, "bad-5", staging.Request{Method: "local_copy", Username: "../root", Source: "ev/file", Target: "x"})
 			}, 422},
 			{"direct_download", func() cloudevents.Event {
-				return cetest.RequestEvent("bad-6", events.RequestData{Method: "direct_download", Username: "alice", LocalPathOnStorage: "ev/file"})
+				return cetest.RequestEvent(t, "bad-6", staging.Request{Method: "direct_download", Username: "alice", Source: "ev/file"})
 			}, 422},
 		}
 		for _, c := range cases {

@@ -60,7 +60,7 @@ func TestTwoReplicasShareMariaDB(t *testing.T) {
 				switch m {
 				case "Data staged for user alice with method local_copy":
 					staged++
-				case "Data already available at " + a.userPath("alice", c.dst):
+				case "Data already available at " + c.dst:
 					available++
 				default:
 					t.Fatalf("unexpected answer %q", m)
@@ -112,13 +112,17 @@ func TestKilledMidCopyLeavesNothingAndIsSwept(t *testing.T) {
 	}
 
 	s.Restart()
-	testenv.WaitFor(t, 20*time.Second, "the sweep to remove "+left[0], func() bool { return len(testenv.Temps(s.Target, ".skao-staging-")) == 0 })
-	r := testenv.Do(t, http.MethodGet, s.URL+"/operations?username=alice", nil)
-	op := r.JSON["operations"].([]any)[0].(map[string]any)
+	// The sweep removes the temporary file, then records the operation.
+	var op map[string]any
+	testenv.WaitFor(t, 20*time.Second, "the sweep to remove "+left[0]+" and record the operation", func() bool {
+		r := testenv.Do(t, http.MethodGet, s.URL+"/operations?username=alice", nil)
+		op = r.JSON["operations"].([]any)[0].(map[string]any)
+		return len(testenv.Temps(s.Target, ".skao-staging-")) == 0 && op["status"] != "running"
+	})
 	if op["status"] != "failed" || !strings.HasPrefix(op["error_reason"].(string), "Interrupted") {
 		t.Fatalf("the killed operation is recorded as %v", op)
 	}
-	r = s.stageOne(t, "local_copy", "alice", "huge.bin", "in/huge.bin")
+	r := s.stageOne(t, "local_copy", "alice", "huge.bin", "in/huge.bin")
 	expect(t, r, 200, "message", "Data staged for user alice with method local_copy")
 	if testenv.FileSum(t, target) != sum {
 		t.Fatal("retried copy differs from the source")
@@ -142,26 +146,31 @@ func TestSIGTERMFinishesInFlightRequests(t *testing.T) {
 	}
 }
 
-func TestAsyncThroughSink(t *testing.T) {
-	// A stand-in for a Knative Broker as seen by its clients: it accepts
-	// events with 202 and delivers them to the subscriber, retrying 5xx.
-	var (
-		mu         sync.Mutex
-		received   []cloudevents.Event
-		subscriber string
-	)
+// broker is a stand-in for a Knative Broker as seen by its clients: it
+// accepts events with 202 and delivers them to the subscriber, retrying
+// 5xx a few times.
+type broker struct {
+	*httptest.Server
+	mu         sync.Mutex
+	received   []cloudevents.Event
+	subscriber string
+}
+
+func startBroker(t *testing.T) *broker {
+	t.Helper()
 	client, err := cloudevents.NewClientHTTP()
 	must(t, err)
-	broker := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	b := &broker{}
+	b.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		ev, err := cehttp.NewEventFromHTTPRequest(r)
 		if err != nil {
 			http.Error(w, err.Error(), http.StatusBadRequest)
 			return
 		}
-		mu.Lock()
-		received = append(received, *ev)
-		to := subscriber
-		mu.Unlock()
+		b.mu.Lock()
+		b.received = append(b.received, *ev)
+		to := b.subscriber
+		b.mu.Unlock()
 		w.WriteHeader(http.StatusAccepted)
 		go func() {
 			for attempt := 0; attempt < 5; attempt++ {
@@ -172,12 +181,28 @@ func TestAsyncThroughSink(t *testing.T) {
 			}
 		}()
 	}))
-	defer broker.Close()
+	t.Cleanup(b.Close)
+	return b
+}
 
-	s := startStage(t, map[string]string{"K_SINK": broker.URL})
-	mu.Lock()
-	subscriber = s.URL + "/"
-	mu.Unlock()
+// deliverTo makes url the subscriber of what the broker receives.
+func (b *broker) deliverTo(url string) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.subscriber = url
+}
+
+// events returns what the broker received so far.
+func (b *broker) events() []cloudevents.Event {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return append([]cloudevents.Event(nil), b.received...)
+}
+
+func TestAsyncThroughSink(t *testing.T) {
+	b := startBroker(t)
+	s := startStage(t, map[string]string{"K_SINK": b.URL})
+	b.deliverTo(s.URL + "/")
 	s.write(t, "async/data", "through the broker")
 	r := s.stageOne(t, "local_copy", "alice", "async/data", "from-broker", "Prefer", "respond-async")
 	expect(t, r, 202, "status", "pending")
@@ -188,8 +213,7 @@ func TestAsyncThroughSink(t *testing.T) {
 	if b, _ := os.ReadFile(s.userPath("alice", "from-broker")); string(b) != "through the broker" {
 		t.Fatal("not staged")
 	}
-	mu.Lock()
-	defer mu.Unlock()
+	received := b.events()
 	if len(received) != 1 || received[0].Type() != events.TypeRequest || received[0].Extensions()[events.ExtMethod] != "local_copy" {
 		t.Fatalf("broker received %v", received)
 	}

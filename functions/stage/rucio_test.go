@@ -2,6 +2,8 @@ package main
 
 import (
 	"fmt"
+	"github.com/ska-telescope/skao-staging-service/lib/rucio"
+	"github.com/ska-telescope/skao-staging-service/lib/staging"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -255,19 +257,39 @@ func TestRucioChecksumMismatchStagesNothing(t *testing.T) {
 	}
 }
 
-func TestRucioReplicaFromDstURLPrefix(t *testing.T) {
+// A transfer-done completes requests only with the DID's own replica: its
+// dst-url, mapped through RUCIO_RSE_PREFIX, must name the deterministic
+// path. A message naming another file of the RSE (which anyone could
+// download and describe) completes nothing and changes no record.
+func TestRucioTransferMustNameTheDIDsReplica(t *testing.T) {
 	r := startRucio(t, nil)
 	res := r.stageDID(t, "alice", "skao:late.dat", "late.dat")
 	expect(t, res, 202, "status", "pending")
-	// This RSE's files sit where dst-url says, not in the hash layout.
+	id := res.Str("id")
 	must(t, os.MkdirAll(filepath.Join(r.rse, "custom"), 0o755))
 	must(t, os.WriteFile(filepath.Join(r.rse, "custom/late.dat"), []byte(helloContent), 0o644))
-	ev := transferDone("u-1", "skao", "late.dat", "SKAO_SITE", "", len(helloContent))
-	ev.SetData(cloudevents.ApplicationJSON, []byte(`{"scope":"skao","name":"late.dat","dst-rse":"SKAO_SITE",
-		"dst-url":"root://xrd.site:1094//rucio/custom/late.dat","bytes":16,"checksum-adler":null,"checksum-md5":"`+helloMD5+`"}`))
-	status, answer := sendRaw(t, r.URL+"/", ev, false)
+	send := func(dstURL string) (int, map[string]any) {
+		ev := transferDone("u-"+dstURL, "skao", "late.dat", "SKAO_SITE", "", len(helloContent))
+		ev.SetData(cloudevents.ApplicationJSON, []byte(`{"scope":"skao","name":"late.dat","dst-rse":"SKAO_SITE",
+			"dst-url":"`+dstURL+`","bytes":16,"checksum-adler":null,"checksum-md5":"`+helloMD5+`"}`))
+		return sendRaw(t, r.URL+"/", ev, false)
+	}
+	for _, forged := range []string{"root://xrd.site:1094//rucio/custom/late.dat", "root://xrd.site:1094//rucio/../rucio/custom/late.dat"} {
+		status, answer := send(forged)
+		if status != 403 || answer["detail"] != "dst-url does not name the replica of skao:late.dat on SKAO_SITE" {
+			t.Fatalf("%s: %d %v, want 403", forged, status, answer)
+		}
+	}
+	if op := r.operation(t, id); op["status"] != "pending" {
+		t.Fatalf("a forged completion changed the record: %v", op)
+	}
+	// The deterministic path, through the prefix, completes it.
+	det := rucio.DeterministicPath(rucio.DID{Scope: "skao", Name: "late.dat"})
+	must(t, os.MkdirAll(filepath.Dir(filepath.Join(r.rse, det)), 0o755))
+	must(t, os.WriteFile(filepath.Join(r.rse, det), []byte(helloContent), 0o644))
+	status, answer := send("root://xrd.site:1094//rucio/" + det)
 	if status != 200 || answer["status"] != "completed" {
-		t.Fatalf("transfer-done payload only: %d %v", status, answer)
+		t.Fatalf("transfer-done of the replica: %d %v", status, answer)
 	}
 	if b, _ := os.ReadFile(r.userPath("alice", "late.dat")); string(b) != helloContent {
 		t.Fatalf("staged %q", b)
@@ -310,7 +332,7 @@ func TestRucioBatchMixedAndEvents(t *testing.T) {
 		}
 	}
 	// The same through a CloudEvent request, delivered twice.
-	req := cetest.RequestEvent("did-evt", events.RequestData{Method: "local_symlink", Username: "bob", DID: "skao:batch.dat", RelativePath: "link"})
+	req := cetest.RequestEvent(t, "did-evt", staging.Request{Method: "local_symlink", Username: "bob", DID: "skao:batch.dat", Target: "link"})
 	for attempt := 0; attempt < 2; attempt++ {
 		status, answer := sendRaw(t, r.URL+"/", req, attempt == 1)
 		if status != 202 || answer["status"] != "pending" {

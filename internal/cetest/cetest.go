@@ -10,17 +10,19 @@ import (
 	cehttp "github.com/cloudevents/sdk-go/v2/protocol/http"
 
 	"github.com/ska-telescope/skao-staging-service/lib/events"
+	"github.com/ska-telescope/skao-staging-service/lib/staging"
 )
 
-// RequestEvent is an org.skao.staging.request event as a broker delivers
-// it, with the stagingmethod extension Triggers filter on.
-func RequestEvent(id string, data events.RequestData) cloudevents.Event {
-	ev := cloudevents.NewEvent()
+// RequestEvent is an org.skao.staging.request event carrying req as a
+// broker delivers it, with the stagingmethod extension Triggers filter on
+// (and req.OperationID in its data, as a hand-off carries it).
+func RequestEvent(tb testing.TB, id string, req staging.Request) cloudevents.Event {
+	tb.Helper()
+	ev, err := events.NewRequest("/test/broker", &req)
+	if err != nil {
+		tb.Fatal(err)
+	}
 	ev.SetID(id)
-	ev.SetSource("/test/broker")
-	ev.SetType(events.TypeRequest)
-	ev.SetExtension(events.ExtMethod, data.Method)
-	ev.SetData(cloudevents.ApplicationJSON, data)
 	return ev
 }
 

@@ -9,7 +9,7 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 	servingv1 "knative.dev/serving/pkg/apis/serving/v1"
 
-	"github.com/ska-telescope/skao-staging-service/lib/config"
+	"github.com/ska-telescope/skao-staging-service/lib/methods"
 )
 
 // Knative Eventing's Go module cannot be fetched here, so its objects are
@@ -148,14 +148,12 @@ func checkEventing(t testing.TB, src string, objs []object, fn func(string) stri
 			routed[key] = tr.Spec.Subscriber.Ref.Name
 		}
 	}
+	// The method registry says which methods events may ask for (all but
+	// those that stream to a client) and which function runs each.
 	want := map[string]string{"io.rucio.transfer-done/": fn("stage")}
-	for _, m := range config.AllMethods {
-		switch m {
-		case "direct_download": // streams to a client; events cannot ask for it
-		case "jupyter_copy":
-			want["org.skao.staging.request/"+m] = fn("jupyter")
-		default:
-			want["org.skao.staging.request/"+m] = fn("stage")
+	for _, m := range methods.All(methods.Env{}) {
+		if t := m.Traits(); !t.Streams {
+			want["org.skao.staging.request/"+m.Name()] = fn(t.Function)
 		}
 	}
 	for key, svc := range want {

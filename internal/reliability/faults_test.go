@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/ska-telescope/skao-staging-service/internal/cetest"
 	"io"
 	"net/http"
 	"os"
@@ -20,8 +21,8 @@ import (
 	cehttp "github.com/cloudevents/sdk-go/v2/protocol/http"
 
 	"github.com/ska-telescope/skao-staging-service/internal/testenv"
-	staging "github.com/ska-telescope/skao-staging-service/lib"
 	"github.com/ska-telescope/skao-staging-service/lib/events"
+	"github.com/ska-telescope/skao-staging-service/lib/staging"
 )
 
 // TestKilledMidCopy kills a function (SIGKILL) in the middle of a large
@@ -59,9 +60,13 @@ func TestKilledMidCopy(t *testing.T) {
 
 	restarted := time.Now()
 	p.Restart()
-	testenv.WaitFor(t, 30*time.Second, "the sweep to remove "+left[0], func() bool { return len(testenv.Temps(s.Target, ".skao-staging-")) == 0 })
+	// The sweep removes the temporary file, then records the operation.
+	var ops []staging.Operation
+	testenv.WaitFor(t, 30*time.Second, "the sweep to remove "+left[0]+" and record the operation", func() bool {
+		ops = s.operations(t)
+		return len(testenv.Temps(s.Target, ".skao-staging-")) == 0 && len(ops) == 1 && ops[0].Status.Finished()
+	})
 	swept := time.Since(restarted)
-	ops := s.operations(t)
 	if len(ops) != 1 || ops[0].Status != staging.StatusFailed || !strings.HasPrefix(ops[0].ErrorReason, "Interrupted") {
 		t.Fatalf("the killed operation is recorded as %+v", ops)
 	}
@@ -331,7 +336,7 @@ func TestDatabaseStoppedDuringLoad(t *testing.T) {
 			// once it was back; a retry finds the data there.
 			late++
 			r := call(client, http.MethodPost, stageURL(procs[0].URL, "local_copy", "alice"), stageBody(x.src, x.dst))
-			if r.Status != 200 || r.str("message") != "Data already available at "+s.userPath("alice", x.dst) {
+			if r.Status != 200 || r.str("message") != "Data already available at "+x.dst {
 				t.Errorf("%s: retry after a late record: %v", x.dst, r)
 			}
 			continue
@@ -461,14 +466,8 @@ func TestEventDeliveredFiveTimes(t *testing.T) {
 		return hr.StatusCode, reply.ID() + " " + reply.Type() + " " + d.ID + " " + d.Message
 	}
 	newEvent := func(id, src string) cloudevents.Event {
-		ev := cloudevents.NewEvent()
-		ev.SetID(id)
-		ev.SetSource("/test/broker")
-		ev.SetType(events.TypeRequest)
-		ev.SetExtension(events.ExtMethod, "local_copy")
-		ev.SetData(cloudevents.ApplicationJSON, events.RequestData{Method: "local_copy", Username: "alice",
-			LocalPathOnStorage: src, RelativePath: "from-event.bin"})
-		return ev
+		return cetest.RequestEvent(t, id, staging.Request{Method: "local_copy", Username: "alice",
+			Source: src, Target: "from-event.bin"})
 	}
 	for _, c := range []struct {
 		name, id, src string

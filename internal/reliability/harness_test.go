@@ -21,7 +21,7 @@ import (
 	"time"
 
 	"github.com/ska-telescope/skao-staging-service/internal/testenv"
-	staging "github.com/ska-telescope/skao-staging-service/lib"
+	"github.com/ska-telescope/skao-staging-service/lib/staging"
 	"github.com/ska-telescope/skao-staging-service/lib/store"
 )
 

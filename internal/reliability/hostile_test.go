@@ -52,7 +52,8 @@ func TestTraversal(t *testing.T) {
 
 	long := strings.Repeat("n", 300)
 	deep := strings.Repeat("d/", 2100) + "x"       // longer than PATH_MAX
-	deepInside := strings.Repeat("d/", 1000) + "x" // os.Root walks it level by level
+	deepInside := strings.Repeat("d/", 1000) + "x" // deeper than MAX_PATH_DEPTH (64)
+	deepEnough := strings.Repeat("d/", 60) + "x"   // within it: os.Root walks it level by level
 	const refused, contained = 0, 200
 	cases := []struct {
 		name, user, src, dst string
@@ -68,9 +69,9 @@ func TestTraversal(t *testing.T) {
 		{"absolute symlink in the source", "alice", "absout", "x", 403},
 		{"nested symlink out of the source", "alice", "obs/up", "x", 403},
 		{"percent-encoded dot-dot in the body", "alice", "%2e%2e/outside/secret", "x", 400},
-		{"NUL in the source", "alice", "obs/a.txt\x00/../../../outside/secret", "x", 400},
-		{"very long source name", "alice", long, "x", 400},
-		{"very deep source path", "alice", deep, "x", 400},
+		{"NUL in the source", "alice", "obs/a.txt\x00/../../../outside/secret", "x", 422},
+		{"very long source name", "alice", long, "x", 422},
+		{"very deep source path", "alice", deep, "x", 422},
 		{"two-dot leader look-alike", "alice", "\u2025/outside/secret", "x", 400},
 		{"fullwidth dots", "alice", "\uff0e\uff0e/outside/secret", "x", 400},
 		{"division slash", "alice", "..\u2215outside\u2215secret", "x", 400},
@@ -81,9 +82,10 @@ func TestTraversal(t *testing.T) {
 		{"absolute symlink in the area", "alice", "obs/a.txt", "abs/x", 403},
 		{"symlink into another user's area", "alice", "obs/a.txt", "bobs/x", 403},
 		{"user area that is a symlink out", "mallory", "obs/a.txt", "x", 403},
-		{"NUL in the target", "alice", "obs/a.txt", "x\x00/../../bob/x", 400},
-		{"very long target name", "alice", "obs/a.txt", long, 400},
-		{"very deep target path", "alice", "obs/a.txt", deepInside, contained},
+		{"NUL in the target", "alice", "obs/a.txt", "x\x00/../../bob/x", 422},
+		{"very long target name", "alice", "obs/a.txt", long, 422},
+		{"very deep target path", "alice", "obs/a.txt", deepInside, 422},
+		{"deep target path within the limit", "alice", "obs/a.txt", deepEnough, contained},
 		{"reserved temporary name", "alice", "obs/a.txt", ".skao-staging-0190b6a1-7e3c-7b3e-8000-000000000000.tmp", 400},
 		{"the area itself", "alice", "obs/a.txt", "sub/..", 400},
 		{"dot-dot username", "..", "obs/a.txt", "x", 422},

@@ -1,8 +1,8 @@
-// Package auth is the optional authentication of callers through JupyterHub
-// (AUTH_MODE=jupyterhub): a staging request must carry a hub token, the hub
-// says whose it is, and only that user or a hub admin may stage into the
-// user's area. Answers are cached briefly; tokens are kept only as hashes
-// and never logged or returned.
+// Package auth establishes who is asking, from the credential a door found
+// (AUTH_MODE): nobody in particular but trusted (none), or the owner of a
+// JupyterHub token (jupyterhub). It only authenticates; what a caller may
+// do is decided by the staging pipeline. Tokens are kept only as hashes and
+// never logged or returned.
 package auth
 
 import (
@@ -14,13 +14,25 @@ import (
 	"sync"
 	"time"
 
-	staging "github.com/ska-telescope/skao-staging-service/lib"
 	"github.com/ska-telescope/skao-staging-service/lib/jupyterhub"
+	"github.com/ska-telescope/skao-staging-service/lib/staging"
 )
 
-// Authorizer checks callers. A nil *Authorizer allows everyone
-// (AUTH_MODE=none).
-type Authorizer struct {
+// Authenticator establishes the caller from a token ("" when the request
+// carried none).
+type Authenticator interface {
+	Caller(ctx context.Context, token string) (staging.Caller, error)
+}
+
+// None is AUTH_MODE=none: one trusted user on a private network, who may
+// act for anyone.
+type None struct{}
+
+func (None) Caller(context.Context, string) (staging.Caller, error) { return staging.Trusted, nil }
+
+// JupyterHub is AUTH_MODE=jupyterhub: the hub says whose a token is; a hub
+// admin may act for anyone. Answers are cached for a while.
+type JupyterHub struct {
 	hub *jupyterhub.Client
 	ttl time.Duration
 	max int
@@ -30,66 +42,47 @@ type Authorizer struct {
 }
 
 type owner struct {
-	name    string
-	admin   bool
+	caller  staging.Caller
 	expires time.Time
 }
 
-// New returns an Authorizer asking hub, caching each token's owner for ttl
-// (30 s when 0).
-func New(hub *jupyterhub.Client, ttl time.Duration) *Authorizer {
+// NewJupyterHub returns an Authenticator asking hub, caching each token's
+// owner for ttl (30 s when 0).
+func NewJupyterHub(hub *jupyterhub.Client, ttl time.Duration) *JupyterHub {
 	if ttl <= 0 {
 		ttl = 30 * time.Second
 	}
-	return &Authorizer{hub: hub, ttl: ttl, max: 4096, cache: map[[32]byte]owner{}}
+	return &JupyterHub{hub: hub, ttl: ttl, max: 4096, cache: map[[32]byte]owner{}}
 }
 
-// Enabled reports whether callers are checked.
-func (a *Authorizer) Enabled() bool { return a != nil }
-
-// Authorize allows the request when token belongs to username or to a hub
-// admin: 401 without a token or with one the hub does not know, 403 for
-// someone else's area, 503 when the hub cannot be asked.
-func (a *Authorizer) Authorize(ctx context.Context, token, username string) error {
-	if a == nil {
-		return nil
-	}
+// Caller is anonymous without a token; a token the hub does not know is
+// Unauthenticated, and a hub that cannot be asked Unavailable.
+func (a *JupyterHub) Caller(ctx context.Context, token string) (staging.Caller, error) {
 	if token == "" {
-		return staging.Errorf(http.StatusUnauthorized, "A JupyterHub token is required: send Authorization: token <token> or jupyter_token")
+		return staging.Caller{}, nil
 	}
-	who, err := a.owner(ctx, token)
-	if err != nil {
-		return err
-	}
-	if who.name != username && !who.admin {
-		return staging.Errorf(http.StatusForbidden, "User %s may not stage data for user %s", who.name, username)
-	}
-	return nil
-}
-
-func (a *Authorizer) owner(ctx context.Context, token string) (owner, error) {
 	key := sha256.Sum256([]byte(token))
 	now := time.Now()
 	a.mu.Lock()
 	o, ok := a.cache[key]
 	a.mu.Unlock()
 	if ok && now.Before(o.expires) {
-		return o, nil
+		return o.caller, nil
 	}
 	u, err := a.hub.Whoami(ctx, token)
 	if err != nil {
 		switch status := jupyterhub.StatusOf(err); {
 		case status == http.StatusUnauthorized || status == http.StatusForbidden:
-			return owner{}, staging.Wrap(http.StatusUnauthorized, "JupyterHub does not accept the token", err)
+			return staging.Caller{}, staging.Wrap(staging.Unauthenticated, "JupyterHub does not accept the token", err)
 		case errors.Is(err, jupyterhub.ErrUnreachable):
-			return owner{}, staging.Wrap(http.StatusServiceUnavailable, "Cannot check the token: JupyterHub is unreachable", err)
+			return staging.Caller{}, staging.Wrap(staging.Unavailable, "Cannot check the token: JupyterHub is unreachable", err)
 		default:
-			return owner{}, staging.Wrap(http.StatusServiceUnavailable, "Cannot check the token with JupyterHub", err)
+			return staging.Caller{}, staging.Wrap(staging.Unavailable, "Cannot check the token with JupyterHub", err)
 		}
 	}
-	o = owner{name: u.Name, admin: u.Admin, expires: now.Add(a.ttl)}
+	c := staging.Caller{Name: u.Name, Admin: u.Admin, Token: token}
 	if u.Kind != "user" {
-		o.name = u.Kind + ":" + u.Name // a service is nobody's user area
+		c.Name = u.Kind + ":" + u.Name // a service is nobody's user area
 	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -104,8 +97,8 @@ func (a *Authorizer) owner(ctx context.Context, token string) (owner, error) {
 			clear(a.cache)
 		}
 	}
-	a.cache[key] = o
-	return o, nil
+	a.cache[key] = owner{caller: c, expires: now.Add(a.ttl)}
+	return c, nil
 }
 
 // Token is the caller's token: the Authorization header ("token <t>" or
@@ -118,13 +111,4 @@ func Token(r *http.Request, fallback string) string {
 		}
 	}
 	return fallback
-}
-
-// ForMode returns the Authorizer for AUTH_MODE: nil (everyone allowed) for
-// "none", one asking hub for "jupyterhub".
-func ForMode(mode string, hub *jupyterhub.Client) *Authorizer {
-	if mode != "jupyterhub" || hub == nil {
-		return nil
-	}
-	return New(hub, 0)
 }

@@ -8,8 +8,9 @@ import (
 	"time"
 
 	"github.com/ska-telescope/skao-staging-service/internal/testenv"
-	staging "github.com/ska-telescope/skao-staging-service/lib"
+	"github.com/ska-telescope/skao-staging-service/lib/httpx"
 	"github.com/ska-telescope/skao-staging-service/lib/jupyterhub"
+	"github.com/ska-telescope/skao-staging-service/lib/staging"
 )
 
 func TestMain(m *testing.M) { testenv.Main(m) }
@@ -34,29 +35,30 @@ func TestToken(t *testing.T) {
 	}
 }
 
-func TestNoneAllowsEveryone(t *testing.T) {
-	var a *Authorizer = ForMode("none", nil)
-	if a.Enabled() || a.Authorize(context.Background(), "", "anyone") != nil {
-		t.Fatal("AUTH_MODE=none refused a request")
+func TestNoneTrustsEveryone(t *testing.T) {
+	c, err := None{}.Caller(context.Background(), "")
+	if err != nil || !c.Admin {
+		t.Fatalf("AUTH_MODE=none: %+v %v, want the trusted caller", c, err)
 	}
 }
 
-// TestAuthorize asks a real hub: the owner and an admin pass, others get
-// 403, unknown tokens 401, and a hub that is down 503 (unless the answer is
-// cached).
-func TestAuthorize(t *testing.T) {
+// TestJupyterHubCaller asks a real hub whose tokens are whose: the owner
+// acts for themselves, an admin for anyone, others are refused by the
+// pipeline's rule; unknown tokens are unauthenticated, and a hub that is
+// down is unavailable (unless the answer is cached).
+func TestJupyterHubCaller(t *testing.T) {
 	hub := testenv.HubFor(t)
 	client, err := jupyterhub.New(hub.URL)
 	if err != nil {
 		t.Fatal(err)
 	}
-	a := ForMode("jupyterhub", client)
+	a := NewJupyterHub(client, 0)
 	owner, admin, other := hub.NewHubUser(t, "owner", false), hub.NewHubUser(t, "boss", true), hub.NewHubUser(t, "other", false)
 	ownerTok, adminTok, otherTok := hub.UserToken(t, owner), hub.UserToken(t, admin), hub.UserToken(t, other)
 	ctx := context.Background()
 	for _, tc := range []struct {
 		name, token string
-		status      int
+		status      int // of authenticating, then of acting for owner
 	}{
 		{"owner", ownerTok, 0},
 		{"admin", adminTok, 0},
@@ -65,10 +67,13 @@ func TestAuthorize(t *testing.T) {
 		{"unknown token", "0123456789abcdef", http.StatusUnauthorized},
 		{"service token (no user)", hub.Token, http.StatusForbidden},
 	} {
-		err := a.Authorize(ctx, tc.token, owner)
+		c, err := a.Caller(ctx, tc.token)
+		if err == nil {
+			err = staging.AuthorizeRead(c, owner)
+		}
 		status := 0
 		if err != nil {
-			status, _ = staging.StatusOf(err)
+			status, _ = httpx.Status(err)
 		}
 		if status != tc.status {
 			t.Errorf("%s: status %d (%v), want %d", tc.name, status, err, tc.status)
@@ -78,11 +83,11 @@ func TestAuthorize(t *testing.T) {
 		}
 	}
 	hub.Stop()
-	if err := a.Authorize(ctx, ownerTok, owner); err != nil {
-		t.Errorf("cached owner refused while the hub is down: %v", err)
+	if c, err := a.Caller(ctx, ownerTok); err != nil || c.Name != owner || c.Token != ownerTok {
+		t.Errorf("cached owner while the hub is down: %+v %v", c, err)
 	}
-	fresh := New(client, time.Minute)
-	if status, _ := staging.StatusOf(fresh.Authorize(ctx, ownerTok, owner)); status != http.StatusServiceUnavailable {
-		t.Errorf("hub down: status %d, want 503", status)
+	fresh := NewJupyterHub(client, time.Minute)
+	if _, err := fresh.Caller(ctx, ownerTok); func() int { s, _ := httpx.Status(err); return s }() != http.StatusServiceUnavailable {
+		t.Errorf("hub down: %v, want 503", err)
 	}
 }

@@ -10,16 +10,13 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/ska-telescope/skao-staging-service/lib/logging"
 )
-
-// AllMethods are the staging methods the service knows, in the order the
-// earlier service listed them; ALLOWED_METHODS defaults to all of them.
-var AllMethods = []string{"local_copy", "local_symlink", "direct_download", "jupyter_copy"}
 
 // Owner says who owns staged files: nobody in particular (the service's own
 // user), the requesting user looked up by name, or a fixed uid:gid.
@@ -33,9 +30,9 @@ type Owner struct {
 type Config struct {
 	Port               int           // PORT, default 8080 (Knative's)
 	Host               string        // HOST: address to listen on, default all interfaces
-	SourceStoragePath  string        // SOURCE_STORAGE_PATH, required
-	TargetStoragePath  string        // TARGET_STORAGE_PATH, required
-	AllowedMethods     []string      // ALLOWED_METHODS: JSON list or comma-separated
+	SourceStoragePath  string        // SOURCE_STORAGE_PATH, required by the functions that stage
+	TargetStoragePath  string        // TARGET_STORAGE_PATH, required by the functions that stage
+	AllowedMethods     []string      // ALLOWED_METHODS: JSON list or comma-separated; empty allows every method
 	LogLevel           slog.Level    // LOGGING_LEVEL: DEBUG, INFO, WARNING, ERROR
 	LogToStore         bool          // LOG_TO_STORE: also write log records to the store, default true
 	LogRetention       time.Duration // LOG_RETENTION: how long the store keeps log records, default 168h
@@ -59,6 +56,8 @@ type Config struct {
 	RucioRSERoot       string        // RUCIO_RSE_ROOT: where the RSE is mounted, default SOURCE_STORAGE_PATH
 	RucioRSEPrefix     string        // RUCIO_RSE_PREFIX: replica URL prefix that stands for RUCIO_RSE_ROOT
 	PendingTTL         time.Duration // PENDING_TTL: how long a request waits for its replica, default 168h
+	HandoffTimeout     time.Duration // HANDOFF_TIMEOUT: how long an async request may wait to be picked up, default 15m
+	MaxPathDepth       int           // MAX_PATH_DEPTH: most folders in a request's path, default 64
 }
 
 // DefaultDatabaseURL is the embedded SQLite used when DATABASE_URL is unset.
@@ -120,7 +119,7 @@ func Load(lookup func(string) (string, bool)) (*Config, error) {
 		dst  *string
 	}{{"SOURCE_STORAGE_PATH", &c.SourceStoragePath}, {"TARGET_STORAGE_PATH", &c.TargetStoragePath}} {
 		if *p.dst == "" {
-			return nil, fmt.Errorf("%s is required", p.name)
+			continue // required by the functions that stage, when they open the storage
 		}
 		abs, err := filepath.Abs(*p.dst)
 		if err != nil {
@@ -131,9 +130,17 @@ func Load(lookup func(string) (string, bool)) (*Config, error) {
 	if c.PendingTTL, err = time.ParseDuration(get("PENDING_TTL", "168h")); err != nil || c.PendingTTL < 100*time.Millisecond {
 		return nil, fmt.Errorf("PENDING_TTL: %q is not a duration of at least 100ms, such as 168h", get("PENDING_TTL", ""))
 	}
-	c.RucioRSERoot = filepath.Clean(get("RUCIO_RSE_ROOT", c.SourceStoragePath))
-	if rel, err := filepath.Rel(c.SourceStoragePath, c.RucioRSERoot); err != nil || !filepath.IsAbs(c.RucioRSERoot) || !filepath.IsLocal(rel) {
-		return nil, fmt.Errorf("RUCIO_RSE_ROOT: %q must be an absolute path under SOURCE_STORAGE_PATH", c.RucioRSERoot)
+	if c.HandoffTimeout, err = time.ParseDuration(get("HANDOFF_TIMEOUT", "15m")); err != nil || c.HandoffTimeout < time.Second {
+		return nil, fmt.Errorf("HANDOFF_TIMEOUT: %q is not a duration of at least 1s, such as 15m", get("HANDOFF_TIMEOUT", ""))
+	}
+	if c.MaxPathDepth, err = intVar("MAX_PATH_DEPTH", get("MAX_PATH_DEPTH", "64"), 1, 2048); err != nil {
+		return nil, err
+	}
+	if c.SourceStoragePath != "" {
+		c.RucioRSERoot = filepath.Clean(get("RUCIO_RSE_ROOT", c.SourceStoragePath))
+		if rel, err := filepath.Rel(c.SourceStoragePath, c.RucioRSERoot); err != nil || !filepath.IsAbs(c.RucioRSERoot) || !filepath.IsLocal(rel) {
+			return nil, fmt.Errorf("RUCIO_RSE_ROOT: %q must be an absolute path under SOURCE_STORAGE_PATH", c.RucioRSERoot)
+		}
 	}
 	if c.AllowedMethods, err = parseMethods(get("ALLOWED_METHODS", "")); err != nil {
 		return nil, err
@@ -177,20 +184,14 @@ func Load(lookup func(string) (string, bool)) (*Config, error) {
 	return c, nil
 }
 
-// Allowed reports whether method is in ALLOWED_METHODS.
-func (c *Config) Allowed(method string) bool {
-	for _, m := range c.AllowedMethods {
-		if m == method {
-			return true
-		}
-	}
-	return false
-}
+// methodName is what a method's name looks like.
+var methodName = regexp.MustCompile(`^[a-z][a-z0-9_]{0,63}$`)
 
-// parseMethods accepts the Helm values' JSON list or a comma-separated list.
+// parseMethods accepts the Helm values' JSON list or a comma-separated list
+// of method names; which names exist is the method registry's to say.
 func parseMethods(v string) ([]string, error) {
 	if v == "" {
-		return append([]string(nil), AllMethods...), nil
+		return nil, nil
 	}
 	var list []string
 	if strings.HasPrefix(v, "[") {
@@ -208,12 +209,8 @@ func parseMethods(v string) ([]string, error) {
 	seen := map[string]bool{}
 	out := list[:0]
 	for _, m := range list {
-		known := false
-		for _, k := range AllMethods {
-			known = known || k == m
-		}
-		if !known {
-			return nil, fmt.Errorf("ALLOWED_METHODS: unknown method %q (known: %s)", m, strings.Join(AllMethods, ", "))
+		if !methodName.MatchString(m) {
+			return nil, fmt.Errorf("ALLOWED_METHODS: %q is not a method name such as local_copy", m)
 		}
 		if !seen[m] {
 			seen[m] = true

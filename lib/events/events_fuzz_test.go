@@ -11,15 +11,16 @@ import (
 
 	cehttp "github.com/cloudevents/sdk-go/v2/protocol/http"
 
-	staging "github.com/ska-telescope/skao-staging-service/lib"
+	"github.com/ska-telescope/skao-staging-service/lib/staging"
 )
 
-// FuzzDecode delivers arbitrary events, in binary mode (ce-* headers) or in
-// structured mode (the whole event as the body), as a Knative Trigger would,
-// and checks that Decode either refuses them with a 4xx and a detail, so a
-// broker does not retry, or returns a request carrying exactly the event's
-// data, keyed by its source and id.
-func FuzzDecode(f *testing.F) {
+// FuzzDecodeRequest delivers arbitrary events, in binary mode (ce-*
+// headers) or in structured mode (the whole event as the body), as a
+// Knative Trigger would, and checks that DecodeRequest either refuses them
+// with a client error and a detail, so a broker does not retry, or returns
+// a request carrying exactly the event's data, keyed by its source and id;
+// and that encoding that request again gives the same request back.
+func FuzzDecodeRequest(f *testing.F) {
 	data := `{"method":"local_copy","username":"alice","local_path_on_storage":"a/b","relative_path":"c"}`
 	f.Add(false, "42", "/rucio/rse/SITE", TypeRequest, "local_copy", "application/json", []byte(data))
 	f.Add(false, "1", "/s", TypeRequest, "", "application/json", []byte(`{"method":"local_copy","operation_id":"x"}`))
@@ -54,23 +55,30 @@ func FuzzDecode(f *testing.F) {
 		if err != nil {
 			return // the Receiver answers 422 "Not a valid CloudEvent"
 		}
-		req, err := Decode(ev)
+		req, err := DecodeRequest(ev)
 		if err != nil {
 			var se *staging.Error
-			if !errors.As(err, &se) || se.Status < 400 || se.Status >= 500 || se.Detail == "" {
-				t.Fatalf("Decode: %v (%T): want a 4xx *staging.Error with a detail", err, err)
+			if !errors.As(err, &se) || se.Kind.Transient() || se.Detail == "" {
+				t.Fatalf("DecodeRequest: %v (%T): want a client error with a detail", err, err)
 			}
 			return
 		}
-		if ev.Type() != TypeRequest || req.Method == "" {
-			t.Fatalf("accepted type %q with method %q", ev.Type(), req.Method)
+		if ev.Type() != TypeRequest {
+			t.Fatalf("accepted type %q", ev.Type())
 		}
-		var d RequestData
-		if err := json.Unmarshal(ev.Data(), &d); err != nil && ev.DataContentType() == "application/json" {
+		var d struct {
+			Method      string `json:"method"`
+			Username    string `json:"username"`
+			Source      string `json:"local_path_on_storage"`
+			Target      string `json:"relative_path"`
+			DID         string `json:"did"`
+			OperationID string `json:"operation_id"`
+		}
+		if err := json.Unmarshal(ev.Data(), &d); err != nil {
 			t.Fatalf("accepted data that is not JSON: %q", ev.Data())
 		}
-		if err == nil && (req.Method != d.Method || req.Username != d.Username || req.Source != d.LocalPathOnStorage ||
-			req.Target != d.RelativePath || req.DID != d.DID || req.OperationID != d.OperationID) {
+		if req.Method != d.Method || req.Username != d.Username || req.Source != d.Source ||
+			req.Target != d.Target || req.DID != d.DID || req.OperationID != d.OperationID {
 			t.Fatalf("request %+v does not carry the event data %+v", req, d)
 		}
 		if x, ok := ev.Extensions()[ExtMethod]; ok && fmt.Sprint(x) != req.Method {
@@ -79,12 +87,14 @@ func FuzzDecode(f *testing.F) {
 		if req.EventSource != ev.Source() || req.EventID != ev.ID() {
 			t.Fatalf("request keyed by %q/%q, event is %q/%q", req.EventSource, req.EventID, ev.Source(), ev.ID())
 		}
-		wantKey := staging.EventKey(ev.Source(), ev.ID())
-		if req.OperationID != "" {
-			wantKey = ""
+		again, err := NewRequest("/again", &req)
+		if err != nil {
+			t.Fatalf("NewRequest: %v", err)
 		}
-		if req.EventKey != wantKey {
-			t.Fatalf("event key %q, want %q", req.EventKey, wantKey)
+		back, err := DecodeRequest(&again)
+		back.EventSource, back.EventID = req.EventSource, req.EventID
+		if err != nil || back != req {
+			t.Fatalf("round trip: %+v %v, want %+v", back, err, req)
 		}
 	})
 }

@@ -1,7 +1,10 @@
-// Package function assembles what every function of the service starts
-// with, so each functions/<name>/main.go only registers its methods and
-// mounts its handlers: configuration, logger, storage, store, the staging
-// pipeline, the start-up sweep, and the Knative server.
+// Package function assembles what the service's functions start with, so
+// each functions/<name>/main.go only wires its doors: configuration,
+// logger, telemetry and store for every function; storage and the staging
+// pipeline for the functions that stage; then the Knative server, the
+// background work (the sweep of dead operations, log pruning) and an
+// orderly shutdown. It knows no concrete staging method: a function hands
+// it the list of methods.
 package function
 
 import (
@@ -12,13 +15,19 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"os"
+	"slices"
+	"strings"
 	"time"
 
-	staging "github.com/ska-telescope/skao-staging-service/lib"
+	"github.com/ska-telescope/skao-staging-service/lib/auth"
 	"github.com/ska-telescope/skao-staging-service/lib/config"
+	"github.com/ska-telescope/skao-staging-service/lib/events"
+	"github.com/ska-telescope/skao-staging-service/lib/jupyterhub"
 	"github.com/ska-telescope/skao-staging-service/lib/logging"
 	"github.com/ska-telescope/skao-staging-service/lib/methods"
+	"github.com/ska-telescope/skao-staging-service/lib/rucio"
 	"github.com/ska-telescope/skao-staging-service/lib/server"
+	"github.com/ska-telescope/skao-staging-service/lib/staging"
 	"github.com/ska-telescope/skao-staging-service/lib/storage"
 	"github.com/ska-telescope/skao-staging-service/lib/store"
 	"github.com/ska-telescope/skao-staging-service/lib/telemetry"
@@ -26,40 +35,39 @@ import (
 
 // Function is one running function's shared parts.
 type Function struct {
-	Name    string
-	Config  *config.Config
-	Logger  *slog.Logger
+	Name   string
+	Source string // the CloudEvents source of what it sends: /skao/staging/<name>
+	Config *config.Config
+	Logger *slog.Logger
+	Store  *store.Store
+	// Storage, Service and Sender are set for functions that stage, for functions that stage.
 	Storage *storage.Storage
-	Store   *store.Store
 	Service *staging.Service
-	Options methods.Options
+	Sender  *events.Sender // K_SINK; nil when unset
 
 	background []func(ctx context.Context)
+	closers    []func() error
 	logs       *logging.Writer // the log store's writer; nil with LOG_TO_STORE=false
 	telemetry  *telemetry.Telemetry
-}
-
-// OperationAlive reports whether an operation may still be running on some
-// replica: it exists, is not finished, and its heartbeat is within the
-// lease. A store error counts as alive, so nothing is removed in doubt.
-func (f *Function) OperationAlive(ctx context.Context, id string) bool {
-	op, err := f.Store.Get(ctx, id)
-	if errors.Is(err, staging.ErrNotFound) {
-		return false
-	}
-	return err != nil || f.Service.Alive(op)
 }
 
 // Go runs fn in the background while the function serves; its context ends
 // when the function shuts down.
 func (f *Function) Go(fn func(ctx context.Context)) { f.background = append(f.background, fn) }
 
-// Setup reads the configuration and opens storage and store. Errors name
-// what is wrong, for the start-up log.
-func Setup(ctx context.Context, name string) (*Function, error) {
+// Setup reads the configuration and opens the store; with all, it then
+// sets up staging with those methods (see setupStaging), its configuration
+// checked before anything is opened. Errors name what is wrong, for the
+// start-up log.
+func Setup(ctx context.Context, name string, all func(methods.Env) []staging.Method) (*Function, error) {
 	cfg, err := config.FromEnv()
 	if err != nil {
 		return nil, fmt.Errorf("configuration: %w", err)
+	}
+	if all != nil {
+		if err := checkStaging(cfg, all); err != nil {
+			return nil, fmt.Errorf("configuration: %w", err)
+		}
 	}
 	// Until the store is open, records go to stdout only.
 	logger := slog.New(logging.New(os.Stdout, logging.Options{Level: cfg.LogLevel, Function: name}))
@@ -68,13 +76,8 @@ func Setup(ctx context.Context, name string) (*Function, error) {
 	if err != nil {
 		return nil, fmt.Errorf("telemetry: %w", err)
 	}
-	st, err := storage.Open(cfg.SourceStoragePath, cfg.TargetStoragePath)
-	if err != nil {
-		return nil, err
-	}
 	db, err := store.Open(ctx, cfg.DatabaseURL)
 	if err != nil {
-		st.Close()
 		return nil, fmt.Errorf("DATABASE_URL: %w", err)
 	}
 	var logs *logging.Writer
@@ -83,24 +86,103 @@ func Setup(ctx context.Context, name string) (*Function, error) {
 		logger = slog.New(logging.New(os.Stdout, logging.Options{Level: cfg.LogLevel, Function: name, Store: logs}))
 		slog.SetDefault(logger)
 	}
-	f := &Function{Name: name, Config: cfg, Logger: logger, Storage: st, Store: db,
-		Options: methods.OptionsFrom(cfg), logs: logs, telemetry: tel}
-	f.Service = &staging.Service{Store: telemetry.TraceStore(db, dbSystem(db.Dialect())), Allowed: cfg.Allowed,
-		Logger: logger, Lease: cfg.OperationLease}
-	f.Service.Cleanup = methods.TempCleaner(st, logger)
+	f := &Function{Name: name, Source: "/skao/staging/" + name, Config: cfg, Logger: logger, Store: db,
+		logs: logs, telemetry: tel}
+	if all != nil {
+		if _, err := f.setupStaging(all); err != nil {
+			db.Close()
+			return nil, err
+		}
+	}
 	return f, nil
 }
 
-// Serve runs handler on $PORT until SIGTERM, sweeping leftovers of dead
-// replicas in the background, then drains and closes everything.
-func (f *Function) Serve(handler http.Handler) error {
-	sweepCtx, stopSweep := context.WithCancel(context.Background())
-	go methods.Janitor(sweepCtx, f.Service, f.Logger)
-	go f.pruneLogs(sweepCtx)
-	for _, run := range f.background {
-		go run(sweepCtx)
+// checkStaging checks what staging needs of the configuration: the two
+// storage roots, and ALLOWED_METHODS naming methods of the registry.
+func checkStaging(c *config.Config, all func(methods.Env) []staging.Method) error {
+	if c.SourceStoragePath == "" || c.TargetStoragePath == "" {
+		return errors.New("SOURCE_STORAGE_PATH and TARGET_STORAGE_PATH are required")
 	}
-	err := server.Run(server.Options{
+	var names []string
+	for _, m := range all(methods.Env{}) {
+		names = append(names, m.Name())
+	}
+	for _, m := range c.AllowedMethods {
+		if !slices.Contains(names, m) {
+			return fmt.Errorf("ALLOWED_METHODS: unknown method %q (known: %s)", m, strings.Join(names, ", "))
+		}
+	}
+	return nil
+}
+
+// setupStaging opens the storage and builds the staging pipeline with every
+// method all returns: those whose traits name this function run here, the
+// others are handed to the function that runs them when its URL is
+// configured. Async requests go to K_SINK when a SinkBinding set it.
+func (f *Function) setupStaging(all func(methods.Env) []staging.Method) (*staging.Service, error) {
+	c := f.Config
+	st, err := storage.Open(c.SourceStoragePath, c.TargetStoragePath)
+	if err != nil {
+		return nil, err
+	}
+	f.Storage = st
+	f.closers = append(f.closers, st.Close)
+	svc := &staging.Service{
+		Store:          telemetry.TraceStore(f.Store, dbSystem(f.Store.Dialect())),
+		Function:       f.Name,
+		Peers:          map[string]staging.Peer{},
+		Logger:         f.Logger,
+		Lease:          c.OperationLease,
+		HandoffTimeout: c.HandoffTimeout,
+		PendingTTL:     c.PendingTTL,
+		MaxPathDepth:   c.MaxPathDepth,
+	}
+	env := methods.Env{Storage: st, Logger: f.Logger, Alive: svc.Alive, Options: methods.Options{
+		FileMode: c.StagedFileMode, DirMode: c.StagedDirMode, Workers: c.CopyWorkers, SymlinkTargetRoot: c.SymlinkTargetRoot,
+		Owner: methods.Owner{ByName: c.StagedOwner.Mode == "user", Fixed: c.StagedOwner.Mode == "ids",
+			UID: c.StagedOwner.UID, GID: c.StagedOwner.GID}}}
+	if c.JupyterHubURL != "" {
+		hub, err := jupyterhub.New(c.JupyterHubURL)
+		if err != nil {
+			return nil, err
+		}
+		env.Jupyter = methods.Jupyter{Hub: hub, ServiceToken: c.JupyterHubAPIToken, StartTimeout: c.JupyterHubStart}
+	}
+	for _, m := range all(env) {
+		svc.Register(m)
+	}
+	if len(c.AllowedMethods) > 0 {
+		svc.Allowed = func(m string) bool { return slices.Contains(c.AllowedMethods, m) }
+	}
+	for name, url := range map[string]string{"jupyter": c.JupyterFunctionURL} {
+		if url != "" && name != f.Name {
+			svc.Peers[name] = events.Peer{Name: name, URL: url, Source: f.Source}
+		}
+	}
+	if c.Sink != "" {
+		sender, err := events.NewSender(c.Sink, f.Source, f.Logger)
+		if err != nil {
+			return nil, err
+		}
+		f.Sender, svc.Handoff, svc.Notifier = sender, sender, sender
+	}
+	if c.RucioRSE != "" {
+		svc.DIDs = &rucio.RSE{Name: c.RucioRSE, Root: c.RucioRSERoot, Prefix: c.RucioRSEPrefix, Storage: st}
+	}
+	f.Service = svc
+	f.Go(svc.Sweeper)
+	return svc, nil
+}
+
+// Serve runs handler on $PORT until SIGTERM, with the background work, then
+// drains and closes everything.
+func (f *Function) Serve(handler http.Handler) error {
+	bgCtx, stopBackground := context.WithCancel(context.Background())
+	go f.pruneLogs(bgCtx)
+	for _, run := range f.background {
+		go run(bgCtx)
+	}
+	return server.Run(server.Options{
 		Host:        f.Config.Host,
 		Port:        f.Config.Port,
 		ReadTimeout: f.Config.ReadTimeout,
@@ -108,8 +190,12 @@ func (f *Function) Serve(handler http.Handler) error {
 		Logger:      f.Logger,
 		Ready:       f.Store.Ping,
 		Shutdown: func(ctx context.Context) {
-			stopSweep()
-			f.Service.Wait()
+			stopBackground()
+			if f.Service != nil {
+				if err := f.Service.Shutdown(ctx); err != nil {
+					f.Logger.Warn("shut down", "error", err)
+				}
+			}
 			if f.logs != nil {
 				if err := f.logs.Close(ctx); err != nil {
 					f.Logger.Warn("flush log records", "error", err)
@@ -119,10 +205,11 @@ func (f *Function) Serve(handler http.Handler) error {
 				f.Logger.Warn("flush telemetry", "error", err)
 			}
 			f.Store.Close()
-			f.Storage.Close()
+			for _, close := range f.closers {
+				close()
+			}
 		},
 	})
-	return err
 }
 
 // pruneLogs deletes log records older than LOG_RETENTION, soon after start
@@ -155,10 +242,19 @@ func dbSystem(dialect string) string {
 	return dialect
 }
 
-// Main runs a function built by build and exits non-zero on failure.
-func Main(name string, build func(f *Function) (http.Handler, error)) {
+// Main runs a function that does not stage, built by build, and exits
+// non-zero on failure.
+func Main(name string, build func(f *Function) (http.Handler, error)) { run(name, nil, build) }
+
+// MainStaging runs a function that stages with the methods all returns
+// (f.Service is ready when build runs), and exits non-zero on failure.
+func MainStaging(name string, all func(methods.Env) []staging.Method, build func(f *Function) (http.Handler, error)) {
+	run(name, all, build)
+}
+
+func run(name string, all func(methods.Env) []staging.Method, build func(f *Function) (http.Handler, error)) {
 	start := time.Now()
-	f, err := Setup(context.Background(), name)
+	f, err := Setup(context.Background(), name, all)
 	if err != nil {
 		slog.Error("start-up failed", "function", name, "error", err)
 		os.Exit(1)
@@ -173,4 +269,16 @@ func Main(name string, build func(f *Function) (http.Handler, error)) {
 		f.Logger.Error("server failed", "error", err)
 		os.Exit(1)
 	}
+}
+
+// Authenticator is the check of callers AUTH_MODE asks for.
+func (f *Function) Authenticator() (auth.Authenticator, error) {
+	if f.Config.AuthMode != "jupyterhub" {
+		return auth.None{}, nil
+	}
+	hub, err := jupyterhub.New(f.Config.JupyterHubURL)
+	if err != nil {
+		return nil, err
+	}
+	return auth.NewJupyterHub(hub, 0), nil
 }

@@ -1,17 +1,21 @@
 // Package httpx holds the small HTTP helpers every function's doors share:
-// JSON answers, {"detail": ...} errors, and routes that answer 404 and 405
-// in JSON like the rest of the API.
+// the mapping of the domain's error kinds to HTTP statuses, JSON answers,
+// {"detail": ...} errors, and routes that answer 404 and 405 in JSON like
+// the rest of the API.
 package httpx
 
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
+	"io"
 	"net/http"
 	"os"
+	"reflect"
 	"sort"
 	"strings"
 
-	staging "github.com/ska-telescope/skao-staging-service/lib"
+	"github.com/ska-telescope/skao-staging-service/lib/staging"
 )
 
 // MaxBody is the largest request body accepted (413 above).
@@ -29,9 +33,55 @@ type Detail struct {
 	Detail string `json:"detail"`
 }
 
-// Error writes err as {"detail": ...} with its status.
+// statuses are the HTTP statuses of the domain's error kinds.
+var statuses = map[staging.Kind]int{
+	staging.Internal:            http.StatusInternalServerError,
+	staging.Invalid:             http.StatusUnprocessableEntity,
+	staging.Rejected:            http.StatusBadRequest,
+	staging.Unauthenticated:     http.StatusUnauthorized,
+	staging.Forbidden:           http.StatusForbidden,
+	staging.NotFound:            http.StatusNotFound,
+	staging.Conflict:            http.StatusConflict,
+	staging.TooLarge:            http.StatusRequestEntityTooLarge,
+	staging.TooMany:             http.StatusTooManyRequests,
+	staging.ClientTimeout:       http.StatusRequestTimeout,
+	staging.Canceled:            499, // nginx's "client closed request": the client is gone anyway
+	staging.Unavailable:         http.StatusServiceUnavailable,
+	staging.Upstream:            http.StatusBadGateway,
+	staging.UpstreamTimeout:     http.StatusGatewayTimeout,
+	staging.InsufficientStorage: http.StatusInsufficientStorage,
+}
+
+// Status is the HTTP status of err and the detail a client may see.
+func Status(err error) (int, string) {
+	kind, detail := staging.KindOf(err)
+	if status, ok := statuses[kind]; ok {
+		return status, detail
+	}
+	return http.StatusInternalServerError, detail
+}
+
+// KindOfStatus is the kind of failure an HTTP status stands for, so an
+// answer relayed from another function keeps its kind.
+func KindOfStatus(status int) staging.Kind {
+	for kind, s := range statuses {
+		if s == status {
+			return kind
+		}
+	}
+	if status >= 400 && status < 500 {
+		return staging.Rejected
+	}
+	return staging.Upstream
+}
+
+// Error writes err as {"detail": ...} with its status; a client asked to
+// come back later is told when (Retry-After).
 func Error(w http.ResponseWriter, err error) {
-	status, detail := staging.StatusOf(err)
+	status, detail := Status(err)
+	if status == http.StatusTooManyRequests || status == http.StatusServiceUnavailable {
+		w.Header().Set("Retry-After", "1")
+	}
 	JSON(w, status, Detail{detail})
 }
 
@@ -43,15 +93,51 @@ func DecodeJSON(w http.ResponseWriter, r *http.Request, v any) error {
 	if err := json.NewDecoder(body).Decode(v); err != nil {
 		var tooBig *http.MaxBytesError
 		if errors.As(err, &tooBig) {
-			return staging.Errorf(http.StatusRequestEntityTooLarge, "Request body is larger than %d bytes", MaxBody)
+			return staging.Errorf(staging.TooLarge, "Request body is larger than %d bytes", MaxBody)
 		}
 		if errors.Is(err, os.ErrDeadlineExceeded) {
 			// The server's READ_TIMEOUT passed: the client was too slow.
-			return staging.Wrap(http.StatusRequestTimeout, "Request body not received in time", err)
+			return staging.Wrap(staging.ClientTimeout, "Request body not received in time", err)
 		}
-		return staging.Wrap(http.StatusUnprocessableEntity, "Malformed JSON body: "+err.Error(), err)
+		return staging.Wrap(staging.Invalid, "Malformed JSON body: "+jsonProblem(err), err)
 	}
 	return nil
+}
+
+// jsonProblem says what is wrong with a JSON body in the client's terms,
+// without the decoder's internal names.
+func jsonProblem(err error) string {
+	var syntax *json.SyntaxError
+	var typ *json.UnmarshalTypeError
+	switch {
+	case errors.As(err, &syntax):
+		return fmt.Sprintf("invalid JSON at byte %d", syntax.Offset)
+	case errors.As(err, &typ) && typ.Field != "":
+		return fmt.Sprintf("%s must be %s, not %s", typ.Field, jsonType(typ.Type), typ.Value)
+	case errors.As(err, &typ):
+		return fmt.Sprintf("the body must be %s, not %s", jsonType(typ.Type), typ.Value)
+	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
+		return "the body ends too early"
+	}
+	return "not JSON of the expected shape"
+}
+
+// jsonType names a Go type as JSON calls it.
+func jsonType(t reflect.Type) string {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	switch t.Kind() {
+	case reflect.String:
+		return "a string"
+	case reflect.Slice, reflect.Array:
+		return "an array"
+	case reflect.Map, reflect.Struct:
+		return "an object"
+	case reflect.Bool:
+		return "true or false"
+	}
+	return "a number"
 }
 
 // Mux is an http.ServeMux whose unknown routes and wrong methods answer in

@@ -10,7 +10,7 @@ import (
 	"strings"
 	"testing"
 
-	staging "github.com/ska-telescope/skao-staging-service/lib"
+	"github.com/ska-telescope/skao-staging-service/lib/staging"
 )
 
 // newTestMux registers routes like the stage function's, each answering
@@ -132,9 +132,11 @@ func TestErrorAndJSON(t *testing.T) {
 		status int
 		detail string
 	}{
-		{staging.Errorf(http.StatusConflict, "A different file exists at %s", "/x"), 409, "A different file exists at /x"},
-		{staging.Wrap(http.StatusServiceUnavailable, "Database unavailable", errors.New("dial tcp: refused")), 503, "Database unavailable"},
-		{errors.New("boom"), 500, "Internal error: boom"},
+		{staging.Errorf(staging.Conflict, "A different file exists at %s", "/x"), 409, "A different file exists at /x"},
+		{staging.Wrap(staging.Unavailable, "Database unavailable", errors.New("dial tcp: refused")), 503, "Database unavailable"},
+		{errors.New("open /srv/secret/path: boom"), 500, "Internal error"},
+		{fmt.Errorf("wrapped: %w", staging.Errorf(staging.TooMany, "Too much work in flight")), 429, "Too much work in flight"},
+		{staging.Errorf(staging.Canceled, "Download interrupted"), 499, "Download interrupted"},
 	} {
 		w := httptest.NewRecorder()
 		Error(w, tc.err)
@@ -145,9 +147,36 @@ func TestErrorAndJSON(t *testing.T) {
 		if w.Code != tc.status || body.Detail != tc.detail || w.Header().Get("Content-Type") != "application/json" {
 			t.Errorf("Error(%v) = %d %q, want %d %q", tc.err, w.Code, body.Detail, tc.status, tc.detail)
 		}
-		if strings.Contains(w.Body.String(), "dial tcp") {
+		if retry := w.Header().Get("Retry-After"); (retry != "") != (tc.status == 429 || tc.status == 503) {
+			t.Errorf("Error(%v): Retry-After %q", tc.err, retry)
+		}
+		if strings.Contains(w.Body.String(), "dial tcp") || strings.Contains(w.Body.String(), "/srv/secret") {
 			t.Errorf("the cause leaked into the answer: %s", w.Body)
 		}
+	}
+}
+
+// Every kind has a status of its own, and a status relayed from another
+// function comes back as the same kind.
+func TestKindStatuses(t *testing.T) {
+	seen := map[int]staging.Kind{}
+	for kind, status := range statuses {
+		if other, ok := seen[status]; ok {
+			t.Errorf("kinds %s and %s share status %d", kind, other, status)
+		}
+		seen[status] = kind
+		if got := KindOfStatus(status); got != kind {
+			t.Errorf("KindOfStatus(%d) = %s, want %s", status, got, kind)
+		}
+		if kind.Transient() != (status >= 500 || status == 429) {
+			t.Errorf("%s (%d): Transient() = %v", kind, status, kind.Transient())
+		}
+	}
+	if got := KindOfStatus(418); got != staging.Rejected {
+		t.Errorf("KindOfStatus(418) = %s, want rejected", got)
+	}
+	if got := KindOfStatus(520); got != staging.Upstream {
+		t.Errorf("KindOfStatus(520) = %s, want upstream", got)
 	}
 }
 
@@ -172,8 +201,9 @@ func TestDecodeJSON(t *testing.T) {
 		{name: "truncated", body: `{"method":"local_copy",`, status: 422},
 		{name: "not JSON", body: `method=local_copy`, status: 422},
 		{name: "empty", body: ``, status: 422},
-		{name: "wrong type", body: `{"method":5}`, status: 422},
-		{name: "array", body: `[1,2]`, status: 422},
+		{name: "wrong type", body: `{"method":5}`, status: 422, detail: "Malformed JSON body: method must be a string, not number"},
+		{name: "array", body: `[1,2]`, status: 422, detail: "Malformed JSON body: the body must be an object, not array"},
+		{name: "syntax", body: `{"method" "x"}`, status: 422, detail: "Malformed JSON body: invalid JSON at byte 11"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			w := httptest.NewRecorder()
@@ -193,7 +223,7 @@ func TestDecodeJSON(t *testing.T) {
 			if !errors.As(err, &se) {
 				t.Fatalf("DecodeJSON = %v (%T), want a *staging.Error", err, err)
 			}
-			status, detail := staging.StatusOf(err)
+			status, detail := Status(err)
 			if status != tc.status {
 				t.Errorf("status = %d (%q), want %d", status, detail, tc.status)
 			}
@@ -223,7 +253,7 @@ func TestDecodeJSONTimeout(t *testing.T) {
 	r := httptest.NewRequest(http.MethodPost, "/stage_data", &timedOut{})
 	var v map[string]any
 	err := DecodeJSON(httptest.NewRecorder(), r, &v)
-	if status, detail := staging.StatusOf(err); status != http.StatusRequestTimeout || detail != "Request body not received in time" {
+	if status, detail := Status(err); status != http.StatusRequestTimeout || detail != "Request body not received in time" {
 		t.Fatalf("DecodeJSON = %d %q, want 408 Request body not received in time", status, detail)
 	}
 }

@@ -6,14 +6,13 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
-	"net/http"
 	"os"
 	"path"
 	"sync"
 	"syscall"
 	"time"
 
-	staging "github.com/ska-telescope/skao-staging-service/lib"
+	"github.com/ska-telescope/skao-staging-service/lib/staging"
 	"github.com/ska-telescope/skao-staging-service/lib/storage"
 )
 
@@ -41,7 +40,7 @@ func (c *copier) copyFile(ctx context.Context, srcDir *os.Root, src string, dstD
 		return sourceError(err, src)
 	}
 	if !info.Mode().IsRegular() {
-		return staging.Errorf(http.StatusBadRequest, "Unsupported source type (not a file or directory): %s", src)
+		return unsupported(src)
 	}
 	out, err := dstDir.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
@@ -193,7 +192,7 @@ func walk(tree *os.Root, src string) ([]entry, int64, error) {
 				return sourceError(err, path.Join(src, p))
 			}
 			if !info.Mode().IsRegular() {
-				return staging.Errorf(http.StatusBadRequest, "Unsupported link to a directory in the source: %s", path.Join(src, p))
+				return staging.Errorf(staging.Rejected, "Unsupported link to a directory in the source: %s", path.Join(src, p))
 			}
 		}
 		switch {
@@ -203,7 +202,7 @@ func walk(tree *os.Root, src string) ([]entry, int64, error) {
 			entries = append(entries, entry{rel: p, size: info.Size(), mod: info.ModTime()})
 			total += info.Size()
 		default:
-			return staging.Errorf(http.StatusBadRequest, "Unsupported source type (not a file or directory): %s", path.Join(src, p))
+			return unsupported(path.Join(src, p))
 		}
 		return nil
 	})
@@ -294,13 +293,13 @@ func sourceError(err error, p string) error {
 	case errors.As(err, &se):
 		return err
 	case storage.IsEscape(err):
-		return staging.Wrap(http.StatusForbidden, "Source path is outside the source storage: "+p, err)
+		return staging.Wrap(staging.Forbidden, "Source path is outside the source storage: "+p, err)
 	case errors.Is(err, fs.ErrNotExist), errors.Is(err, syscall.ELOOP), errors.Is(err, syscall.ENAMETOOLONG):
-		return staging.Wrap(http.StatusBadRequest, "Source path does not exist: "+p, err)
+		return staging.Wrap(staging.Rejected, "Source path does not exist: "+p, err)
 	case errors.Is(err, fs.ErrPermission):
-		return staging.Wrap(http.StatusForbidden, "Permission denied reading the source: "+p, err)
+		return staging.Wrap(staging.Forbidden, "Permission denied reading the source: "+p, err)
 	}
-	return staging.Wrap(http.StatusInternalServerError, "Cannot read the source: "+p, err)
+	return staging.Wrap(staging.Internal, "Cannot read the source: "+p, err)
 }
 
 func copyError(err error, p string) error {
@@ -309,9 +308,9 @@ func copyError(err error, p string) error {
 	case errors.As(err, &se):
 		return err
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
-		return staging.Wrap(http.StatusServiceUnavailable, "Staging was cancelled", err)
+		return staging.Wrap(staging.Unavailable, "Staging was cancelled", err)
 	case errors.Is(err, syscall.ENOSPC), errors.Is(err, syscall.EDQUOT):
-		return staging.Wrap(http.StatusInsufficientStorage, "No space left in the user area", err)
+		return staging.Wrap(staging.InsufficientStorage, "No space left in the user area", err)
 	}
-	return staging.Wrap(http.StatusInternalServerError, "Copy failed: "+p, err)
+	return staging.Wrap(staging.Internal, "Copy failed: "+p, err)
 }

@@ -9,7 +9,7 @@ import (
 	"path"
 	"path/filepath"
 
-	staging "github.com/ska-telescope/skao-staging-service/lib"
+	"github.com/ska-telescope/skao-staging-service/lib/staging"
 	"github.com/ska-telescope/skao-staging-service/lib/storage"
 )
 
@@ -20,6 +20,11 @@ type DirectDownload struct {
 }
 
 func (DirectDownload) Name() string { return "direct_download" }
+
+// Traits: the door streams the content to its client.
+func (DirectDownload) Traits() staging.Traits {
+	return staging.Traits{Function: "stage", Streams: true}
+}
 
 func (m DirectDownload) Prepare(ctx context.Context, req *staging.Request) (*staging.Plan, error) {
 	src, err := m.Storage.Source(req.Source)
@@ -56,14 +61,14 @@ func (m DirectDownload) Prepare(ctx context.Context, req *staging.Request) (*sta
 			return nil, err
 		}
 		job.SetTotal(total)
-		write := func(ctx context.Context, w io.Writer, job *staging.Job) error {
+		write := func(ctx context.Context, w io.Writer) error {
 			defer tree.Close()
 			return writeTar(ctx, w, tree, name, entries)
 		}
 		return &staging.Result{Download: &staging.Download{Name: name + ".tar", Size: -1,
 			ModTime: src.Info.ModTime(), WriteTo: write}}, nil
 	}
-	return &staging.Plan{Source: src.Path, Run: run}, nil
+	return &staging.Plan{Run: run}, nil
 }
 
 // writeTar streams entries as a tar archive under the folder name prefix.

@@ -13,8 +13,8 @@ import (
 	"strings"
 	"time"
 
-	staging "github.com/ska-telescope/skao-staging-service/lib"
 	"github.com/ska-telescope/skao-staging-service/lib/jupyterhub"
+	"github.com/ska-telescope/skao-staging-service/lib/staging"
 	"github.com/ska-telescope/skao-staging-service/lib/storage"
 )
 
@@ -25,19 +25,29 @@ import (
 // renamed to the target at the end, so a failed upload never leaves a
 // partial file under the target's name.
 type JupyterCopy struct {
-	Storage      *storage.Storage
-	Hub          *jupyterhub.Client // nil when JUPYTERHUB_URL is unset: the method answers 503
-	ServiceToken string             // JUPYTERHUB_API_TOKEN; a request's jupyter_token wins
-	StartTimeout time.Duration      // JUPYTERHUB_START_TIMEOUT (0: 120s)
-	ChunkSize    int64              // bytes per contents API chunk (0: 8 MiB)
-	Logger       *slog.Logger       // nil: slog.Default()
+	Storage *storage.Storage
+	Jupyter Jupyter
+	Logger  *slog.Logger // nil: slog.Default()
 	// Alive reports whether an operation may still be running somewhere;
 	// temporary uploads of operations that are not are removed from the
 	// workspace before the next upload. nil: nothing is removed.
 	Alive func(ctx context.Context, operationID string) bool
 }
 
+// Jupyter is how jupyter_copy reaches JupyterHub.
+type Jupyter struct {
+	Hub          *jupyterhub.Client // nil when JUPYTERHUB_URL is unset: the method is unavailable
+	ServiceToken string             // JUPYTERHUB_API_TOKEN; a request's jupyter_token wins
+	StartTimeout time.Duration      // JUPYTERHUB_START_TIMEOUT (0: 120s)
+	ChunkSize    int64              // bytes per contents API chunk (0: 8 MiB)
+}
+
 func (JupyterCopy) Name() string { return "jupyter_copy" }
+
+// Traits: run by the jupyter function, which holds the hub's service token.
+func (JupyterCopy) Traits() staging.Traits {
+	return staging.Traits{Function: "jupyter", NeedsTarget: true, JupyterToken: true}
+}
 
 // WorkspaceTempName is the temporary name of an operation's upload, at the
 // root of the workspace. Unlike local temporary names it does not start with
@@ -51,15 +61,15 @@ func WorkspaceTempName(operationID string) string { return "skao-staging-" + ope
 var workspaceTemp = regexp.MustCompile(`^skao-staging-([0-9a-f-]{36})-tmp$`)
 
 func (m JupyterCopy) Prepare(ctx context.Context, req *staging.Request) (*staging.Plan, error) {
-	if m.Hub == nil {
-		return nil, staging.Errorf(http.StatusServiceUnavailable, "jupyter_copy is not available: JUPYTERHUB_URL is not set")
+	if m.Jupyter.Hub == nil {
+		return nil, staging.Errorf(staging.Unavailable, "jupyter_copy is not available: JUPYTERHUB_URL is not set")
 	}
 	src, err := m.Storage.Source(req.Source)
 	if err != nil {
 		return nil, err
 	}
 	if !src.Info.Mode().IsRegular() && !src.Info.IsDir() {
-		return nil, staging.Errorf(http.StatusBadRequest, "Unsupported source type (not a file or directory): %s", req.Source)
+		return nil, unsupported(req.Source)
 	}
 	rel, err := storage.TargetRel(req.Target)
 	if err != nil {
@@ -67,17 +77,17 @@ func (m JupyterCopy) Prepare(ctx context.Context, req *staging.Request) (*stagin
 	}
 	rel = filepath.ToSlash(rel)
 	if hidden(rel) {
-		return nil, staging.Errorf(http.StatusBadRequest, "Jupyter servers refuse hidden files and folders: %s", req.Target)
+		return nil, staging.Errorf(staging.Rejected, "Jupyter servers refuse hidden files and folders: %s", req.Target)
 	}
 	token, service := req.JupyterToken, false
 	if token == "" {
-		token, service = m.ServiceToken, true
+		token, service = m.Jupyter.ServiceToken, true
 	}
 	if token == "" {
-		return nil, staging.Errorf(http.StatusBadRequest, "jupyter_copy needs a JupyterHub token: pass jupyter_token (no service token is configured)")
+		return nil, staging.Errorf(staging.Rejected, "jupyter_copy needs a JupyterHub token: pass jupyter_token (no service token is configured)")
 	}
 	w := &workspace{m: m, user: req.Username, token: token, service: service, src: src, rel: rel}
-	return &staging.Plan{Lock: staging.LockKey("jupyter:"+req.Username, rel), Source: src.Path, Run: w.run}, nil
+	return &staging.Plan{Lock: staging.LockKey("jupyter:"+req.Username, rel), Run: w.run}, nil
 }
 
 // workspace is one jupyter_copy under way.
@@ -92,16 +102,16 @@ type workspace struct {
 }
 
 func (w *workspace) run(ctx context.Context, job *staging.Job) (*staging.Result, error) {
-	timeout := w.m.StartTimeout
+	timeout := w.m.Jupyter.StartTimeout
 	if timeout <= 0 {
 		timeout = 120 * time.Second
 	}
 	startCtx, cancel := context.WithTimeout(ctx, timeout)
-	c, err := w.m.Hub.Server(startCtx, w.token, w.user)
+	c, err := w.m.Jupyter.Hub.Server(startCtx, w.token, w.user)
 	cancel()
 	if err != nil {
 		if errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
-			return nil, staging.Wrap(http.StatusGatewayTimeout,
+			return nil, staging.Wrap(staging.UpstreamTimeout,
 				fmt.Sprintf("The Jupyter server of %s did not become ready within %s", w.user, timeout), err)
 		}
 		return nil, w.hubError(err)
@@ -123,7 +133,7 @@ func (w *workspace) run(ctx context.Context, job *staging.Job) (*staging.Result,
 		}
 		for _, e := range entries {
 			if hidden(e.rel) {
-				return nil, staging.Errorf(http.StatusBadRequest, "Jupyter servers refuse hidden files and folders: %s", path.Join(w.src.Rel, e.rel))
+				return nil, staging.Errorf(staging.Rejected, "Jupyter servers refuse hidden files and folders: %s", path.Join(w.src.Rel, e.rel))
 			}
 		}
 	} else {
@@ -213,7 +223,7 @@ func (w *workspace) mkdirs(ctx context.Context, dir string) error {
 		case err != nil:
 			return w.contentsError(err, p)
 		case m.Type != "directory":
-			return staging.Errorf(http.StatusConflict, "A file is in the way of the target folder in the Jupyter workspace of %s: %s", w.user, p)
+			return staging.Errorf(staging.Conflict, "A file is in the way of the target folder in the Jupyter workspace of %s: %s", w.user, p)
 		}
 	}
 	return nil
@@ -313,7 +323,7 @@ func (w *workspace) uploadFile(ctx context.Context, job *staging.Job, root *os.R
 		return sourceError(err, rel)
 	}
 	var sent int64
-	m, err := w.c.Upload(ctx, dst, f, info.Size(), w.m.ChunkSize, func(n int64) {
+	m, err := w.c.Upload(ctx, dst, f, info.Size(), w.m.Jupyter.ChunkSize, func(n int64) {
 		job.Add(n - sent)
 		sent = n
 	})
@@ -321,7 +331,7 @@ func (w *workspace) uploadFile(ctx context.Context, job *staging.Job, root *os.R
 		return w.contentsError(err, dst)
 	}
 	if m.Size == nil || *m.Size != info.Size() {
-		return staging.Errorf(http.StatusBadGateway, "The Jupyter server of %s holds %v bytes of %s after the upload, not %d",
+		return staging.Errorf(staging.Upstream, "The Jupyter server of %s holds %v bytes of %s after the upload, not %d",
 			w.user, sizeText(m.Size), dst, info.Size())
 	}
 	return nil
@@ -365,7 +375,7 @@ func (w *workspace) logger() *slog.Logger {
 }
 
 func (w *workspace) conflict() error {
-	return staging.Errorf(http.StatusConflict, "A different file or folder already exists at %s in the Jupyter workspace of %s", w.rel, w.user)
+	return staging.Errorf(staging.Conflict, "A different file or folder already exists at %s in the Jupyter workspace of %s", w.rel, w.user)
 }
 
 // hubError turns a failure of the hub's API into what the caller sees.
@@ -374,21 +384,21 @@ func (w *workspace) hubError(err error) error {
 	status := jupyterhub.StatusOf(err)
 	switch {
 	case errors.Is(err, jupyterhub.ErrUnreachable):
-		return staging.Wrap(http.StatusServiceUnavailable, "JupyterHub is unreachable at "+w.m.Hub.URL(), err)
+		return staging.Wrap(staging.Unavailable, "JupyterHub is unreachable at "+w.m.Jupyter.Hub.URL(), err)
 	case errors.Is(err, jupyterhub.ErrSpawnFailed):
-		return staging.Wrap(http.StatusBadGateway, fmt.Sprintf("The Jupyter server of %s failed to start", w.user), err)
+		return staging.Wrap(staging.Upstream, fmt.Sprintf("The Jupyter server of %s failed to start", w.user), err)
 	case status == http.StatusNotFound:
-		return staging.Wrap(http.StatusNotFound, "JupyterHub user "+w.user+" not found", err)
+		return staging.Wrap(staging.NotFound, "JupyterHub user "+w.user+" not found", err)
 	case (status == http.StatusUnauthorized || status == http.StatusForbidden) && w.service:
-		return staging.Wrap(http.StatusBadGateway, "JupyterHub rejected the service token (JUPYTERHUB_API_TOKEN)", err)
+		return staging.Wrap(staging.Upstream, "JupyterHub rejected the service token (JUPYTERHUB_API_TOKEN)", err)
 	case status == http.StatusUnauthorized || status == http.StatusForbidden:
-		return staging.Wrap(http.StatusForbidden, "JupyterHub rejected the token given in jupyter_token for user "+w.user, err)
+		return staging.Wrap(staging.Forbidden, "JupyterHub rejected the token given in jupyter_token for user "+w.user, err)
 	case errors.Is(err, context.Canceled):
-		return staging.Wrap(http.StatusServiceUnavailable, "Staging interrupted", err)
+		return staging.Wrap(staging.Unavailable, "Staging interrupted", err)
 	case status != 0:
-		return staging.Wrap(http.StatusBadGateway, "JupyterHub failed: "+err.Error(), err)
+		return staging.Wrap(staging.Upstream, fmt.Sprintf("JupyterHub failed (HTTP %d)", status), err)
 	}
-	return staging.Wrap(http.StatusBadGateway, "JupyterHub failed", err)
+	return staging.Wrap(staging.Upstream, "JupyterHub failed", err)
 }
 
 // contentsError turns a failure of the user's server into what the caller
@@ -402,27 +412,27 @@ func (w *workspace) contentsError(err error, p string) error {
 	}
 	switch {
 	case errors.Is(err, jupyterhub.ErrUnreachable):
-		return staging.Wrap(http.StatusServiceUnavailable, fmt.Sprintf("The Jupyter server of %s is unreachable", w.user), err)
+		return staging.Wrap(staging.Unavailable, fmt.Sprintf("The Jupyter server of %s is unreachable", w.user), err)
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
-		return staging.Wrap(http.StatusServiceUnavailable, "Staging interrupted", err)
+		return staging.Wrap(staging.Unavailable, "Staging interrupted", err)
 	case (status == http.StatusUnauthorized || status == http.StatusForbidden) && w.service:
-		return staging.Wrap(http.StatusBadGateway, fmt.Sprintf("The Jupyter server of %s rejected the service token (JUPYTERHUB_API_TOKEN)", w.user), err)
+		return staging.Wrap(staging.Upstream, fmt.Sprintf("The Jupyter server of %s rejected the service token (JUPYTERHUB_API_TOKEN)", w.user), err)
 	case status == http.StatusUnauthorized || status == http.StatusForbidden:
-		return staging.Wrap(http.StatusForbidden, fmt.Sprintf("The Jupyter server of %s refused to write %s with the token given in jupyter_token", w.user, p), err)
+		return staging.Wrap(staging.Forbidden, fmt.Sprintf("The Jupyter server of %s refused to write %s with the token given in jupyter_token", w.user, p), err)
 	case status == http.StatusConflict:
 		return w.conflict()
 	case status == http.StatusInsufficientStorage:
-		return staging.Wrap(http.StatusInsufficientStorage, "No space left in the Jupyter workspace of "+w.user, err)
+		return staging.Wrap(staging.InsufficientStorage, "No space left in the Jupyter workspace of "+w.user, err)
 	case status >= 400 && status < 500:
-		return staging.Wrap(http.StatusBadRequest, fmt.Sprintf("The Jupyter server of %s refused %s%s", w.user, p, msg), err)
+		return staging.Wrap(staging.Rejected, fmt.Sprintf("The Jupyter server of %s refused %s%s", w.user, p, msg), err)
 	case status != 0:
-		return staging.Wrap(http.StatusBadGateway, fmt.Sprintf("The Jupyter server of %s failed on %s (HTTP %d)%s", w.user, p, status, msg), err)
+		return staging.Wrap(staging.Upstream, fmt.Sprintf("The Jupyter server of %s failed on %s (HTTP %d)%s", w.user, p, status, msg), err)
 	}
 	var se *staging.Error
 	if errors.As(err, &se) {
 		return err
 	}
-	return staging.Wrap(http.StatusBadGateway, fmt.Sprintf("Upload of %s to the Jupyter server of %s failed", p, w.user), err)
+	return staging.Wrap(staging.Upstream, fmt.Sprintf("Upload of %s to the Jupyter server of %s failed", p, w.user), err)
 }
 
 // hidden reports whether a slash-separated path has a hidden element.

@@ -4,12 +4,9 @@ import (
 	"context"
 	"errors"
 	"io/fs"
-	"net/http"
-	"syscall"
+	"path/filepath"
 
-	"golang.org/x/sys/unix"
-
-	staging "github.com/ska-telescope/skao-staging-service/lib"
+	"github.com/ska-telescope/skao-staging-service/lib/staging"
 	"github.com/ska-telescope/skao-staging-service/lib/storage"
 )
 
@@ -23,6 +20,11 @@ type LocalCopy struct {
 
 func (LocalCopy) Name() string { return "local_copy" }
 
+// Traits: a run cut short leaves its temporary copy, which Cleanup removes.
+func (LocalCopy) Traits() staging.Traits {
+	return staging.Traits{Function: "stage", NeedsTarget: true, TempOutput: true}
+}
+
 func (m LocalCopy) Prepare(ctx context.Context, req *staging.Request) (*staging.Plan, error) {
 	r, err := resolve(m.Storage, m.Options, req)
 	if err != nil {
@@ -30,7 +32,7 @@ func (m LocalCopy) Prepare(ctx context.Context, req *staging.Request) (*staging.
 	}
 	src, rel, uid, gid := r.src, r.rel, r.uid, r.gid
 	if !src.Info.Mode().IsRegular() && !src.Info.IsDir() {
-		return nil, staging.Errorf(http.StatusBadRequest, "Unsupported source type (not a file or directory): %s", req.Source)
+		return nil, unsupported(req.Source)
 	}
 	run := func(ctx context.Context, job *staging.Job) (*staging.Result, error) {
 		t, err := openTarget(m.Storage, req.Username, rel)
@@ -39,7 +41,7 @@ func (m LocalCopy) Prepare(ctx context.Context, req *staging.Request) (*staging.
 		}
 		defer t.Close()
 		if done, err := m.present(src, t); done || err != nil {
-			return &staging.Result{Message: alreadyAvailable(t.path)}, err
+			return &staging.Result{Message: alreadyAvailable(t.rel)}, err
 		}
 		c := &copier{opts: m.Options, uid: uid, gid: gid, job: job}
 		tmp := storage.TempName(job.Operation.ID)
@@ -50,23 +52,25 @@ func (m LocalCopy) Prepare(ctx context.Context, req *staging.Request) (*staging.
 			err = c.copyFile(ctx, m.Storage.SourceRoot(), src.Rel, t.dir, tmp)
 		}
 		if err == nil {
-			err = m.place(t, tmp, src.Info.IsDir())
+			if err = storage.Place(t.dir, tmp, t.name, src.Info.IsDir()); err != nil && !errors.Is(err, fs.ErrExist) {
+				err = targetError(err, t.rel)
+			}
 		}
 		if err != nil {
 			removeTemp(t.dir, tmp)
 			if errors.Is(err, fs.ErrExist) {
 				// Someone put something there while we copied.
 				if done, perr := m.present(src, t); done || perr != nil {
-					return &staging.Result{Message: alreadyAvailable(t.path)}, perr
+					return &staging.Result{Message: alreadyAvailable(t.rel)}, perr
 				}
-				return nil, conflict(t.path)
+				return nil, conflict(t.rel)
 			}
 			return nil, err
 		}
 		total, _ := job.Counts()
 		return &staging.Result{Message: staged(req.Username, m.Name()), Bytes: total}, nil
 	}
-	return &staging.Plan{Lock: staging.LockKey(req.Username, rel), Source: src.Path, Run: run}, nil
+	return &staging.Plan{Lock: staging.LockKey(req.Username, rel), Run: run}, nil
 }
 
 // present reports whether the target already holds the source's content; a
@@ -82,55 +86,23 @@ func (m LocalCopy) present(src *storage.Source, t *target) (bool, error) {
 		return false, err
 	}
 	if !same {
-		return false, conflict(t.path)
+		return false, conflict(t.rel)
 	}
 	return true, nil
 }
 
-// place moves the finished temporary output to its name without replacing
-// anything. Where the kernel and filesystem allow it that is one rename that
-// fails if the name exists (renameat2 with RENAME_NOREPLACE), for files and
-// folders alike. Elsewhere a file is hard-linked (which fails if the name
-// exists) and its temporary name removed, and a folder renamed (which fails
-// if a non-empty folder or a file is there).
-func (m LocalCopy) place(t *target, tmp string, dir bool) error {
-	// Both names are single elements of the folder opened through the user's
-	// root, so nothing here can leave it.
-	if d, err := t.dir.Open("."); err == nil {
-		fd := int(d.Fd())
-		err = unix.Renameat2(fd, tmp, fd, t.name, unix.RENAME_NOREPLACE)
-		d.Close()
-		switch {
-		case err == nil:
-			return nil
-		case errors.Is(err, unix.EEXIST):
-			return fs.ErrExist
-		case !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOSYS) && !errors.Is(err, unix.ENOTSUP):
-			return placeError(err, t.rel)
-		}
+// Cleanup removes the temporary output a dead operation left in its target
+// folder, where its record says it is (user area, folder of relative_path,
+// temporary name).
+func (m LocalCopy) Cleanup(ctx context.Context, op *staging.Operation) error {
+	dir, err := m.Storage.TargetRoot().OpenRoot(filepath.Join(op.Username, filepath.Dir(op.RelativePath)))
+	if err != nil {
+		return nil // no folder, no temporary output
 	}
-	if !dir {
-		err := t.dir.Link(tmp, t.name)
-		if err == nil {
-			return t.dir.Remove(tmp)
-		}
-		if !errors.Is(err, syscall.EPERM) && !errors.Is(err, syscall.ENOTSUP) && !errors.Is(err, syscall.EMLINK) {
-			return placeError(err, t.rel)
-		}
-		// No hard links on this filesystem: check, then rename.
-		if _, err := t.dir.Lstat(t.name); err == nil {
-			return fs.ErrExist
-		}
+	defer dir.Close()
+	name := storage.TempName(op.ID)
+	if _, err := dir.Lstat(name); errors.Is(err, fs.ErrNotExist) {
+		return nil
 	}
-	if err := t.dir.Rename(tmp, t.name); err != nil {
-		return placeError(err, t.rel)
-	}
-	return nil
-}
-
-func placeError(err error, rel string) error {
-	if errors.Is(err, fs.ErrExist) || errors.Is(err, syscall.ENOTEMPTY) || errors.Is(err, syscall.ENOTDIR) || errors.Is(err, syscall.EISDIR) {
-		return fs.ErrExist
-	}
-	return targetError(err, rel)
+	return removeTemp(dir, name)
 }

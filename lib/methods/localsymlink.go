@@ -6,7 +6,7 @@ import (
 	"io/fs"
 	"path/filepath"
 
-	staging "github.com/ska-telescope/skao-staging-service/lib"
+	"github.com/ska-telescope/skao-staging-service/lib/staging"
 	"github.com/ska-telescope/skao-staging-service/lib/storage"
 )
 
@@ -18,6 +18,10 @@ type LocalSymlink struct {
 }
 
 func (LocalSymlink) Name() string { return "local_symlink" }
+
+func (LocalSymlink) Traits() staging.Traits {
+	return staging.Traits{Function: "stage", NeedsTarget: true}
+}
 
 func (m LocalSymlink) Prepare(ctx context.Context, req *staging.Request) (*staging.Plan, error) {
 	r, err := resolve(m.Storage, m.Options, req)
@@ -41,11 +45,11 @@ func (m LocalSymlink) Prepare(ctx context.Context, req *staging.Request) (*stagi
 		for attempt := 0; ; attempt++ {
 			if existing, err := t.dir.Readlink(t.name); err == nil {
 				if existing == link {
-					return &staging.Result{Message: alreadyAvailable(t.path)}, nil
+					return &staging.Result{Message: alreadyAvailable(t.rel)}, nil
 				}
-				return nil, conflict(t.path)
+				return nil, conflict(t.rel)
 			} else if _, lerr := t.dir.Lstat(t.name); lerr == nil {
-				return nil, conflict(t.path)
+				return nil, conflict(t.rel)
 			}
 			err := t.dir.Symlink(link, t.name)
 			if errors.Is(err, fs.ErrExist) && attempt == 0 {
@@ -64,5 +68,5 @@ func (m LocalSymlink) Prepare(ctx context.Context, req *staging.Request) (*stagi
 		}
 		return &staging.Result{Message: staged(req.Username, m.Name())}, nil
 	}
-	return &staging.Plan{Lock: staging.LockKey(req.Username, rel), Source: src.Path, Run: run}, nil
+	return &staging.Plan{Lock: staging.LockKey(req.Username, rel), Run: run}, nil
 }

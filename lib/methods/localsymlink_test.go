@@ -7,7 +7,7 @@ import (
 	"path/filepath"
 	"testing"
 
-	staging "github.com/ska-telescope/skao-staging-service/lib"
+	"github.com/ska-telescope/skao-staging-service/lib/staging"
 )
 
 func TestLocalSymlink(t *testing.T) {
@@ -73,7 +73,7 @@ func TestLocalSymlink(t *testing.T) {
 			if err != nil {
 				t.Fatalf("second staging: %v", err)
 			}
-			if want := "Data already available at " + dst; res.Message != want {
+			if want := "Data already available at " + fx.inArea("alice", dst); res.Message != want {
 				t.Errorf("Message = %q, want %q", res.Message, want)
 			}
 		})
@@ -114,7 +114,7 @@ func TestLocalSymlinkConflict(t *testing.T) {
 			link, _ := os.Readlink(p)
 			_, _, err := stage(context.Background(), t, LocalSymlink{Storage: fx.st, Options: opts()},
 				staging.Request{Method: "local_symlink", Username: "alice", Source: "f.txt", Target: tc.name})
-			wantStatus(t, err, http.StatusConflict, "A different file or link already exists at "+p)
+			wantStatus(t, err, http.StatusConflict, "A different file or link already exists at "+fx.inArea("alice", p))
 			after, err := os.Lstat(p)
 			if err != nil || after.Mode() != before.Mode() {
 				t.Errorf("target changed: %v -> %v (%v)", before.Mode(), after, err)

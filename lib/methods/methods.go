@@ -1,52 +1,88 @@
-// Package methods holds the staging methods that work on mounted storage:
-// local_copy, local_symlink and direct_download. Each is one file; a function
-// registers the ones it runs with staging.Service.Register.
+// Package methods holds the staging methods: local_copy, local_symlink and
+// direct_download on the mounted storage, jupyter_copy into a JupyterHub
+// workspace. Each is one file; All lists them.
 package methods
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io/fs"
-	"net/http"
+	"log/slog"
 	"os"
 	"os/user"
 	"path/filepath"
 	"strconv"
 	"syscall"
 
-	staging "github.com/ska-telescope/skao-staging-service/lib"
-	"github.com/ska-telescope/skao-staging-service/lib/config"
+	"github.com/ska-telescope/skao-staging-service/lib/staging"
 	"github.com/ska-telescope/skao-staging-service/lib/storage"
 )
 
+// Env is what the methods are built with: what this function has set up
+// (nil or zero when it has not, e.g. no hub outside the jupyter function).
+type Env struct {
+	Storage *storage.Storage
+	Options Options
+	Jupyter Jupyter
+	Logger  *slog.Logger
+	// Alive reports whether an operation may still be running somewhere.
+	Alive func(ctx context.Context, operationID string) bool
+}
+
+// All is every staging method, built with env: the one list of methods.
+// Each declares its name and traits (which function runs it, whether it
+// streams, writes a target, leaves temporary output); a function registers
+// them all and runs those that are its own. A new method is one file and
+// one line here.
+func All(env Env) []staging.Method {
+	return []staging.Method{
+		LocalCopy{Storage: env.Storage, Options: env.Options},
+		LocalSymlink{Storage: env.Storage, Options: env.Options},
+		DirectDownload{Storage: env.Storage},
+		JupyterCopy{Storage: env.Storage, Jupyter: env.Jupyter, Logger: env.Logger, Alive: env.Alive},
+	}
+}
+
+// Names lists the names of every method, in the order of All.
+func Names() []string {
+	var names []string
+	for _, m := range All(Env{}) {
+		names = append(names, m.Name())
+	}
+	return names
+}
+
 // Options are the settings the storage methods share.
 type Options struct {
-	FileMode          os.FileMode  // mode of staged files (STAGED_FILE_MODE)
-	DirMode           os.FileMode  // mode of staged directories (STAGED_DIR_MODE)
-	Owner             config.Owner // STAGED_OWNER
-	Workers           int          // parallel file copies (COPY_WORKERS)
-	SymlinkTargetRoot string       // SYMLINK_TARGET_ROOT
+	FileMode          os.FileMode // mode of staged files (STAGED_FILE_MODE)
+	DirMode           os.FileMode // mode of staged directories (STAGED_DIR_MODE)
+	Owner             Owner       // STAGED_OWNER
+	Workers           int         // parallel file copies (COPY_WORKERS)
+	SymlinkTargetRoot string      // SYMLINK_TARGET_ROOT
 }
 
-// OptionsFrom takes the methods' options from the configuration.
-func OptionsFrom(c *config.Config) Options {
-	return Options{FileMode: c.StagedFileMode, DirMode: c.StagedDirMode, Owner: c.StagedOwner,
-		Workers: c.CopyWorkers, SymlinkTargetRoot: c.SymlinkTargetRoot}
+// Owner says who owns staged files: the service's own user (the zero
+// value), the system user named like the requesting user, or fixed ids.
+type Owner struct {
+	ByName   bool // STAGED_OWNER=user
+	Fixed    bool // STAGED_OWNER=<uid>:<gid>
+	UID, GID int
 }
 
-// owner resolves STAGED_OWNER for a user: uid and gid, or -1 for "leave as is".
+// owner resolves the owner for a user: uid and gid, or -1 for "leave as is".
 func (o Options) owner(username string) (uid, gid int, err error) {
-	switch o.Owner.Mode {
-	case "user":
+	switch {
+	case o.Owner.ByName:
 		u, err := user.Lookup(username)
 		if err != nil {
-			return -1, -1, staging.Errorf(http.StatusBadRequest,
+			return -1, -1, staging.Errorf(staging.Rejected,
 				"Unknown system user %s: STAGED_OWNER=user needs the user to exist on the storage host", username)
 		}
 		uid, _ = strconv.Atoi(u.Uid)
 		gid, _ = strconv.Atoi(u.Gid)
 		return uid, gid, nil
-	case "ids":
+	case o.Owner.Fixed:
 		return o.Owner.UID, o.Owner.GID, nil
 	}
 	return -1, -1, nil
@@ -82,8 +118,7 @@ func resolve(st *storage.Storage, opts Options, req *staging.Request) (*request,
 type target struct {
 	dir  *os.Root
 	name string
-	rel  string // relative to the user area
-	path string // absolute, for messages
+	rel  string // relative to the user area: messages name it, never the server's paths
 }
 
 func (t *target) Close() { t.dir.Close() }
@@ -108,31 +143,34 @@ func openTarget(st *storage.Storage, username, rel string) (*target, error) {
 	if err != nil {
 		return nil, targetError(err, rel)
 	}
-	return &target{dir: dir, name: filepath.Base(rel), rel: rel,
-		path: filepath.Join(st.UserAreaPath(username), rel)}, nil
+	return &target{dir: dir, name: filepath.Base(rel), rel: rel}, nil
 }
 
 func targetError(err error, rel string) error {
 	switch {
 	case storage.IsEscape(err):
-		return staging.Wrap(http.StatusForbidden, "Target path is outside the user area: "+rel, err)
+		return staging.Wrap(staging.Forbidden, "Target path is outside the user area: "+rel, err)
 	case errors.Is(err, syscall.ENOTDIR), errors.Is(err, fs.ErrExist):
-		return staging.Wrap(http.StatusConflict, "A file is in the way of the target folder: "+rel, err)
+		return staging.Wrap(staging.Conflict, "A file is in the way of the target folder: "+rel, err)
 	case errors.Is(err, syscall.ENOSPC), errors.Is(err, syscall.EDQUOT):
-		return staging.Wrap(http.StatusInsufficientStorage, "No space left in the user area", err)
+		return staging.Wrap(staging.InsufficientStorage, "No space left in the user area", err)
 	case errors.Is(err, syscall.ELOOP), errors.Is(err, syscall.ENAMETOOLONG):
 		// Permanent: a 400, not a 5xx that a broker would redeliver.
-		return staging.Wrap(http.StatusBadRequest, "Target path cannot be used (a link loop or a name too long): "+rel, err)
+		return staging.Wrap(staging.Rejected, "Target path cannot be used (a link loop or a name too long): "+rel, err)
 	}
-	return staging.Wrap(http.StatusInternalServerError, fmt.Sprintf("Cannot write the target %s", rel), err)
+	return staging.Wrap(staging.Internal, fmt.Sprintf("Cannot write the target %s", rel), err)
+}
+
+func unsupported(p string) error {
+	return staging.Errorf(staging.Rejected, "Unsupported source type (not a file or directory): %s", p)
 }
 
 func staged(username, method string) string {
 	return fmt.Sprintf("Data staged for user %s with method %s", username, method)
 }
 
-func alreadyAvailable(path string) string { return "Data already available at " + path }
+func alreadyAvailable(rel string) string { return "Data already available at " + rel }
 
-func conflict(path string) error {
-	return staging.Errorf(http.StatusConflict, "A different file or link already exists at %s", path)
+func conflict(rel string) error {
+	return staging.Errorf(staging.Conflict, "A different file or link already exists at %s", rel)
 }

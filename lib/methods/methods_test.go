@@ -18,8 +18,8 @@ import (
 
 	"github.com/google/uuid"
 
-	staging "github.com/ska-telescope/skao-staging-service/lib"
-	"github.com/ska-telescope/skao-staging-service/lib/config"
+	"github.com/ska-telescope/skao-staging-service/lib/httpx"
+	"github.com/ska-telescope/skao-staging-service/lib/staging"
 	"github.com/ska-telescope/skao-staging-service/lib/storage"
 )
 
@@ -105,8 +105,18 @@ func (fx *fixture) tree(t *testing.T, dir string, files map[string]string, empty
 // area is the absolute path of a user's area.
 func (fx *fixture) area(user string) string { return filepath.Join(fx.target, user) }
 
+// inArea is p relative to the user's area, as answers name targets: never
+// by the server's absolute paths.
+func (fx *fixture) inArea(user, p string) string {
+	rel, err := filepath.Rel(fx.area(user), p)
+	if err != nil || !filepath.IsLocal(rel) {
+		panic("not in the area: " + p)
+	}
+	return rel
+}
+
 func opts() Options {
-	return Options{FileMode: 0o400, DirMode: 0o500, Owner: config.Owner{Mode: "none"}, Workers: 4}
+	return Options{FileMode: 0o400, DirMode: 0o500, Workers: 4}
 }
 
 func newJob(req *staging.Request) *staging.Job {
@@ -139,7 +149,7 @@ func wantStatus(t *testing.T, err error, status int, detail string) {
 	if !errors.As(err, &se) {
 		t.Fatalf("error %v (%T) is not a *staging.Error", err, err)
 	}
-	got, gotDetail := staging.StatusOf(err)
+	got, gotDetail := httpx.Status(err)
 	if got != status {
 		t.Errorf("status = %d (%q), want %d", got, gotDetail, status)
 	}
@@ -249,9 +259,6 @@ func TestLocalCopyFile(t *testing.T) {
 	if want := staging.LockKey("alice", "in/obs.fits"); plan.Lock != want {
 		t.Errorf("Lock = %q, want LockKey(alice, in/obs.fits)", plan.Lock)
 	}
-	if want := filepath.Join(fx.source, "data/obs.fits"); plan.Source != want {
-		t.Errorf("Source = %q, want %q", plan.Source, want)
-	}
 	job := newJob(&req)
 	res, err := plan.Run(context.Background(), job)
 	if err != nil {
@@ -291,13 +298,13 @@ func TestLocalCopyFile(t *testing.T) {
 	if err != nil {
 		t.Fatalf("second staging: %v", err)
 	}
-	if want := "Data already available at " + dst; res.Message != want {
+	if want := "Data already available at " + fx.inArea("alice", dst); res.Message != want {
 		t.Errorf("Message = %q, want %q", res.Message, want)
 	}
 	// Through an absolute source path, and a target spelled differently.
 	req.Source, req.Target = filepath.Join(fx.source, "data/obs.fits"), "./in//obs.fits"
 	res, _, err = stage(context.Background(), t, m, req)
-	if err != nil || res.Message != "Data already available at "+dst {
+	if err != nil || res.Message != "Data already available at "+fx.inArea("alice", dst) {
 		t.Errorf("absolute source, unclean target: %v, %+v", err, res)
 	}
 	fx.noTemps(t)
@@ -363,7 +370,7 @@ func TestLocalCopyTree(t *testing.T) {
 	if err != nil {
 		t.Fatalf("second staging: %v", err)
 	}
-	if want := "Data already available at " + dst; res.Message != want {
+	if want := "Data already available at " + fx.inArea("alice", dst); res.Message != want {
 		t.Errorf("Message = %q, want %q", res.Message, want)
 	}
 
@@ -371,7 +378,7 @@ func TestLocalCopyTree(t *testing.T) {
 	// staged copy is left as it was.
 	fx.file(t, "obs/run1/sub/new.txt", "new")
 	_, _, err = stage(context.Background(), t, m, req)
-	wantStatus(t, err, http.StatusConflict, "A different file or link already exists at "+dst)
+	wantStatus(t, err, http.StatusConflict, "A different file or link already exists at "+fx.inArea("alice", dst))
 	absent(t, filepath.Join(dst, "sub/new.txt"))
 	fx.noTemps(t)
 }
@@ -425,11 +432,11 @@ func TestLocalCopyExistingTarget(t *testing.T) {
 				if err != nil {
 					t.Fatalf("stage: %v", err)
 				}
-				if want := "Data already available at " + p; res.Message != want {
+				if want := "Data already available at " + fx.inArea("alice", p); res.Message != want {
 					t.Errorf("Message = %q, want %q", res.Message, want)
 				}
 			} else {
-				wantStatus(t, err, tc.status, "A different file or link already exists at "+p)
+				wantStatus(t, err, tc.status, "A different file or link already exists at "+fx.inArea("alice", p))
 			}
 			after, err := os.Lstat(p)
 			if err != nil || after.Mode() != before.Mode() || after.Size() != before.Size() || !after.ModTime().Equal(before.ModTime()) {
@@ -510,7 +517,7 @@ func TestPrepareRefuses(t *testing.T) {
 		{"source outside", "../outside/secret.txt", "x", 403, ""},
 		{"source link outside", "escape", "x", 403, "Source path is outside the source storage: escape"},
 		{"source absolute outside", filepath.Join(fx.outside, "secret.txt"), "x", 403, ""},
-		{"source NUL", "f\x00.txt", "x", 400, ""},
+		{"source NUL", "f\x00.txt", "x", 422, ""},
 		{"empty source", "", "x", 422, ""},
 		{"target absolute", "f.txt", "/tmp/x", 403, ""},
 		{"target dot-dot", "f.txt", "../bob/x", 403, ""},
@@ -693,7 +700,7 @@ func TestStagedOwnerIDs(t *testing.T) {
 	fx.file(t, "f.txt", "content")
 	fx.tree(t, "dir", map[string]string{"a": "a", "sub/b": "b"}, "empty")
 	o := opts()
-	o.Owner = config.Owner{Mode: "ids", UID: 1234, GID: 2345}
+	o.Owner = Owner{Fixed: true, UID: 1234, GID: 2345}
 	for _, m := range []staging.Method{LocalCopy{Storage: fx.st, Options: o}, LocalSymlink{Storage: fx.st, Options: o}} {
 		for _, source := range []string{"f.txt", "dir"} {
 			target := m.Name() + "/" + source
@@ -732,7 +739,7 @@ func TestStagedOwnerUser(t *testing.T) {
 	fx := newFixture(t)
 	fx.file(t, "f.txt", "content")
 	o := opts()
-	o.Owner = config.Owner{Mode: "user"}
+	o.Owner = Owner{ByName: true}
 	for _, m := range []staging.Method{LocalCopy{Storage: fx.st, Options: o}, LocalSymlink{Storage: fx.st, Options: o}} {
 		_, err := m.Prepare(context.Background(), &staging.Request{Method: m.Name(), Username: "no-such-user-4f2a", Source: "f.txt", Target: "x"})
 		wantStatus(t, err, http.StatusBadRequest,
@@ -791,7 +798,7 @@ func TestLocalCopyConcurrentSameTarget(t *testing.T) {
 				switch results[i].Message {
 				case "Data staged for user alice with method local_copy":
 					staged++
-				case "Data already available at " + dst:
+				case "Data already available at " + fx.inArea("alice", dst):
 				default:
 					t.Errorf("run %d: message %q", i, results[i].Message)
 				}

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -13,7 +12,7 @@ import (
 
 	"github.com/google/uuid"
 
-	staging "github.com/ska-telescope/skao-staging-service/lib"
+	"github.com/ska-telescope/skao-staging-service/lib/staging"
 	"github.com/ska-telescope/skao-staging-service/lib/storage"
 )
 
@@ -49,7 +48,6 @@ func FuzzStagePaths(f *testing.F) {
 	check(err)
 	f.Cleanup(func() { st.Close() })
 	o := Options{FileMode: 0o644, DirMode: 0o755, Workers: 2}
-	o.Owner.Mode = "none"
 	copyM, linkM := LocalCopy{Storage: st, Options: o}, LocalSymlink{Storage: st, Options: o}
 	outsideBefore, sourceBefore := listTree(f, outside), listTree(f, source)
 
@@ -80,10 +78,10 @@ func FuzzStagePaths(f *testing.F) {
 			if !errors.As(err, &se) || se.Detail == "" {
 				t.Fatalf("%q -> %q: %v (%T) is not a *staging.Error", src, dst, err, err)
 			}
-			switch se.Status {
-			case http.StatusBadRequest, http.StatusForbidden, http.StatusConflict, http.StatusUnprocessableEntity:
+			switch se.Kind {
+			case staging.Rejected, staging.Forbidden, staging.Conflict, staging.Invalid:
 			default:
-				t.Fatalf("%q -> %q: %d %q, want a client error", src, dst, se.Status, se.Detail)
+				t.Fatalf("%q -> %q: %s %q, want a client error", src, dst, se.Kind, se.Detail)
 			}
 		} else {
 			// What was made is a clean name inside the area, reached

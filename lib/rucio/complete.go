@@ -3,17 +3,14 @@ package rucio
 import (
 	"context"
 	"errors"
-	"fmt"
 	"io/fs"
 	"log/slog"
-	"net/http"
 	"path/filepath"
 	"strings"
-	"time"
 
 	cloudevents "github.com/cloudevents/sdk-go/v2"
 
-	staging "github.com/ska-telescope/skao-staging-service/lib"
+	"github.com/ska-telescope/skao-staging-service/lib/staging"
 	"github.com/ska-telescope/skao-staging-service/lib/storage"
 )
 
@@ -29,27 +26,40 @@ type RSE struct {
 	Storage *storage.Storage
 }
 
-// Locate implements staging.DIDLocator: the replica's path under the RSE
-// root by the deterministic layout, and whether it is there.
+// Locate implements staging.DIDLocator: the replica's path, relative to
+// the source storage, by the deterministic layout, and whether it is there.
 func (r *RSE) Locate(did string) (string, bool, error) {
 	d, err := ParseDID(did)
 	if err != nil {
 		return "", false, err
 	}
-	return r.exists(filepath.Join(r.Root, DeterministicPath(d)))
+	return r.exists(r.replicaPath(d))
 }
 
-// replicaPath is where a transfer put the replica: dst-url mapped through
-// RUCIO_RSE_PREFIX, else the deterministic layout.
-func (r *RSE) replicaPath(td *TransferDone) (string, error) {
-	if r.Prefix != "" && strings.HasPrefix(td.DstURL, r.Prefix) {
-		rel := strings.TrimPrefix(strings.TrimPrefix(td.DstURL, r.Prefix), "/")
-		if !filepath.IsLocal(rel) {
-			return "", staging.Errorf(http.StatusUnprocessableEntity, "dst-url %q leaves the RSE root", td.DstURL)
-		}
-		return filepath.Join(r.Root, rel), nil
+// replicaPath is where the RSE keeps d's replica, relative to the source
+// storage: the deterministic layout under RUCIO_RSE_ROOT.
+func (r *RSE) replicaPath(d DID) string {
+	rel, err := filepath.Rel(r.Storage.SourcePath, filepath.Join(r.Root, DeterministicPath(d)))
+	if err != nil || !filepath.IsLocal(rel) {
+		return filepath.Join(r.Root, DeterministicPath(d)) // RUCIO_RSE_ROOT is checked to lie under the storage
 	}
-	return filepath.Join(r.Root, DeterministicPath(td.DID())), nil
+	return rel
+}
+
+// transferPath checks that a transfer's dst-url names the DID's own
+// replica: the deterministic path, mapped through RUCIO_RSE_PREFIX when
+// the URL has it. A message naming any other file completes nothing.
+func (r *RSE) transferPath(td *TransferDone) (string, error) {
+	want := r.replicaPath(td.DID())
+	if r.Prefix == "" || !strings.HasPrefix(td.DstURL, r.Prefix) {
+		return want, nil
+	}
+	rel := strings.TrimPrefix(strings.TrimPrefix(td.DstURL, r.Prefix), "/")
+	got, err := filepath.Rel(r.Storage.SourcePath, filepath.Join(r.Root, filepath.FromSlash(rel)))
+	if err != nil || !filepath.IsLocal(rel) || filepath.Clean(got) != filepath.Clean(want) {
+		return "", staging.Errorf(staging.Forbidden, "dst-url does not name the replica of %s on %s", td.DID(), r.Name)
+	}
+	return want, nil
 }
 
 func (r *RSE) exists(path string) (string, bool, error) {
@@ -57,23 +67,19 @@ func (r *RSE) exists(path string) (string, bool, error) {
 	if err == nil {
 		return path, true, nil
 	}
-	var se *staging.Error
-	if errors.As(err, &se) && se.Status == http.StatusBadRequest && errors.Is(err, fs.ErrNotExist) {
+	if k, _ := staging.KindOf(err); k == staging.Rejected && errors.Is(err, fs.ErrNotExist) {
 		return path, false, nil
 	}
 	return "", false, err
 }
 
-// Completer finishes the requests that wait for a DID's replica when Rucio
-// reports its transfer to the local RSE, and fails those that waited too long.
-// Outcomes leave as org.skao.staging.completed or .failed events through
-// Notify (K_SINK), so a notifier can tell the user.
+// Completer is the door of Rucio's transfer-done messages: it completes
+// the requests that wait for a DID's replica when Rucio reports its
+// transfer to the local RSE. Their outcomes are notified (K_SINK), so a
+// notifier can tell the user.
 type Completer struct {
 	Service *staging.Service
 	RSE     *RSE
-	Source  string // CloudEvents source of the outcome events
-	Notify  func(ctx context.Context, ev cloudevents.Event) error
-	Reply   func(source string, op *staging.Operation) cloudevents.Event
 	Logger  *slog.Logger
 }
 
@@ -85,10 +91,11 @@ type Result struct {
 	Operations []string `json:"operations,omitempty"`
 }
 
-// HandleEvent completes the requests waiting for the event's DID. Events
-// for other RSEs or DIDs nobody waits for are acknowledged and ignored, so a
-// redelivery (nobody waits any more) has no second effect.
-func (c *Completer) HandleEvent(ctx context.Context, ev *cloudevents.Event) (any, error) {
+// HandleEvent completes the requests waiting for the event's DID, as
+// caller (the event's sender). Events for other RSEs or DIDs nobody waits
+// for are acknowledged and ignored, so a redelivery (nobody waits any
+// more) has no second effect.
+func (c *Completer) HandleEvent(ctx context.Context, caller staging.Caller, ev *cloudevents.Event) (any, error) {
 	td, err := ParseTransferDone(ev.Data())
 	if err != nil {
 		return nil, err
@@ -97,40 +104,24 @@ func (c *Completer) HandleEvent(ctx context.Context, ev *cloudevents.Event) (any
 	if td.DstRSE != c.RSE.Name {
 		return Result{Status: "ignored", Reason: "transfer to another RSE: " + td.DstRSE, DID: did}, nil
 	}
-	waiting, err := c.Service.Store.PendingByDID(ctx, did)
-	if err != nil {
-		return nil, staging.Unavailable(err)
-	}
-	if len(waiting) == 0 {
-		return Result{Status: "ignored", Reason: "no request waits for " + did, DID: did}, nil
-	}
-	path, err := c.RSE.replicaPath(td)
+	path, err := c.RSE.transferPath(td)
 	if err != nil {
 		return nil, err
 	}
-	if err := c.verify(td, path); err != nil {
-		var se *staging.Error
-		if errors.As(err, &se) && se.Status == http.StatusServiceUnavailable {
-			return nil, err // not visible here yet: let the broker retry
-		}
-		ids := c.fail(ctx, waiting, err)
-		_, detail := staging.StatusOf(err)
-		return Result{Status: "failed", Reason: detail, DID: did, Operations: ids}, nil
+	done, err := c.Service.Complete(ctx, caller, did, path, func() error { return c.verify(td, path) })
+	if err != nil {
+		return nil, err
 	}
 	res := Result{Status: "completed", DID: did}
-	for _, op := range waiting {
-		out, err := c.Service.Stage(ctx, staging.Request{Method: op.Method, Username: op.Username,
-			Target: op.RelativePath, Source: path, DID: did, OperationID: op.ID})
-		if out == nil || out.Operation == nil {
-			if staging.Transient(err) {
-				return nil, err // the store is down: retry the event
-			}
-			continue
-		}
-		res.Operations = append(res.Operations, out.Operation.ID)
-		if !out.Replayed {
-			c.notify(ctx, out.Operation)
-		}
+	switch {
+	case done.Waiting == 0:
+		return Result{Status: "ignored", Reason: "no request waits for " + did, DID: did}, nil
+	case done.Refused != nil:
+		res.Status = "failed"
+		_, res.Reason = staging.KindOf(done.Refused)
+	}
+	for _, op := range done.Operations {
+		res.Operations = append(res.Operations, op.ID)
 	}
 	return res, nil
 }
@@ -140,77 +131,17 @@ func (c *Completer) verify(td *TransferDone, path string) error {
 	src, err := c.RSE.Storage.Source(path)
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
-			return staging.Wrap(http.StatusServiceUnavailable, "Replica of "+td.DID().String()+" is not visible yet at "+path, err)
+			return staging.Wrap(staging.Unavailable, "Replica of "+td.DID().String()+" is not visible yet at "+path, err)
 		}
 		return err
 	}
 	if !src.Info.Mode().IsRegular() {
-		return staging.Errorf(http.StatusConflict, "Replica of %s is not a file: %s", td.DID(), path)
+		return staging.Errorf(staging.Conflict, "Replica of %s is not a file: %s", td.DID(), path)
 	}
 	f, err := c.RSE.Storage.SourceRoot().Open(src.Rel)
 	if err != nil {
-		return staging.Wrap(http.StatusInternalServerError, "Cannot open the replica of "+td.DID().String(), err)
+		return staging.Wrap(staging.Internal, "Cannot open the replica of "+td.DID().String(), err)
 	}
 	defer f.Close()
 	return td.Verify(f, src.Info.Size())
-}
-
-// fail records waiting operations as failed with cause, each once.
-func (c *Completer) fail(ctx context.Context, ops []staging.Operation, cause error) []string {
-	var ids []string
-	for i := range ops {
-		op := &ops[i]
-		claimed, err := c.Service.Store.Claim(ctx, op.ID, "", time.Now().UTC())
-		if err != nil || !claimed {
-			continue // someone else finished it
-		}
-		if err := c.Service.Fail(ctx, op, cause); err != nil {
-			c.Logger.ErrorContext(ctx, "record failed operation", "operation", op.ID, "error", err)
-			continue
-		}
-		ids = append(ids, op.ID)
-		c.notify(ctx, op)
-	}
-	return ids
-}
-
-// Expire fails the requests that have waited longer than ttl.
-func (c *Completer) Expire(ctx context.Context, ttl time.Duration) (int, error) {
-	ops, err := c.Service.Store.PendingBefore(ctx, time.Now().Add(-ttl))
-	if err != nil {
-		return 0, err
-	}
-	for _, op := range ops {
-		cause := staging.Errorf(http.StatusGatewayTimeout, "Expired: the replica of %s did not arrive within %s", op.DID, ttl)
-		c.fail(ctx, []staging.Operation{op}, cause)
-	}
-	return len(ops), nil
-}
-
-// ExpireEvery runs Expire until ctx ends.
-func (c *Completer) ExpireEvery(ctx context.Context, ttl time.Duration) {
-	every := min(max(ttl/4, 50*time.Millisecond), time.Minute)
-	t := time.NewTicker(every)
-	defer t.Stop()
-	for {
-		if n, err := c.Expire(ctx, ttl); err != nil {
-			c.Logger.WarnContext(ctx, "expire pending requests", "error", err)
-		} else if n > 0 {
-			c.Logger.InfoContext(ctx, "expired pending requests", "count", n)
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-	}
-}
-
-func (c *Completer) notify(ctx context.Context, op *staging.Operation) {
-	if c.Notify == nil {
-		return
-	}
-	if err := c.Notify(ctx, c.Reply(c.Source, op)); err != nil {
-		c.Logger.WarnContext(ctx, "send outcome event", "operation", op.ID, "error", fmt.Sprint(err))
-	}
 }

@@ -12,12 +12,11 @@ import (
 	"fmt"
 	"hash/adler32"
 	"io"
-	"net/http"
 	"path"
 	"strconv"
 	"strings"
 
-	staging "github.com/ska-telescope/skao-staging-service/lib"
+	"github.com/ska-telescope/skao-staging-service/lib/staging"
 )
 
 // DID is a Rucio data identifier, scope:name.
@@ -33,7 +32,7 @@ func ParseDID(s string) (DID, error) {
 	scope, name, ok := strings.Cut(s, ":")
 	d := DID{Scope: scope, Name: name}
 	if !ok || !validPart(scope, 25) || !validPart(name, 250) {
-		return DID{}, staging.Errorf(http.StatusUnprocessableEntity,
+		return DID{}, staging.Errorf(staging.Invalid,
 			"Invalid DID %q: want <scope>:<name> without '/' or '..'", s)
 	}
 	return d, nil
@@ -100,21 +99,21 @@ func ParseTransferDone(data []byte) (*TransferDone, error) {
 		Payload   json.RawMessage `json:"payload"`
 	}
 	if err := json.Unmarshal(data, &msg); err != nil {
-		return nil, staging.Wrap(http.StatusUnprocessableEntity, "Malformed transfer-done data: "+err.Error(), err)
+		return nil, staging.Wrap(staging.Invalid, "Malformed transfer-done data: want a JSON object", err)
 	}
 	body := data
 	if len(msg.Payload) > 0 && string(msg.Payload) != "null" {
 		if msg.EventType != "" && msg.EventType != "transfer-done" {
-			return nil, staging.Errorf(http.StatusUnprocessableEntity, "Unexpected Rucio event_type %q: want transfer-done", msg.EventType)
+			return nil, staging.Errorf(staging.Invalid, "Unexpected Rucio event_type %q: want transfer-done", msg.EventType)
 		}
 		body = msg.Payload
 	}
 	var td TransferDone
 	if err := json.Unmarshal(body, &td); err != nil {
-		return nil, staging.Wrap(http.StatusUnprocessableEntity, "Malformed transfer-done payload: "+err.Error(), err)
+		return nil, staging.Wrap(staging.Invalid, "Malformed transfer-done payload: want Rucio's fields (scope, name, dst-rse, dst-url, bytes, checksums) with their types", err)
 	}
 	if td.Scope == "" || td.Name == "" || td.DstRSE == "" {
-		return nil, staging.Errorf(http.StatusUnprocessableEntity, "transfer-done payload needs scope, name and dst-rse")
+		return nil, staging.Errorf(staging.Invalid, "transfer-done payload needs scope, name and dst-rse")
 	}
 	if _, err := ParseDID(td.DID().String()); err != nil {
 		return nil, err
@@ -140,25 +139,25 @@ func (t *TransferDone) Size() int64 {
 // as Rucio reports it (8 hex digits), else MD5. It reads r to the end.
 func (t *TransferDone) Verify(r io.Reader, size int64) error {
 	if want := t.Size(); want >= 0 && want != size {
-		return staging.Errorf(http.StatusConflict, "Replica of %s has %d bytes, the transfer reported %d", t.DID(), size, want)
+		return staging.Errorf(staging.Conflict, "Replica of %s has %d bytes, the transfer reported %d", t.DID(), size, want)
 	}
 	switch {
 	case t.ChecksumAdler != nil && *t.ChecksumAdler != "":
 		h := adler32.New()
 		if _, err := io.Copy(h, r); err != nil {
-			return staging.Wrap(http.StatusInternalServerError, "Cannot read the replica of "+t.DID().String(), err)
+			return staging.Wrap(staging.Internal, "Cannot read the replica of "+t.DID().String(), err)
 		}
 		got := fmt.Sprintf("%08x", h.Sum32())
 		if want, err := strconv.ParseUint(*t.ChecksumAdler, 16, 32); err != nil || uint32(want) != h.Sum32() {
-			return staging.Errorf(http.StatusConflict, "Replica of %s has adler32 %s, the transfer reported %s", t.DID(), got, *t.ChecksumAdler)
+			return staging.Errorf(staging.Conflict, "Replica of %s has adler32 %s, the transfer reported %s", t.DID(), got, *t.ChecksumAdler)
 		}
 	case t.ChecksumMD5 != nil && *t.ChecksumMD5 != "":
 		h := md5.New()
 		if _, err := io.Copy(h, r); err != nil {
-			return staging.Wrap(http.StatusInternalServerError, "Cannot read the replica of "+t.DID().String(), err)
+			return staging.Wrap(staging.Internal, "Cannot read the replica of "+t.DID().String(), err)
 		}
 		if got := hex.EncodeToString(h.Sum(nil)); !strings.EqualFold(got, *t.ChecksumMD5) {
-			return staging.Errorf(http.StatusConflict, "Replica of %s has md5 %s, the transfer reported %s", t.DID(), got, *t.ChecksumMD5)
+			return staging.Errorf(staging.Conflict, "Replica of %s has md5 %s, the transfer reported %s", t.DID(), got, *t.ChecksumMD5)
 		}
 	}
 	return nil

@@ -2,12 +2,11 @@ package rucio
 
 import (
 	"errors"
-	"net/http"
 	"path"
 	"strings"
 	"testing"
 
-	staging "github.com/ska-telescope/skao-staging-service/lib"
+	"github.com/ska-telescope/skao-staging-service/lib/staging"
 )
 
 // FuzzParseDID checks that whatever a client sends as a DID, it is refused
@@ -81,7 +80,7 @@ func wantClientError(t *testing.T, fn, input string, err error) {
 	if !errors.As(err, &se) {
 		t.Fatalf("%s(%q): %v (%T) is not a *staging.Error", fn, input, err, err)
 	}
-	if se.Status != http.StatusUnprocessableEntity || se.Detail == "" {
-		t.Fatalf("%s(%q): %d %q, want 422 with a detail", fn, input, se.Status, se.Detail)
+	if se.Kind != staging.Invalid || se.Detail == "" {
+		t.Fatalf("%s(%q): %s %q, want invalid with a detail", fn, input, se.Kind, se.Detail)
 	}
 }

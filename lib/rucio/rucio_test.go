@@ -4,7 +4,7 @@ import (
 	"strings"
 	"testing"
 
-	staging "github.com/ska-telescope/skao-staging-service/lib"
+	"github.com/ska-telescope/skao-staging-service/lib/httpx"
 )
 
 // The expected paths were computed apart from this code, with Python's
@@ -32,7 +32,7 @@ func TestParseDID(t *testing.T) {
 		strings.Repeat("s", 26) + ":x", "s:" + strings.Repeat("n", 251), "s:a\x00b"} {
 		if _, err := ParseDID(bad); err == nil {
 			t.Errorf("%q accepted", bad)
-		} else if st, _ := staging.StatusOf(err); st != 422 {
+		} else if st, _ := httpx.Status(err); st != 422 {
 			t.Errorf("%q: status %d", bad, st)
 		}
 	}

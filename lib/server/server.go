@@ -63,7 +63,9 @@ func RunContext(ctx context.Context, o Options) error {
 			cctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
 			defer cancel()
 			if err := o.Ready(cctx); err != nil {
-				httpx.JSON(w, http.StatusServiceUnavailable, httpx.Detail{Detail: "not ready: " + err.Error()})
+				// The cause names internals (addresses, drivers): logged, not shown.
+				o.Logger.Debug("not ready", "error", err)
+				httpx.JSON(w, http.StatusServiceUnavailable, httpx.Detail{Detail: "not ready: the database does not answer"})
 				return
 			}
 		}

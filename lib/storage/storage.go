@@ -7,14 +7,13 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"net/http"
 	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
 	"syscall"
 
-	staging "github.com/ska-telescope/skao-staging-service/lib"
+	"github.com/ska-telescope/skao-staging-service/lib/staging"
 )
 
 // Storage holds the source root and the root of all user areas.
@@ -28,6 +27,9 @@ type Storage struct {
 
 // Open opens both roots. The source must exist; the target is created.
 func Open(sourcePath, targetPath string) (*Storage, error) {
+	if sourcePath == "" || targetPath == "" {
+		return nil, errors.New("SOURCE_STORAGE_PATH and TARGET_STORAGE_PATH are required")
+	}
 	src, err := os.OpenRoot(sourcePath)
 	if err != nil {
 		return nil, fmt.Errorf("open source storage: %w", err)
@@ -65,7 +67,7 @@ type Source struct {
 }
 
 // Source resolves local_path_on_storage, absolute (then under the source
-// root) or relative to it. Escapes are 403, missing paths 400.
+// root) or relative to it. Escapes are Forbidden, missing paths Rejected.
 func (s *Storage) Source(p string) (*Source, error) {
 	rel, err := s.sourceRel(p)
 	if err != nil {
@@ -80,10 +82,10 @@ func (s *Storage) Source(p string) (*Source, error) {
 
 func (s *Storage) sourceRel(p string) (string, error) {
 	if p == "" {
-		return "", staging.Errorf(http.StatusUnprocessableEntity, "local_path_on_storage is required")
+		return "", staging.Errorf(staging.Invalid, "local_path_on_storage is required")
 	}
 	if strings.ContainsRune(p, 0) {
-		return "", staging.Errorf(http.StatusBadRequest, "Source path contains a NUL byte")
+		return "", staging.Errorf(staging.Invalid, "Source path contains a NUL byte")
 	}
 	if filepath.IsAbs(p) {
 		clean := filepath.Clean(p)
@@ -92,13 +94,13 @@ func (s *Storage) sourceRel(p string) (string, error) {
 				return rel, nil
 			}
 		}
-		return "", staging.Errorf(http.StatusForbidden, "Source path is outside the source storage: %s", p)
+		return "", staging.Errorf(staging.Forbidden, "Source path is outside the source storage: %s", p)
 	}
 	if !filepath.IsLocal(p) {
 		if filepath.Clean(p) == "." {
 			return ".", nil
 		}
-		return "", staging.Errorf(http.StatusForbidden, "Source path is outside the source storage: %s", p)
+		return "", staging.Errorf(staging.Forbidden, "Source path is outside the source storage: %s", p)
 	}
 	return filepath.Clean(p), nil
 }
@@ -107,23 +109,23 @@ func (s *Storage) sourceRel(p string) (string, error) {
 // the area itself.
 func TargetRel(p string) (string, error) {
 	if p == "" {
-		return "", staging.Errorf(http.StatusUnprocessableEntity, "relative_path is required")
+		return "", staging.Errorf(staging.Invalid, "relative_path is required")
 	}
 	if strings.ContainsRune(p, 0) {
-		return "", staging.Errorf(http.StatusBadRequest, "Target path contains a NUL byte")
+		return "", staging.Errorf(staging.Invalid, "Target path contains a NUL byte")
 	}
 	if !filepath.IsLocal(p) {
-		return "", staging.Errorf(http.StatusForbidden, "Target path is outside the user area: %s", p)
+		return "", staging.Errorf(staging.Forbidden, "Target path is outside the user area: %s", p)
 	}
 	rel := filepath.Clean(p)
 	if rel == "." {
-		return "", staging.Errorf(http.StatusBadRequest, "Target path names the user area itself: %s", p)
+		return "", staging.Errorf(staging.Rejected, "Target path names the user area itself: %s", p)
 	}
 	// No element may be a temporary name: staging into another operation's
 	// temporary folder would add to its copy, and the sweep removes it.
 	for _, name := range strings.Split(rel, string(filepath.Separator)) {
 		if IsTemp(name) {
-			return "", staging.Errorf(http.StatusBadRequest, "Target name is reserved for temporary files: %s", p)
+			return "", staging.Errorf(staging.Rejected, "Target name is reserved for temporary files: %s", p)
 		}
 	}
 	return rel, nil
@@ -133,7 +135,7 @@ func TargetRel(p string) (string, error) {
 // The username must already be validated.
 func (s *Storage) UserArea(username string) (*os.Root, error) {
 	if !filepath.IsLocal(username) || strings.ContainsRune(username, '/') {
-		return nil, staging.Errorf(http.StatusUnprocessableEntity, "Invalid username: %s", username)
+		return nil, staging.Errorf(staging.Invalid, "Invalid username: %s", username)
 	}
 	// The area usually exists: open it first, create it only when missing.
 	root, err := s.target.OpenRoot(username)
@@ -157,20 +159,21 @@ func (s *Storage) UserAreaPath(username string) string {
 // TargetRoot is the traversal-safe root of all user areas.
 func (s *Storage) TargetRoot() *os.Root { return s.target }
 
-// classify turns an os.Root error into a 400 (missing), 403 (escape) or 500.
+// classify turns an os.Root error into Rejected (missing), Forbidden
+// (escape, permission) or Internal.
 func classify(err error, missing, escape string) error {
 	switch {
 	case IsEscape(err):
-		return staging.Wrap(http.StatusForbidden, escape, err)
+		return staging.Wrap(staging.Forbidden, escape, err)
 	case errors.Is(err, fs.ErrNotExist), errors.Is(err, syscall.ENOTDIR),
 		errors.Is(err, syscall.ELOOP), errors.Is(err, syscall.ENAMETOOLONG):
 		// A link loop or an overlong name is as permanent as a missing
-		// path: a 400, not a 5xx that a broker would redeliver.
-		return staging.Wrap(http.StatusBadRequest, missing, err)
+		// path: not a transient failure that a broker would redeliver.
+		return staging.Wrap(staging.Rejected, missing, err)
 	case errors.Is(err, fs.ErrPermission):
-		return staging.Wrap(http.StatusForbidden, "Permission denied", err)
+		return staging.Wrap(staging.Forbidden, "Permission denied", err)
 	}
-	return staging.Wrap(http.StatusInternalServerError, "Storage error", err)
+	return staging.Wrap(staging.Internal, "Storage error", err)
 }
 
 // IsEscape reports whether err is os.Root refusing a path that leaves the

@@ -13,7 +13,8 @@ import (
 
 	"github.com/google/uuid"
 
-	staging "github.com/ska-telescope/skao-staging-service/lib"
+	"github.com/ska-telescope/skao-staging-service/lib/httpx"
+	"github.com/ska-telescope/skao-staging-service/lib/staging"
 )
 
 // fixture is a source and a target storage side by side with a folder
@@ -101,7 +102,7 @@ func wantStatus(t *testing.T, err error, status int, detail string) {
 	if !errors.As(err, &se) {
 		t.Fatalf("error %v (%T) is not a *staging.Error", err, err)
 	}
-	got, gotDetail := staging.StatusOf(err)
+	got, gotDetail := httpx.Status(err)
 	if got != status {
 		t.Errorf("status = %d (%q), want %d", got, gotDetail, status)
 	}
@@ -152,7 +153,7 @@ func TestSource(t *testing.T) {
 		{name: "absolute symlink inside", path: "absinside", status: 403},
 		{name: "absolute path to escaping link", path: "SRC/escape", status: 403},
 
-		{name: "NUL byte", path: "file.txt\x00.jpg", status: 400, detail: "Source path contains a NUL byte"},
+		{name: "NUL byte", path: "file.txt\x00.jpg", status: 422, detail: "Source path contains a NUL byte"},
 		{name: "missing", path: "nope/missing.txt", status: 400, detail: "Source path does not exist: nope/missing.txt"},
 		{name: "missing absolute", path: "SRC/missing", status: 400},
 		{name: "below a file", path: "file.txt/x", status: 400, detail: "Source path does not exist: file.txt/x"},
@@ -263,7 +264,7 @@ func TestTargetRel(t *testing.T) {
 		{name: "dot-dot file", path: "../bob/x", status: 403},
 		{name: "a/../../x", path: "a/../../x", status: 403},
 		{name: "empty", path: "", status: 422},
-		{name: "NUL", path: "a\x00b", status: 400},
+		{name: "NUL", path: "a\x00b", status: 422},
 		{name: "the area itself", path: ".", status: 400},
 		{name: "the area itself via dot-dot", path: "a/..", status: 400},
 		{name: "the area itself with slash", path: "./", status: 400},
@@ -506,9 +507,9 @@ func clientError(t *testing.T, fn, p string, err error) {
 	if !errors.As(err, &se) {
 		t.Fatalf("%s(%q): %v (%T) is not a *staging.Error", fn, p, err, err)
 	}
-	switch se.Status {
-	case http.StatusBadRequest, http.StatusForbidden, http.StatusUnprocessableEntity:
+	switch se.Kind {
+	case staging.Rejected, staging.Forbidden, staging.Invalid:
 	default:
-		t.Fatalf("%s(%q): status %d %q, want 400, 403 or 422", fn, p, se.Status, se.Detail)
+		t.Fatalf("%s(%q): %s %q, want rejected, forbidden or invalid", fn, p, se.Kind, se.Detail)
 	}
 }

@@ -15,7 +15,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/ska-telescope/skao-staging-service/internal/testenv"
-	staging "github.com/ska-telescope/skao-staging-service/lib"
+	"github.com/ska-telescope/skao-staging-service/lib/staging"
 )
 
 func TestMain(m *testing.M) { testenv.Main(m) }
@@ -119,7 +119,7 @@ func testRoundTrip(t *testing.T, url string) {
 		Status:             staging.StatusFailed,
 		Message:            "message\nwith lines",
 		ErrorReason:        "reason 'quoted' \"too\"",
-		Code:               502,
+		ErrorKind:          staging.Upstream,
 		Bytes:              1 << 40,
 		BytesDone:          1<<40 - 1,
 		CreatedAt:          created,
@@ -127,6 +127,8 @@ func testRoundTrip(t *testing.T, url string) {
 		FinishedAt:         &finished,
 		EventKey:           hash("event"),
 		TargetLock:         hash("lock"),
+		LeaseOwner:         "host/1/abc",
+		DID:                "user.jdoe:image.fits",
 	}
 	mustCreate(t, s, op)
 
@@ -166,7 +168,7 @@ func testRoundTrip(t *testing.T, url string) {
 	p := newOp("bob", t0)
 	mustCreate(t, s, p)
 	got = mustGet(t, s, p.ID)
-	if got.FinishedAt != nil || got.Message != "" || got.ErrorReason != "" || got.EventKey != "" || got.TargetLock != "" {
+	if got.FinishedAt != nil || got.Message != "" || got.ErrorReason != "" || got.EventKey != "" || got.TargetLock != "" || got.LeaseOwner != "" {
 		t.Errorf("pending op read back as %+v", got)
 	}
 	if !got.CreatedAt.Equal(t0) {
@@ -189,13 +191,13 @@ func testNotFound(t *testing.T, url string) {
 			t.Errorf("GetByTargetLock(%q): %v, want ErrNotFound", k, err)
 		}
 	}
-	if err := s.Progress(ctx, "nope", 1, 1, t0); !errors.Is(err, staging.ErrNotFound) {
-		t.Errorf("Progress: %v, want ErrNotFound", err)
+	if err := s.Progress(ctx, "nope", "me", 1, 1, t0); !errors.Is(err, staging.ErrLeaseLost) {
+		t.Errorf("Progress: %v, want ErrLeaseLost", err)
 	}
 	op := newOp("alice", t0)
 	op.Status = staging.StatusSuccess
-	if err := s.Finish(ctx, op); !errors.Is(err, staging.ErrNotFound) {
-		t.Errorf("Finish: %v, want ErrNotFound", err)
+	if err := s.Finish(ctx, op, "me"); !errors.Is(err, staging.ErrLeaseLost) {
+		t.Errorf("Finish: %v, want ErrLeaseLost", err)
 	}
 	if err := s.Ping(ctx); err != nil {
 		t.Errorf("Ping: %v", err)
@@ -252,27 +254,27 @@ func testClaim(t *testing.T, url string) {
 	mustCreate(t, s, a)
 	mustCreate(t, s, b)
 	now := t0.Add(time.Second)
-	ok, err := s.Claim(ctx, a.ID, hash("target"), now)
+	ok, err := s.Claim(ctx, a.ID, hash("target"), "me", now)
 	if err != nil || !ok {
 		t.Fatalf("first Claim: %v %v, want true", ok, err)
 	}
 	got := mustGet(t, s, a.ID)
-	if got.Status != staging.StatusRunning || got.TargetLock != hash("target") || !got.UpdatedAt.Equal(now) {
+	if got.Status != staging.StatusRunning || got.TargetLock != hash("target") || !got.UpdatedAt.Equal(now) || got.LeaseOwner != "me" {
 		t.Errorf("claimed op: %+v", got)
 	}
-	if ok, err := s.Claim(ctx, a.ID, hash("other"), now); err != nil || ok {
+	if ok, err := s.Claim(ctx, a.ID, hash("other"), "other", now); err != nil || ok {
 		t.Errorf("second Claim: %v %v, want false", ok, err)
 	}
-	if got := mustGet(t, s, a.ID); got.TargetLock != hash("target") {
-		t.Errorf("second Claim changed the lock to %q", got.TargetLock)
+	if got := mustGet(t, s, a.ID); got.TargetLock != hash("target") || got.LeaseOwner != "me" {
+		t.Errorf("second Claim changed the lock to %q, the owner to %q", got.TargetLock, got.LeaseOwner)
 	}
-	if ok, err := s.Claim(ctx, b.ID, hash("target"), now); !errors.Is(err, staging.ErrDuplicate) || ok {
+	if ok, err := s.Claim(ctx, b.ID, hash("target"), "me", now); !errors.Is(err, staging.ErrDuplicate) || ok {
 		t.Errorf("Claim of a held lock: %v %v, want ErrDuplicate", ok, err)
 	}
 	if got := mustGet(t, s, b.ID); got.Status != staging.StatusPending {
 		t.Errorf("failed Claim changed status to %s", got.Status)
 	}
-	if ok, err := s.Claim(ctx, "missing", hash("x"), now); err != nil || ok {
+	if ok, err := s.Claim(ctx, "missing", hash("x"), "me", now); err != nil || ok {
 		t.Errorf("Claim of a missing op: %v %v", ok, err)
 	}
 	if got, err := s.GetByTargetLock(ctx, hash("target")); err != nil || got.ID != a.ID {
@@ -281,7 +283,7 @@ func testClaim(t *testing.T, url string) {
 	// An empty lock claims without a lock.
 	c := newOp("alice", t0)
 	mustCreate(t, s, c)
-	if ok, err := s.Claim(ctx, c.ID, "", now); err != nil || !ok {
+	if ok, err := s.Claim(ctx, c.ID, "", "me", now); err != nil || !ok {
 		t.Errorf("Claim without lock: %v %v", ok, err)
 	}
 }
@@ -292,16 +294,19 @@ func testFinishReleasesLock(t *testing.T, url string) {
 	lock := hash("user/target")
 	a := newOp("alice", t0)
 	mustCreate(t, s, a)
-	if ok, err := s.Claim(ctx, a.ID, lock, t0); err != nil || !ok {
+	if ok, err := s.Claim(ctx, a.ID, lock, "me", t0); err != nil || !ok {
 		t.Fatalf("Claim: %v %v", ok, err)
 	}
 	fin := t0.Add(3 * time.Second)
-	a.Status, a.Message, a.Code, a.Bytes, a.BytesDone, a.FinishedAt = staging.StatusSuccess, "done", 200, 10, 10, &fin
-	if err := s.Finish(ctx, a); err != nil {
+	a.Status, a.Message, a.Bytes, a.BytesDone, a.FinishedAt = staging.StatusSuccess, "done", 10, 10, &fin
+	if err := s.Finish(ctx, a, "someone else"); !errors.Is(err, staging.ErrLeaseLost) {
+		t.Fatalf("Finish by another replica: %v, want ErrLeaseLost", err)
+	}
+	if err := s.Finish(ctx, a, "me"); err != nil {
 		t.Fatal(err)
 	}
 	got := mustGet(t, s, a.ID)
-	if got.Status != staging.StatusSuccess || got.Message != "done" || got.Code != 200 || got.Bytes != 10 ||
+	if got.Status != staging.StatusSuccess || got.Message != "done" || got.Bytes != 10 ||
 		got.BytesDone != 10 || got.TargetLock != "" || !got.FinishedAt.Equal(fin) || !got.UpdatedAt.Equal(fin) {
 		t.Errorf("finished op: %+v", got)
 	}
@@ -312,17 +317,29 @@ func testFinishReleasesLock(t *testing.T, url string) {
 	b.Status, b.TargetLock = staging.StatusRunning, lock
 	mustCreate(t, s, b) // the lock is free again
 
+	// A final status is never rewritten, not even by its owner.
+	a.Status, a.Message = staging.StatusFailed, "again"
+	if err := s.Finish(ctx, a, "me"); !errors.Is(err, staging.ErrLeaseLost) {
+		t.Errorf("second Finish: %v, want ErrLeaseLost", err)
+	}
+	if got := mustGet(t, s, a.ID); got.Status != staging.StatusSuccess || got.Message != "done" {
+		t.Errorf("second Finish rewrote the outcome: %+v", got)
+	}
+
 	// Finish needs a final status and fills in FinishedAt.
 	c := newOp("alice", t0)
 	mustCreate(t, s, c)
-	if err := s.Finish(ctx, c); err == nil {
+	if ok, err := s.Claim(ctx, c.ID, "", "me", t0); err != nil || !ok {
+		t.Fatalf("Claim: %v %v", ok, err)
+	}
+	if err := s.Finish(ctx, c, "me"); err == nil {
 		t.Error("Finish with status pending succeeded")
 	}
-	c.Status, c.ErrorReason, c.Code = staging.StatusFailed, "boom", 500
-	if err := s.Finish(ctx, c); err != nil || c.FinishedAt == nil {
+	c.Status, c.ErrorReason, c.ErrorKind = staging.StatusFailed, "boom", staging.Internal
+	if err := s.Finish(ctx, c, "me"); err != nil || c.FinishedAt == nil {
 		t.Fatalf("Finish: %v, FinishedAt %v", err, c.FinishedAt)
 	}
-	if got := mustGet(t, s, c.ID); got.ErrorReason != "boom" || got.FinishedAt == nil || !got.FinishedAt.Equal(*c.FinishedAt) {
+	if got := mustGet(t, s, c.ID); got.ErrorReason != "boom" || got.ErrorKind != staging.Internal || got.FinishedAt == nil || !got.FinishedAt.Equal(*c.FinishedAt) {
 		t.Errorf("finished op: %+v", got)
 	}
 }
@@ -333,7 +350,13 @@ func testProgress(t *testing.T, url string) {
 	a := newOp("alice", t0)
 	mustCreate(t, s, a)
 	now := t0.Add(time.Minute)
-	if err := s.Progress(ctx, a.ID, 100, 40, now); err != nil {
+	if err := s.Progress(ctx, a.ID, "me", 100, 40, now); !errors.Is(err, staging.ErrLeaseLost) {
+		t.Fatalf("Progress of a pending op: %v, want ErrLeaseLost", err)
+	}
+	if ok, err := s.Claim(ctx, a.ID, "", "me", t0); err != nil || !ok {
+		t.Fatalf("Claim: %v %v", ok, err)
+	}
+	if err := s.Progress(ctx, a.ID, "me", 100, 40, now); err != nil {
 		t.Fatal(err)
 	}
 	got := mustGet(t, s, a.ID)
@@ -341,8 +364,12 @@ func testProgress(t *testing.T, url string) {
 		t.Errorf("after Progress: %+v", got)
 	}
 	// The same values again still find the row.
-	if err := s.Progress(ctx, a.ID, 100, 40, now); err != nil {
+	if err := s.Progress(ctx, a.ID, "me", 100, 40, now); err != nil {
 		t.Errorf("repeated Progress: %v", err)
+	}
+	// Another replica does not hold it.
+	if err := s.Progress(ctx, a.ID, "other", 200, 80, now); !errors.Is(err, staging.ErrLeaseLost) {
+		t.Errorf("Progress by another replica: %v, want ErrLeaseLost", err)
 	}
 }
 
@@ -354,6 +381,9 @@ func testAbandon(t *testing.T, url string) {
 	mk := func(status staging.Status, updated time.Time, lock string) *staging.Operation {
 		op := newOp("alice", t0)
 		op.Status, op.UpdatedAt, op.TargetLock = status, updated, lock
+		if status == staging.StatusRunning {
+			op.LeaseOwner = "dead replica"
+		}
 		if status.Finished() {
 			op.FinishedAt = &updated
 		}
@@ -364,18 +394,22 @@ func testAbandon(t *testing.T, url string) {
 	freshRunning := mk(staging.StatusRunning, recent, hash("b"))
 	stalePending := mk(staging.StatusPending, old, "")
 	staleDone := mk(staging.StatusSuccess, old, "")
-	staleOne := mk(staging.StatusRunning, old, hash("c"))
 
-	// One by id.
-	if n, err := s.Abandon(ctx, freshRunning.ID, cutoff, "gone"); err != nil || n != 0 {
-		t.Errorf("Abandon of a fresh op: %d %v", n, err)
-	}
-	if n, err := s.Abandon(ctx, staleOne.ID, cutoff, "gone"); err != nil || n != 1 {
-		t.Errorf("Abandon of one stale op: %d %v", n, err)
-	}
-	// All the rest.
-	if n, err := s.Abandon(ctx, "", cutoff, "replica died"); err != nil || n != 1 {
-		t.Errorf("Abandon of all stale ops: %d %v, want 1", n, err)
+	for _, c := range []struct {
+		op     *staging.Operation
+		status staging.Status
+		want   bool
+	}{
+		{freshRunning, staging.StatusRunning, false}, // alive
+		{staleRunning, staging.StatusPending, false}, // not in that status
+		{staleDone, staging.StatusSuccess, false},    // final statuses are never rewritten
+		{staleRunning, staging.StatusRunning, true},
+		{staleRunning, staging.StatusRunning, false}, // already done
+		{stalePending, staging.StatusPending, true},
+	} {
+		if ok, err := s.Abandon(ctx, c.op.ID, c.status, cutoff, staging.Unavailable, "replica died"); err != nil || ok != c.want {
+			t.Errorf("Abandon(%s, %s) = %v %v, want %v", c.op.ID, c.status, ok, err, c.want)
+		}
 	}
 	for _, c := range []struct {
 		op     *staging.Operation
@@ -383,8 +417,7 @@ func testAbandon(t *testing.T, url string) {
 		reason string
 	}{
 		{staleRunning, staging.StatusFailed, "replica died"},
-		{stalePending, staging.StatusPending, ""},
-		{staleOne, staging.StatusFailed, "gone"},
+		{stalePending, staging.StatusFailed, "replica died"},
 		{freshRunning, staging.StatusRunning, ""},
 		{staleDone, staging.StatusSuccess, ""},
 	} {
@@ -392,18 +425,18 @@ func testAbandon(t *testing.T, url string) {
 		if got.Status != c.status || got.ErrorReason != c.reason {
 			t.Errorf("op %s: status %s reason %q, want %s %q", got.ID, got.Status, got.ErrorReason, c.status, c.reason)
 		}
-		if c.status == staging.StatusFailed && (got.Code != 500 || got.TargetLock != "" || got.FinishedAt == nil) {
+		if c.status == staging.StatusFailed && (got.ErrorKind != staging.Unavailable || got.TargetLock != "" || got.LeaseOwner != "" || got.FinishedAt == nil) {
 			t.Errorf("abandoned op %+v", got)
 		}
 	}
 	if got := mustGet(t, s, freshRunning.ID); got.TargetLock != hash("b") {
 		t.Errorf("fresh op lost its lock: %+v", got)
 	}
-	// The abandoned locks are free again.
+	// The abandoned lock is free again, and the dead replica cannot finish.
 	mk(staging.StatusRunning, recent, hash("a"))
-	mk(staging.StatusRunning, recent, hash("c"))
-	if n, err := s.Abandon(ctx, "", cutoff, "again"); err != nil || n != 0 {
-		t.Errorf("second Abandon: %d %v", n, err)
+	staleRunning.Status = staging.StatusSuccess
+	if err := s.Finish(ctx, staleRunning, "dead replica"); !errors.Is(err, staging.ErrLeaseLost) {
+		t.Errorf("Finish after Abandon: %v, want ErrLeaseLost", err)
 	}
 }
 
@@ -522,11 +555,11 @@ func testConcurrentWriters(t *testing.T, url string) {
 				op := newOp(fmt.Sprintf("user%d", g), time.Now())
 				op.EventKey = hash(fmt.Sprintf("event %d %d", g, i))
 				op.TargetLock = hash(fmt.Sprintf("lock %d %d", g, i))
-				op.Status = staging.StatusRunning
+				op.Status, op.LeaseOwner = staging.StatusRunning, "me"
 				err := s.Create(ctx, op)
 				if err == nil {
-					op.Status, op.Code = staging.StatusSuccess, 200
-					err = s.Finish(ctx, op)
+					op.Status = staging.StatusSuccess
+					err = s.Finish(ctx, op, op.LeaseOwner)
 				}
 				if err != nil {
 					mu.Lock()
@@ -633,18 +666,20 @@ func testPendingDIDs(t *testing.T, url string) {
 	newer := mk("skao:a", staging.StatusPending, t0.Add(time.Hour))
 	mk("skao:a", staging.StatusSuccess, t0)
 	other := mk("skao:b", staging.StatusPending, t0.Add(2*time.Hour))
-	mk("", staging.StatusPending, t0) // an async request, not waiting for a replica
+	handoff := mk("", staging.StatusPending, t0) // an async request, not waiting for a replica
 
 	for _, c := range []struct {
 		name string
 		got  func() ([]staging.Operation, error)
 		want []string
 	}{
-		{"by DID, oldest first", func() ([]staging.Operation, error) { return s.PendingByDID(ctx, "skao:a") }, []string{old.ID, newer.ID}},
-		{"unknown DID", func() ([]staging.Operation, error) { return s.PendingByDID(ctx, "skao:zz") }, nil},
-		{"before a time, DIDs only", func() ([]staging.Operation, error) { return s.PendingBefore(ctx, t0.Add(90*time.Minute)) }, []string{old.ID, newer.ID}},
-		{"before everything", func() ([]staging.Operation, error) { return s.PendingBefore(ctx, t0) }, nil},
-		{"all", func() ([]staging.Operation, error) { return s.PendingBefore(ctx, t0.Add(3*time.Hour)) }, []string{old.ID, newer.ID, other.ID}},
+		{"by DID, oldest first", func() ([]staging.Operation, error) { return s.PendingByDID(ctx, "skao:a", 10) }, []string{old.ID, newer.ID}},
+		{"by DID, bounded", func() ([]staging.Operation, error) { return s.PendingByDID(ctx, "skao:a", 1) }, []string{old.ID}},
+		{"unknown DID", func() ([]staging.Operation, error) { return s.PendingByDID(ctx, "skao:zz", 10) }, nil},
+		{"before a time, DIDs only", func() ([]staging.Operation, error) { return s.PendingBefore(ctx, t0.Add(90*time.Minute), true, 10) }, []string{old.ID, newer.ID}},
+		{"before everything", func() ([]staging.Operation, error) { return s.PendingBefore(ctx, t0, true, 10) }, nil},
+		{"all", func() ([]staging.Operation, error) { return s.PendingBefore(ctx, t0.Add(3*time.Hour), true, 10) }, []string{old.ID, newer.ID, other.ID}},
+		{"all, bounded", func() ([]staging.Operation, error) { return s.PendingBefore(ctx, t0.Add(3*time.Hour), true, 2) }, []string{old.ID, newer.ID}},
 	} {
 		ops, err := c.got()
 		if err != nil {
@@ -660,6 +695,10 @@ func testPendingDIDs(t *testing.T, url string) {
 		if fmt.Sprint(ids) != fmt.Sprint(c.want) {
 			t.Errorf("%s: %v, want %v", c.name, ids, c.want)
 		}
+	}
+	// Hand-offs waiting to be picked up are the others.
+	if ops, err := s.PendingBefore(ctx, t0.Add(time.Second), false, 10); err != nil || len(ops) != 1 || ops[0].ID != handoff.ID {
+		t.Errorf("PendingBefore, hand-offs: %v %v, want %s", ops, err, handoff.ID)
 	}
 }
 
@@ -680,7 +719,7 @@ func testStale(t *testing.T, url string) {
 	mk(staging.StatusRunning, t0.Add(time.Hour)) // heartbeat after the cut
 	mk(staging.StatusPending, t0)                // waits, does not run
 	mk(staging.StatusSuccess, t0)                // finished
-	ops, err := s.Stale(ctx, t0.Add(30*time.Minute))
+	ops, err := s.Stale(ctx, t0.Add(30*time.Minute), 10)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -16,11 +16,12 @@ import (
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"go.opentelemetry.io/otel/trace"
 
-	staging "github.com/ska-telescope/skao-staging-service/lib"
+	"github.com/ska-telescope/skao-staging-service/lib/auth"
 	"github.com/ska-telescope/skao-staging-service/lib/events"
 	"github.com/ska-telescope/skao-staging-service/lib/httpx"
 	"github.com/ska-telescope/skao-staging-service/lib/logging"
 	"github.com/ska-telescope/skao-staging-service/lib/methods"
+	"github.com/ska-telescope/skao-staging-service/lib/staging"
 	"github.com/ska-telescope/skao-staging-service/lib/storage"
 	"github.com/ska-telescope/skao-staging-service/lib/store"
 	"github.com/ska-telescope/skao-staging-service/lib/telemetry"
@@ -59,7 +60,7 @@ func TestEventTraceThroughBroker(t *testing.T) {
 	svc.Register(methods.LocalSymlink{Storage: st})
 
 	mux := httpx.NewMux()
-	mux.Route(http.MethodPost, "/", (&events.Receiver{Service: svc, Source: "/test", Logger: logger}).ServeHTTP)
+	mux.Route(http.MethodPost, "/", (&events.Receiver{Service: svc, Source: "/test", Logger: logger, Auth: auth.None{}}).ServeHTTP)
 	function := httptest.NewServer(telemetry.Handler(mux))
 	defer function.Close()
 
@@ -83,17 +84,17 @@ func TestEventTraceThroughBroker(t *testing.T) {
 	}))
 	defer broker.Close()
 
-	sender, err := events.NewSender(broker.URL)
+	sender, err := events.NewSender(broker.URL, "/test", slog.Default())
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, root := tp.Tracer("test").Start(context.Background(), "client request")
-	ev := cloudevents.NewEvent()
+	ev, err := events.NewRequest("/rucio/rse/SITE", &staging.Request{Method: "local_symlink", Username: "alice",
+		Source: "obs.ms", Target: "obs.ms"})
+	if err != nil {
+		t.Fatal(err)
+	}
 	ev.SetID("42")
-	ev.SetSource("/rucio/rse/SITE")
-	ev.SetType(events.TypeRequest)
-	ev.SetData(cloudevents.ApplicationJSON, events.RequestData{Method: "local_symlink", Username: "alice",
-		LocalPathOnStorage: "obs.ms", RelativePath: "obs.ms"})
 	if err := sender.Send(ctx, ev); err != nil {
 		t.Fatalf("Send: %v", err)
 	}

@@ -9,7 +9,7 @@ import (
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
 
-	staging "github.com/ska-telescope/skao-staging-service/lib"
+	"github.com/ska-telescope/skao-staging-service/lib/staging"
 )
 
 var storeTracer = otel.Tracer("github.com/ska-telescope/skao-staging-service/lib/store")
@@ -48,10 +48,10 @@ func (s tracedStore) Create(ctx context.Context, op *staging.Operation) (err err
 	return s.Store.Create(ctx, op)
 }
 
-func (s tracedStore) Claim(ctx context.Context, id, lock string, now time.Time) (ok bool, err error) {
+func (s tracedStore) Claim(ctx context.Context, id, lock, owner string, now time.Time) (ok bool, err error) {
 	ctx, span := s.start(ctx, "claim")
 	defer func() { End(span, err) }()
-	return s.Store.Claim(ctx, id, lock, now)
+	return s.Store.Claim(ctx, id, lock, owner, now)
 }
 
 func (s tracedStore) Get(ctx context.Context, id string) (op *staging.Operation, err error) {
@@ -72,22 +72,22 @@ func (s tracedStore) GetByTargetLock(ctx context.Context, lock string) (op *stag
 	return s.Store.GetByTargetLock(ctx, lock)
 }
 
-func (s tracedStore) Progress(ctx context.Context, id string, bytes, bytesDone int64, now time.Time) (err error) {
+func (s tracedStore) Progress(ctx context.Context, id, owner string, bytes, bytesDone int64, now time.Time) (err error) {
 	ctx, span := s.start(ctx, "progress")
 	defer func() { End(span, err) }()
-	return s.Store.Progress(ctx, id, bytes, bytesDone, now)
+	return s.Store.Progress(ctx, id, owner, bytes, bytesDone, now)
 }
 
-func (s tracedStore) Finish(ctx context.Context, op *staging.Operation) (err error) {
+func (s tracedStore) Finish(ctx context.Context, op *staging.Operation, owner string) (err error) {
 	ctx, span := s.start(ctx, "finish")
 	defer func() { End(span, err) }()
-	return s.Store.Finish(ctx, op)
+	return s.Store.Finish(ctx, op, owner)
 }
 
-func (s tracedStore) Abandon(ctx context.Context, id string, before time.Time, reason string) (n int64, err error) {
+func (s tracedStore) Abandon(ctx context.Context, id string, status staging.Status, before time.Time, kind staging.Kind, reason string) (ok bool, err error) {
 	ctx, span := s.start(ctx, "abandon")
 	defer func() { End(span, err) }()
-	return s.Store.Abandon(ctx, id, before, reason)
+	return s.Store.Abandon(ctx, id, status, before, kind, reason)
 }
 
 func (s tracedStore) List(ctx context.Context, f staging.Filter) (ops []staging.Operation, err error) {

@@ -6,7 +6,7 @@ import (
 	"reflect"
 	"testing"
 
-	staging "github.com/ska-telescope/skao-staging-service/lib"
+	"github.com/ska-telescope/skao-staging-service/lib/staging"
 	"github.com/ska-telescope/skao-staging-service/lib/store"
 )
 

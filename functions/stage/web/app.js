@@ -78,14 +78,19 @@ const baseName = (p) => p.replace(/\/+$/, "").split("/").pop();
 // it as the browser does, relative to it.
 let sourceRoot = "";
 
+// methods are the service's methods by name, with the traits it declares
+// (streams, needs_target, jupyter_token): the page knows no method itself.
+const methods = new Map();
+
 async function loadConfig() {
   try {
     const answer = await call("/config");
     if (!answer.ok) throw new Error(detailOf(answer));
     sourceRoot = answer.body.source_storage_path.replace(/\/+$/, "");
     const saved = localStorage.getItem("method");
-    for (const m of answer.body.allowed_methods) {
-      methodSelect.append(el("option", { value: m, textContent: m, selected: m === saved }));
+    for (const m of answer.body.methods) {
+      methods.set(m.name, m);
+      methodSelect.append(el("option", { value: m.name, textContent: m.name, selected: m.name === saved }));
     }
   } catch (err) {
     show(result, "error", `Cannot load the configuration: ${err.message}`);
@@ -93,21 +98,25 @@ async function loadConfig() {
   methodChanged();
 }
 
-// methodChanged shows the token only for jupyter_copy and the target for
-// every method that writes somewhere.
+// traits of the chosen method.
+const chosen = () => methods.get(methodSelect.value) || {};
+
+// methodChanged shows the token for methods that take one, the target for
+// methods that write somewhere, and downloads instead of staging for
+// methods whose answer is the content.
 function methodChanged() {
-  const m = methodSelect.value;
-  $("#token-field").hidden = m !== "jupyter_copy";
-  $("#target-field").hidden = m === "direct_download";
-  asyncInput.disabled = m === "direct_download";
-  $("#submit").textContent = m === "direct_download" ? "Download" : "Stage";
+  const m = chosen();
+  $("#token-field").hidden = !m.jupyter_token;
+  $("#target-field").hidden = !m.needs_target;
+  asyncInput.disabled = !!m.streams;
+  $("#submit").textContent = m.streams ? "Download" : "Stage";
 }
 
 function missingField() {
   if (!usernameInput.value.trim()) return [usernameInput, "Enter a username."];
   if (!USERNAME.test(usernameInput.value.trim())) return [usernameInput, "The username may hold letters, digits and . _ @ + - (starting with a letter, digit or _)."];
   if (!sourceInput.value.trim()) return [sourceInput, "Enter a source path or pick one in the source storage."];
-  if (methodSelect.value !== "direct_download" && !targetInput.value.trim()) return [targetInput, "Enter a target path in your user area."];
+  if (chosen().needs_target && !targetInput.value.trim()) return [targetInput, "Enter a target path in your user area."];
   return null;
 }
 
@@ -125,12 +134,12 @@ async function submitStage(event) {
   const username = usernameInput.value.trim();
   localStorage.setItem("username", username);
   localStorage.setItem("method", method);
-  if (method === "direct_download") {
-    startDownload(username, sourceInput.value.trim());
+  if (chosen().streams) {
+    startDownload(method, username, sourceInput.value.trim());
     return;
   }
   const query = new URLSearchParams({ method, username });
-  if (method === "jupyter_copy" && tokenInput.value) query.set("jupyter_token", tokenInput.value);
+  if (chosen().jupyter_token && tokenInput.value) query.set("jupyter_token", tokenInput.value);
   const headers = { "Content-Type": "application/json" };
   if (asyncInput.checked) headers.Prefer = "respond-async";
   const data = { local_path_on_storage: sourceInput.value.trim(), relative_path: targetInput.value.trim() };
@@ -159,8 +168,8 @@ async function submitStage(event) {
 // frame: a file streams straight to the user's disk (nothing held in the
 // page's memory), while an error answer, which is JSON and no attachment,
 // loads into the frame, where its detail is read and shown.
-function startDownload(username, source) {
-  const query = new URLSearchParams({ method: "direct_download", username, local_path_on_storage: source });
+function startDownload(method, username, source) {
+  const query = new URLSearchParams({ method, username, local_path_on_storage: source });
   const old = $("#download-frame");
   const frame = el("iframe", { id: "download-frame", title: "Download", hidden: true });
   old.replaceWith(frame);

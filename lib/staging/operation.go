@@ -9,7 +9,7 @@ import (
 type Status string
 
 const (
-	StatusPending Status = "pending" // accepted, waiting to run (async)
+	StatusPending Status = "pending" // recorded, waiting to run (async, hand-off, or a DID's replica)
 	StatusRunning Status = "running"
 	StatusSuccess Status = "success"
 	StatusFailed  Status = "failed"
@@ -39,7 +39,7 @@ type Operation struct {
 	Status             Status     `json:"status"`
 	Message            string     `json:"message,omitempty"`
 	ErrorReason        string     `json:"error_reason"`
-	Code               int        `json:"-"` // HTTP status of the outcome, replayed on redelivery
+	ErrorKind          Kind       `json:"error_kind,omitempty"` // of a failure, replayed on redelivery
 	Bytes              int64      `json:"bytes"`
 	BytesDone          int64      `json:"bytes_done"`
 	CreatedAt          time.Time  `json:"created_at"`
@@ -55,6 +55,18 @@ type Operation struct {
 	// TargetLock is set while the operation runs (hash of user and target), so
 	// two identical requests on any replicas never write the same target at once.
 	TargetLock string `json:"-"`
+	// LeaseOwner names the replica that runs the operation; only it may
+	// record progress and the outcome.
+	LeaseOwner string `json:"-"`
+}
+
+// err is the failure a failed operation records.
+func (op *Operation) err() error {
+	kind := op.ErrorKind
+	if kind == "" {
+		kind = Internal
+	}
+	return Errorf(kind, "%s", op.ErrorReason)
 }
 
 // Filter selects operations for listing, newest first.
@@ -68,40 +80,44 @@ type Filter struct {
 // storage itself, so idempotency and coordination live here.
 type Store interface {
 	// Create inserts op (ID, CreatedAt and UpdatedAt set by the caller). It
-	// returns an error matching ErrDuplicate when op.EventKey or op.TargetLock
-	// is already taken.
+	// returns an error matching ErrDuplicate when op.ID, op.EventKey or
+	// op.TargetLock is already taken.
 	Create(ctx context.Context, op *Operation) error
-	// Claim turns a pending operation into a running one holding lock. It
-	// reports false when the operation was not pending (already claimed), and
+	// Claim turns a pending operation into a running one holding lock, held
+	// by owner. It reports false when the operation was not pending, and
 	// ErrDuplicate when the lock is held by another operation.
-	Claim(ctx context.Context, id, lock string, now time.Time) (bool, error)
+	Claim(ctx context.Context, id, lock, owner string, now time.Time) (bool, error)
 	// Get returns one operation, or ErrNotFound.
 	Get(ctx context.Context, id string) (*Operation, error)
 	// GetByEventKey returns the operation created for an event, or ErrNotFound.
 	GetByEventKey(ctx context.Context, key string) (*Operation, error)
 	// GetByTargetLock returns the running operation holding lock, or ErrNotFound.
 	GetByTargetLock(ctx context.Context, lock string) (*Operation, error)
-	// Progress records bytes done and refreshes the heartbeat (UpdatedAt).
-	Progress(ctx context.Context, id string, bytes, bytesDone int64, now time.Time) error
-	// Finish writes the outcome (Status, Message, ErrorReason, Code, Bytes,
-	// BytesDone, FinishedAt, and LocalPathOnStorage, which a request by DID
-	// learns only when it runs) and releases the target lock.
-	Finish(ctx context.Context, op *Operation) error
-	// Abandon marks running operations whose heartbeat is older than before
-	// as failed with reason and releases their locks; id "" means all such
-	// operations. It returns how many it marked.
-	Abandon(ctx context.Context, id string, before time.Time, reason string) (int64, error)
+	// Progress records bytes done and refreshes the heartbeat (UpdatedAt) of
+	// a running operation held by owner, else ErrLeaseLost.
+	Progress(ctx context.Context, id, owner string, bytes, bytesDone int64, now time.Time) error
+	// Finish writes the outcome (Status, Message, ErrorReason, ErrorKind,
+	// Bytes, BytesDone, FinishedAt, and LocalPathOnStorage, which a request
+	// by DID learns only when it runs) of an unfinished operation held by
+	// owner, releasing its target lock; ErrLeaseLost when the operation is
+	// finished or held by another. A final status is never rewritten.
+	Finish(ctx context.Context, op *Operation, owner string) error
+	// Abandon fails the operation id if it is unfinished, still has status
+	// and no heartbeat since before, releasing its lock, and reports whether
+	// it did.
+	Abandon(ctx context.Context, id string, status Status, before time.Time, kind Kind, reason string) (bool, error)
 	// List returns operations matching f, newest first.
 	List(ctx context.Context, f Filter) ([]Operation, error)
-	// Stale returns the running operations whose heartbeat is older than
-	// before: their replicas died mid-staging.
-	Stale(ctx context.Context, before time.Time) ([]Operation, error)
-	// PendingByDID returns the operations waiting for did's replica, oldest
-	// first.
-	PendingByDID(ctx context.Context, did string) ([]Operation, error)
-	// PendingBefore returns the operations waiting for a DID's replica
-	// since before a time, oldest first.
-	PendingBefore(ctx context.Context, before time.Time) ([]Operation, error)
+	// Stale returns up to limit running operations whose heartbeat is
+	// older than before: their replicas died mid-staging.
+	Stale(ctx context.Context, before time.Time, limit int) ([]Operation, error)
+	// PendingBefore returns up to limit pending operations recorded before
+	// a time, oldest first: those waiting for a DID's replica (waiting), or
+	// those waiting for their hand-off (not waiting).
+	PendingBefore(ctx context.Context, before time.Time, waiting bool, limit int) ([]Operation, error)
+	// PendingByDID returns up to limit operations waiting for did's replica,
+	// oldest first.
+	PendingByDID(ctx context.Context, did string, limit int) ([]Operation, error)
 	// Ping checks that the database answers.
 	Ping(ctx context.Context) error
 	Close() error

@@ -12,7 +12,7 @@ import (
 // The pipeline's metrics. They go to the global meter provider, a no-op
 // one unless lib/telemetry installed an exporter.
 var (
-	meter          = otel.Meter("github.com/ska-telescope/skao-staging-service/lib")
+	meter          = otel.Meter("github.com/ska-telescope/skao-staging-service/lib/staging")
 	stagedBytes, _ = meter.Int64Counter("staging.bytes", metric.WithUnit("By"),
 		metric.WithDescription("Bytes staged, by method and outcome"))
 	operations, _ = meter.Int64Counter("staging.operations", metric.WithUnit("{operation}"),

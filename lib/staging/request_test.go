@@ -4,9 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/http"
 	"strings"
 	"testing"
+	"unicode/utf8"
 )
 
 func TestValidUsername(t *testing.T) {
@@ -125,30 +125,32 @@ func TestEventKey(t *testing.T) {
 	}
 }
 
-func TestStatusOf(t *testing.T) {
+func TestKindOf(t *testing.T) {
 	cause := errors.New("connection refused")
 	for _, tc := range []struct {
 		name      string
 		err       error
-		status    int
+		kind      Kind
 		detail    string
 		transient bool
 	}{
-		{"Errorf", Errorf(http.StatusConflict, "A different file at %s", "/a/b"), 409, "A different file at /a/b", false},
-		{"Wrap hides the cause", Wrap(http.StatusForbidden, "Source path is outside the source storage: x", cause), 403, "Source path is outside the source storage: x", false},
-		{"wrapped in fmt.Errorf", fmt.Errorf("stage: %w", Errorf(http.StatusBadRequest, "bad")), 400, "bad", false},
-		{"joined", errors.Join(errors.New("other"), Errorf(http.StatusNotFound, "Operation not found: x")), 404, "Operation not found: x", false},
-		{"Unavailable", Unavailable(cause), 503, "Database unavailable", true},
-		{"499", Wrap(499, "Download interrupted", context.Canceled), 499, "Download interrupted", false},
-		{"insufficient storage", Errorf(http.StatusInsufficientStorage, "No space left in the user area"), 507, "No space left in the user area", true},
-		{"plain error", cause, 500, "Internal error: connection refused", true},
-		{"context error", context.DeadlineExceeded, 500, "Internal error: context deadline exceeded", true},
-		{"plain wrapping plain", fmt.Errorf("open: %w", cause), 500, "Internal error: open: connection refused", true},
+		{"Errorf", Errorf(Conflict, "A different file at %s", "a/b"), Conflict, "A different file at a/b", false},
+		{"Wrap hides the cause", Wrap(Forbidden, "Source path is outside the source storage: x", cause), Forbidden, "Source path is outside the source storage: x", false},
+		{"wrapped in fmt.Errorf", fmt.Errorf("stage: %w", Errorf(Rejected, "bad")), Rejected, "bad", false},
+		{"joined", errors.Join(errors.New("other"), Errorf(NotFound, "Operation not found: x")), NotFound, "Operation not found: x", false},
+		{"database", DatabaseUnavailable(cause), Unavailable, "Database unavailable", true},
+		{"canceled", Wrap(Canceled, "Download interrupted", context.Canceled), Canceled, "Download interrupted", false},
+		{"insufficient storage", Errorf(InsufficientStorage, "No space left in the user area"), InsufficientStorage, "No space left in the user area", true},
+		{"too many", Errorf(TooMany, "Busy"), TooMany, "Busy", true},
+		// Anything that is not an *Error may name internals: a stable detail only.
+		{"plain error", cause, Internal, "Internal error", true},
+		{"context error", context.DeadlineExceeded, Internal, "Internal error", true},
+		{"plain wrapping plain", fmt.Errorf("open /srv/x: %w", cause), Internal, "Internal error", true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			status, detail := StatusOf(tc.err)
-			if status != tc.status || detail != tc.detail {
-				t.Errorf("StatusOf = %d %q, want %d %q", status, detail, tc.status, tc.detail)
+			kind, detail := KindOf(tc.err)
+			if kind != tc.kind || detail != tc.detail {
+				t.Errorf("KindOf = %s %q, want %s %q", kind, detail, tc.kind, tc.detail)
 			}
 			if got := Transient(tc.err); got != tc.transient {
 				t.Errorf("Transient = %v, want %v", got, tc.transient)
@@ -156,14 +158,51 @@ func TestStatusOf(t *testing.T) {
 		})
 	}
 	// The cause stays reachable for logs and errors.Is, never in the detail.
-	err := Wrap(http.StatusServiceUnavailable, "Database unavailable", cause)
+	err := Wrap(Unavailable, "Database unavailable", cause)
 	if !errors.Is(err, cause) {
 		t.Error("Wrap loses its cause for errors.Is")
 	}
 	if err.Error() != "Database unavailable: connection refused" {
 		t.Errorf("Error() = %q", err.Error())
 	}
-	if e := Errorf(400, "x"); e.Error() != "x" || e.Unwrap() != nil {
+	if e := Errorf(Rejected, "x"); e.Error() != "x" || e.Unwrap() != nil {
 		t.Errorf("Errorf without cause: %q, %v", e.Error(), e.Unwrap())
+	}
+}
+
+func TestCheckPath(t *testing.T) {
+	for _, tc := range []struct {
+		name, path string
+		ok         bool
+	}{
+		{"plain", "a/b/c.fits", true},
+		{"empty", "", true},
+		{"longest name", strings.Repeat("n", MaxNameBytes), true},
+		{"name too long", strings.Repeat("n", MaxNameBytes+1), false},
+		{"deepest", strings.Repeat("d/", 8) + "f", false},
+		{"deep enough", strings.Repeat("d/", 7) + "f", true},
+		{"slashes and dots do not count", strings.Repeat("./", 20) + strings.Repeat("/", 20) + "f", true},
+		{"longest path", strings.Repeat("a", MaxPathBytes), false},
+		{"too long", strings.Repeat("a/", MaxPathBytes/2+1), false},
+		{"NUL", "a\x00b", false},
+	} {
+		err := checkPath("relative_path", tc.path, 8)
+		if tc.ok != (err == nil) {
+			t.Errorf("%s: %v, want ok %v", tc.name, err, tc.ok)
+		}
+		if k, _ := KindOf(err); err != nil && k != Invalid {
+			t.Errorf("%s: kind %s, want invalid", tc.name, k)
+		}
+	}
+}
+
+func TestTruncate(t *testing.T) {
+	if got := truncate("short"); got != "short" {
+		t.Errorf("truncate(short) = %q", got)
+	}
+	long := strings.Repeat("é", MaxText) // two bytes each
+	got := truncate(long)
+	if len(got) > MaxText || !strings.HasSuffix(got, "…") || !utf8.ValidString(got) {
+		t.Errorf("truncate: %d bytes, valid UTF-8 %v", len(got), utf8.ValidString(got))
 	}
 }

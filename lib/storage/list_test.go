@@ -1,4 +1,4 @@
-package main
+package storage
 
 import (
 	"fmt"
@@ -9,13 +9,12 @@ import (
 	"testing"
 	"time"
 
-	staging "github.com/ska-telescope/skao-staging-service/lib"
-	"github.com/ska-telescope/skao-staging-service/lib/storage"
+	"github.com/ska-telescope/skao-staging-service/lib/httpx"
 )
 
 // browseFixture is a source storage with files, folders and links of every
 // kind, and a secret beside it that no listing may show.
-func browseFixture(t *testing.T) *storage.Storage {
+func browseFixture(t *testing.T) *Storage {
 	t.Helper()
 	dir := t.TempDir()
 	src := filepath.Join(dir, "source")
@@ -36,16 +35,16 @@ func browseFixture(t *testing.T) *storage.Storage {
 	must(t, os.Symlink("nowhere", filepath.Join(src, "obs/link-broken")))
 	must(t, os.Symlink("..", filepath.Join(src, "obs/link-up"))) // the root: inside, so a folder
 	must(t, os.Symlink("..", filepath.Join(src, "escape")))
-	must(t, os.Mkdir(filepath.Join(src, "obs", storage.TempName("0d0f6b2e-4a8c-4a51-9f55-2a8b1d3c9e10")), 0o755))
+	must(t, os.Mkdir(filepath.Join(src, "obs", TempName("0d0f6b2e-4a8c-4a51-9f55-2a8b1d3c9e10")), 0o755))
 	mtime := time.Date(2025, 1, 31, 12, 0, 0, 0, time.UTC)
 	must(t, os.Chtimes(filepath.Join(src, "obs/a.txt"), mtime, mtime))
-	st, err := storage.Open(src, filepath.Join(dir, "user_areas"))
+	st, err := Open(src, filepath.Join(dir, "user_areas"))
 	must(t, err)
 	t.Cleanup(func() { st.Close() })
 	return st
 }
 
-func TestListSource(t *testing.T) {
+func TestList(t *testing.T) {
 	st := browseFixture(t)
 	tests := []struct {
 		path    string
@@ -73,9 +72,9 @@ func TestListSource(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(fmt.Sprintf("%.40q", tt.path), func(t *testing.T) {
-			l, err := listSource(st, tt.path, maxBrowse)
+			l, err := st.List(tt.path, 1000)
 			if tt.status != 0 {
-				status, detail := staging.StatusOf(err)
+				status, detail := httpx.Status(err)
 				if status != tt.status || detail == "" {
 					t.Fatalf("got %d %q (listing %+v), want %d with a detail", status, detail, l, tt.status)
 				}
@@ -93,7 +92,7 @@ func TestListSource(t *testing.T) {
 	}
 
 	t.Run("sizes and times", func(t *testing.T) {
-		l, err := listSource(st, "obs", maxBrowse)
+		l, err := st.List("obs", 1000)
 		must(t, err)
 		a, sub := l.Entries[0], l.Entries[4]
 		if a.Size != 1 || !a.Modified.Equal(time.Date(2025, 1, 31, 12, 0, 0, 0, time.UTC)) || a.Modified.Location() != time.UTC {
@@ -105,9 +104,9 @@ func TestListSource(t *testing.T) {
 	})
 }
 
-// TestListSourceBounded lists a directory larger than the limit: the answer
+// TestListBounded lists a directory larger than the limit: the answer
 // holds the first names in order and says it is truncated.
-func TestListSourceBounded(t *testing.T) {
+func TestListBounded(t *testing.T) {
 	dir := t.TempDir()
 	src := filepath.Join(dir, "source")
 	must(t, os.MkdirAll(filepath.Join(src, "many"), 0o755))
@@ -117,7 +116,7 @@ func TestListSourceBounded(t *testing.T) {
 	}
 	// A link leading out sorts first; it is left out and the next name takes its place.
 	must(t, os.Symlink("/etc/passwd", filepath.Join(src, "many", "a-out")))
-	st, err := storage.Open(src, filepath.Join(dir, "user_areas"))
+	st, err := Open(src, filepath.Join(dir, "user_areas"))
 	must(t, err)
 	defer st.Close()
 
@@ -131,7 +130,7 @@ func TestListSourceBounded(t *testing.T) {
 		{limit: n + 1, first: "f0000", count: n, truncated: false},
 		{limit: n + 5, first: "f0000", count: n, truncated: false},
 	} {
-		l, err := listSource(st, "many", tt.limit)
+		l, err := st.List("many", tt.limit)
 		must(t, err)
 		if len(l.Entries) != tt.count || l.Entries[0].Name != tt.first || l.Truncated != tt.truncated {
 			t.Fatalf("limit %d: %d entries from %q, truncated %v; want %d from %q, truncated %v",

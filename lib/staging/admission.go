@@ -1,0 +1,151 @@
+package staging
+
+import (
+	"context"
+	"errors"
+)
+
+// admit checks a request before anything else happens to it, in the
+// order every door gets: limits and well-formedness (Invalid, never
+// recorded), who asks (Unauthenticated, Forbidden), then the method
+// (Rejected) and what it needs.
+func (s *Service) admit(caller Caller, req *Request, opt Options) (Method, error) {
+	if err := s.admitShared(caller, req, opt); err != nil {
+		return nil, err
+	}
+	m, _ := s.lookup(req.Method) // admitShared checked it
+	depth := s.MaxPathDepth
+	if depth <= 0 {
+		depth = DefaultMaxPathDepth
+	}
+	for _, p := range []struct{ field, value string }{
+		{"local_path_on_storage", req.Source}, {"relative_path", req.Target},
+	} {
+		if err := checkPath(p.field, p.value, depth); err != nil {
+			return nil, err
+		}
+	}
+	if len(req.DID) > MaxDIDBytes {
+		return nil, Errorf(Invalid, "did is longer than %d bytes", MaxDIDBytes)
+	}
+	if len(req.JupyterToken) > MaxToken {
+		return nil, Errorf(Invalid, "jupyter_token is longer than %d bytes", MaxToken)
+	}
+	switch {
+	case req.Source == "" && req.DID == "":
+		return nil, Errorf(Invalid, "local_path_on_storage is required")
+	case req.Source != "" && req.DID != "" && req.OperationID == "":
+		return nil, Errorf(Invalid, "Give either local_path_on_storage or did, not both")
+	case m.Traits().NeedsTarget && req.Target == "":
+		return nil, Errorf(Invalid, "relative_path is required")
+	}
+	return m, nil
+}
+
+// admitShared checks what the items of a batch share: method, user, the
+// caller's right to act for the user, and that the door can deliver what
+// the method produces.
+func (s *Service) admitShared(caller Caller, req *Request, opt Options) error {
+	switch {
+	case req.Method == "":
+		return Errorf(Invalid, "method is required")
+	case req.Username == "":
+		return Errorf(Invalid, "username is required")
+	case !ValidUsername(req.Username):
+		return Errorf(Invalid, "Invalid username: must match %s and not contain '..'", usernamePattern)
+	}
+	if err := authorize(caller, req.Username); err != nil {
+		return err
+	}
+	m, err := s.lookup(req.Method)
+	if err != nil {
+		return err
+	}
+	if opt.Fetch && !m.Traits().Streams {
+		return Errorf(Invalid, "GET fetches content only; use POST for %s", req.Method)
+	}
+	if m.Traits().Streams && (!opt.Stream || opt.Async) {
+		return Errorf(Invalid, "%s sends its content to the client: it takes one item over HTTP, not a batch, an event or an async request", req.Method)
+	}
+	return nil
+}
+
+// authorize is the one place that decides whether caller may act for
+// username: users act for themselves, admins for anyone.
+func authorize(caller Caller, username string) error {
+	switch {
+	case caller.Admin:
+		return nil
+	case caller.Anonymous():
+		return Errorf(Unauthenticated, "Authentication is required")
+	case caller.Name == username:
+		return nil
+	}
+	return Errorf(Forbidden, "User %s may not stage data for user %s", caller.Name, username)
+}
+
+// AuthorizeRead decides whether caller may read what belongs to username
+// (operations, logs, downloads): the same rule as acting for them.
+func AuthorizeRead(caller Caller, username string) error { return authorize(caller, username) }
+
+// locate resolves req.DID to the path of its local replica. It reports
+// whether the replica is there; if so req.Source is set to it. A method
+// that streams cannot wait for it.
+func (s *Service) locate(m Method, req *Request) (bool, error) {
+	if s.DIDs == nil {
+		return false, Errorf(Rejected, "Staging by DID needs RUCIO_RSE to be configured")
+	}
+	source, present, err := s.DIDs.Locate(req.DID)
+	if err != nil {
+		return false, err
+	}
+	if present {
+		req.Source = source
+	} else if m.Traits().Streams {
+		return false, Errorf(NotFound, "Replica of %s is not at this site yet", req.DID)
+	}
+	return present, nil
+}
+
+// Operations lists the operations matching f that caller may read: their
+// own, or anyone's for an admin.
+func (s *Service) Operations(ctx context.Context, caller Caller, f Filter) ([]Operation, error) {
+	switch {
+	case f.Username != "" && !ValidUsername(f.Username):
+		return nil, Errorf(Invalid, "Invalid username")
+	case f.Status != "" && !f.Status.Valid():
+		return nil, Errorf(Invalid, "status must be pending, running, success or failed")
+	}
+	if !caller.Admin {
+		if f.Username == "" {
+			f.Username = caller.Name
+		}
+		if err := AuthorizeRead(caller, f.Username); err != nil {
+			return nil, err
+		}
+	}
+	ops, err := s.Store.List(ctx, f)
+	if err != nil {
+		return nil, DatabaseUnavailable(err)
+	}
+	if ops == nil {
+		ops = []Operation{}
+	}
+	return ops, nil
+}
+
+// Operation returns one operation caller may read. Another user's is
+// answered as not found, so ids cannot be probed.
+func (s *Service) Operation(ctx context.Context, caller Caller, id string) (*Operation, error) {
+	if caller.Anonymous() {
+		return nil, Errorf(Unauthenticated, "Authentication is required")
+	}
+	op, err := s.Store.Get(ctx, id)
+	if errors.Is(err, ErrNotFound) || (err == nil && AuthorizeRead(caller, op.Username) != nil) {
+		return nil, Errorf(NotFound, "Operation not found: %s", truncate(id))
+	}
+	if err != nil {
+		return nil, DatabaseUnavailable(err)
+	}
+	return op, nil
+}

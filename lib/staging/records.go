@@ -1,0 +1,263 @@
+package staging
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/google/uuid"
+)
+
+// MaxText bounds the free texts an operation stores (message, error
+// reason), so no request can make its record large.
+const MaxText = 1024
+
+// NewID returns a new operation id: a UUIDv7, so ids sort by creation.
+func NewID() string { return uuid.Must(uuid.NewV7()).String() }
+
+// newOperation is the record of req with status.
+func newOperation(req *Request, status Status) *Operation {
+	now := time.Now().UTC()
+	return &Operation{ID: NewID(), Method: req.Method, Username: req.Username,
+		LocalPathOnStorage: req.Source, RelativePath: req.Target, DID: req.DID, Status: status,
+		CreatedAt: now, UpdatedAt: now, EventKey: req.eventKey()}
+}
+
+// refuse answers a request refused before it ran, recording the refusal
+// when record is set: every well-formed request of an authorized caller
+// leaves a record, malformed ones and refused callers are only logged. The
+// refusal wins over a store failure in what the caller sees.
+func (s *Service) refuse(ctx context.Context, req *Request, cause error, record bool) (*Outcome, error) {
+	kind, detail := KindOf(cause)
+	s.logCause(ctx, "", cause)
+	s.logger().InfoContext(ctx, "staging refused", "method", req.Method, "username", req.Username,
+		"local_path_on_storage", truncate(req.Source), "relative_path", truncate(req.Target),
+		"error_kind", kind, "detail", detail)
+	method := "unknown" // named by the client only: keep metrics' attributes few
+	if _, err := s.lookup(req.Method); err == nil {
+		method = req.Method
+	}
+	recordOutcome(ctx, method, outcomeRefused, 0, 0)
+	if !record || kind == Invalid || req.OperationID != "" {
+		return nil, cause
+	}
+	op := newOperation(req, StatusFailed)
+	op.ErrorKind, op.ErrorReason = kind, truncate(detail)
+	op.FinishedAt = &op.CreatedAt
+	if err := s.Store.Create(ctx, op); err != nil {
+		if errors.Is(err, ErrDuplicate) && op.EventKey != "" {
+			if existing, err := s.Store.GetByEventKey(ctx, op.EventKey); err == nil {
+				return s.replay(ctx, existing)
+			}
+		}
+		s.logger().ErrorContext(ctx, "record refusal", "operation", op.ID, "error", err)
+		return nil, cause
+	}
+	return &Outcome{Operation: op}, cause
+}
+
+// createPending records req as pending. replay is true when the request is
+// a redelivery whose operation already exists (returned in op).
+func (s *Service) createPending(ctx context.Context, req *Request) (op *Operation, replay bool, err error) {
+	op = newOperation(req, StatusPending)
+	if err := s.Store.Create(ctx, op); err != nil {
+		if errors.Is(err, ErrDuplicate) && op.EventKey != "" {
+			if existing, gerr := s.Store.GetByEventKey(ctx, op.EventKey); gerr == nil {
+				return existing, true, nil
+			}
+		}
+		return nil, false, DatabaseUnavailable(err)
+	}
+	return op, false, nil
+}
+
+// await records a request whose DID's replica has not arrived yet as
+// pending; a transfer-done event completes it.
+func (s *Service) await(ctx context.Context, req *Request) (*Outcome, error) {
+	op, replay, err := s.createPending(ctx, req)
+	if err != nil || replay {
+		return s.replayOr(ctx, op, err)
+	}
+	s.logger().InfoContext(ctx, "staging waits for replica", "operation", op.ID, "did", req.DID,
+		"method", req.Method, "username", req.Username, "relative_path", req.Target)
+	return &Outcome{Operation: op, Waiting: true}, nil
+}
+
+// open records req as running, holding lock, waiting while another live
+// operation holds it. replay is true when the request is a redelivery
+// whose operation already exists (returned in op).
+func (s *Service) open(ctx context.Context, req *Request, lock string) (op *Operation, replay bool, err error) {
+	op = newOperation(req, StatusRunning)
+	op.TargetLock, op.LeaseOwner = lock, s.instance()
+	err = s.waitForLock(ctx, lock, func() error { return s.Store.Create(ctx, op) }, func() (*Operation, bool) {
+		if op.EventKey == "" {
+			return nil, false
+		}
+		existing, err := s.Store.GetByEventKey(ctx, op.EventKey)
+		return existing, err == nil
+	})
+	var r *replayError
+	if errors.As(err, &r) {
+		return r.op, true, nil
+	}
+	if err != nil {
+		return nil, false, err
+	}
+	return op, false, nil
+}
+
+// claim turns the pending op into a running one held by this replica,
+// holding lock. replay is true when op was no longer pending.
+func (s *Service) claim(ctx context.Context, op *Operation, lock string) (*Operation, bool, error) {
+	owner := s.instance()
+	var claimed bool
+	err := s.waitForLock(ctx, lock, func() error {
+		var err error
+		claimed, err = s.Store.Claim(ctx, op.ID, lock, owner, time.Now().UTC())
+		return err
+	}, func() (*Operation, bool) { return nil, false })
+	if err != nil {
+		return nil, false, err
+	}
+	current, err := s.Store.Get(ctx, op.ID)
+	if err != nil {
+		return nil, false, DatabaseUnavailable(err)
+	}
+	return current, !claimed, nil
+}
+
+// replayError carries the operation a duplicate turned out to be.
+type replayError struct{ op *Operation }
+
+func (e *replayError) Error() string { return "replay " + e.op.ID }
+
+// waitForLock runs try until it does not fail with ErrDuplicate. A
+// duplicate that is a redelivery (found by redelivered) ends the wait
+// with a *replayError; one that is the target lock waits for its holder,
+// or takes over from a holder whose replica died.
+func (s *Service) waitForLock(ctx context.Context, lock string, try func() error, redelivered func() (*Operation, bool)) error {
+	wait := time.Millisecond
+	for {
+		err := try()
+		if err == nil {
+			return nil
+		}
+		if !errors.Is(err, ErrDuplicate) {
+			return DatabaseUnavailable(err)
+		}
+		if op, ok := redelivered(); ok {
+			return &replayError{op}
+		}
+		holder, err := s.Store.GetByTargetLock(ctx, lock)
+		switch {
+		case errors.Is(err, ErrNotFound):
+		case err != nil:
+			return DatabaseUnavailable(err)
+		case holder.UpdatedAt.Before(time.Now().Add(-s.lease())):
+			if _, err := s.abandon(ctx, holder); err != nil {
+				return DatabaseUnavailable(err)
+			}
+		default:
+			select {
+			case <-ctx.Done():
+				return Wrap(Unavailable, "Gave up waiting for another staging of the same target", ctx.Err())
+			case <-time.After(wait):
+			}
+			wait = min(wait*2, 100*time.Millisecond)
+		}
+	}
+}
+
+// failPending records a pending operation as failed with cause, unless
+// someone else took it first; the outcome is then theirs.
+func (s *Service) failPending(ctx context.Context, op *Operation, cause error) (*Outcome, error) {
+	s.logCause(ctx, op.ID, cause)
+	claimed, err := s.Store.Claim(ctx, op.ID, "", s.instance(), time.Now().UTC())
+	if err != nil {
+		return &Outcome{Operation: op}, cause
+	}
+	if !claimed {
+		current, err := s.Store.Get(ctx, op.ID)
+		if err != nil {
+			return &Outcome{Operation: op}, cause
+		}
+		return s.replay(ctx, current)
+	}
+	now := time.Now().UTC()
+	op.Status, op.FinishedAt, op.UpdatedAt = StatusFailed, &now, now
+	kind, detail := KindOf(cause)
+	op.ErrorKind, op.ErrorReason = kind, truncate(detail)
+	s.logger().InfoContext(ctx, "staging failed before it ran", "operation", op.ID, "method", op.Method,
+		"username", op.Username, "local_path_on_storage", truncate(op.LocalPathOnStorage),
+		"relative_path", truncate(op.RelativePath), "error_kind", kind, "detail", detail)
+	if err := s.Store.Finish(ctx, op, s.instance()); err != nil {
+		s.logger().ErrorContext(ctx, "record failed operation", "operation", op.ID, "error", err)
+	}
+	recordOutcome(ctx, op.Method, string(op.Status), 0, 0)
+	return &Outcome{Operation: op}, cause
+}
+
+// replayOr answers with the operation a duplicate turned out to be, or
+// with err.
+func (s *Service) replayOr(ctx context.Context, op *Operation, err error) (*Outcome, error) {
+	if err != nil {
+		return nil, err
+	}
+	return s.replay(ctx, op)
+}
+
+// replay answers a redelivered request from its first outcome, waiting for
+// it while it runs.
+func (s *Service) replay(ctx context.Context, op *Operation) (*Outcome, error) {
+	wait := time.Millisecond
+	for !op.Status.Finished() {
+		if op.Status == StatusPending && op.DID != "" {
+			return &Outcome{Operation: op, Replayed: true, Waiting: true}, nil // waits for its replica, not for us
+		}
+		if s.overdue(op) {
+			if _, err := s.abandon(ctx, op); err != nil {
+				return nil, DatabaseUnavailable(err)
+			}
+		} else {
+			select {
+			case <-ctx.Done():
+				return &Outcome{Operation: op}, Wrap(Unavailable, "The first delivery is still running", ctx.Err())
+			case <-time.After(wait):
+			}
+			wait = min(wait*2, 100*time.Millisecond)
+		}
+		next, err := s.Store.Get(ctx, op.ID)
+		if err != nil {
+			return nil, DatabaseUnavailable(err)
+		}
+		op = next
+	}
+	out := &Outcome{Operation: op, Replayed: true}
+	if op.Status == StatusFailed {
+		return out, op.err()
+	}
+	return out, nil
+}
+
+// logCause logs the cause of a failure a client sees only as its detail.
+func (s *Service) logCause(ctx context.Context, opID string, err error) {
+	var e *Error
+	if !errors.As(err, &e) {
+		s.logger().ErrorContext(ctx, "internal error", "operation", opID, "error", err)
+	} else if e.Err != nil && e.Kind.Transient() {
+		s.logger().WarnContext(ctx, "staging failed", "operation", opID, "detail", e.Detail, "error", e.Err)
+	}
+}
+
+// truncate bounds a stored or logged text to MaxText bytes, on a rune
+// boundary.
+func truncate(s string) string {
+	if len(s) <= MaxText {
+		return s
+	}
+	cut := MaxText - len("…")
+	for cut > 0 && s[cut]&0xC0 == 0x80 {
+		cut--
+	}
+	return s[:cut] + "…"
+}

@@ -1,0 +1,139 @@
+package staging
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"path"
+	"regexp"
+	"strings"
+)
+
+// Request is one staging request, whichever door it came through. Its JSON
+// form is the wire form of the API's data items and of request events.
+type Request struct {
+	Method   string `json:"method"`
+	Username string `json:"username"`
+	Source   string `json:"local_path_on_storage,omitempty"`
+	Target   string `json:"relative_path,omitempty"`
+	// DID is a Rucio data identifier (scope:name) to stage instead of a
+	// path: its replica is found in the local RSE, or awaited.
+	DID string `json:"did,omitempty"`
+	// JupyterToken is the user's JupyterHub token for jupyter_copy: a
+	// credential, never stored and never logged.
+	JupyterToken string `json:"jupyter_token,omitempty"`
+
+	// OperationID names the pending operation a hand-off completes. Only the
+	// event codec sets it; the service honours it only for a pending
+	// operation of the same user, method and paths.
+	OperationID string `json:"-"`
+	// EventSource and EventID are those of the event the request came in by:
+	// a redelivery (same source and id) returns the first outcome.
+	EventSource string `json:"-"`
+	EventID     string `json:"-"`
+}
+
+// eventKey identifies the delivered event the request came in by, "" for
+// other doors and for hand-offs (which are keyed by their operation).
+func (r *Request) eventKey() string {
+	if r.EventID == "" || r.EventSource == "" || r.OperationID != "" {
+		return ""
+	}
+	return EventKey(r.EventSource, r.EventID)
+}
+
+// Caller is who is asking, as a door established it from its credentials.
+type Caller struct {
+	// Name is the user (or, for an event, the sender) the credentials
+	// belong to; "" when nobody is established.
+	Name string
+	// Admin may act for any user: a site administrator, a trusted event
+	// sender, or anyone when authentication is off (AUTH_MODE=none).
+	Admin bool
+	// Token is the credential the caller proved who they are with, handed
+	// on when another function runs the request; never stored or logged.
+	Token string
+}
+
+// Anonymous reports whether nobody is established.
+func (c Caller) Anonymous() bool { return c.Name == "" && !c.Admin }
+
+// Trusted is the caller of AUTH_MODE=none: one trusted user on a private
+// network, who may act for anyone.
+var Trusted = Caller{Name: "trusted", Admin: true}
+
+// System is the service itself acting on its records (completing requests
+// that waited for a replica, expiring them).
+var System = Caller{Name: "system", Admin: true}
+
+// Options say how a door wants a request handled.
+type Options struct {
+	// Async records the request as pending and hands it on, answering at
+	// once (Prefer: respond-async).
+	Async bool
+	// Stream is set by a door that can stream content to its client (a
+	// single HTTP request); a method that streams is refused elsewhere.
+	Stream bool
+	// Fetch is set by a door that only fetches content (an HTTP GET): a
+	// method that does not stream is refused there.
+	Fetch bool
+}
+
+// Limits of what a request may name; over them it is Invalid and nothing
+// is recorded.
+const (
+	MaxPathBytes = 4096 // a path, as PATH_MAX
+	MaxNameBytes = 255  // one element of a path, as NAME_MAX
+	MaxDIDBytes  = 300
+	MaxToken     = 8192 // a credential's bytes
+)
+
+// DefaultMaxPathDepth is how many elements a path may have unless
+// MAX_PATH_DEPTH says otherwise.
+const DefaultMaxPathDepth = 64
+
+// usernamePattern is what a username may look like: it names a directory.
+var usernamePattern = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9._@+-]{0,127}$`)
+
+// ValidUsername reports whether u is an acceptable username.
+func ValidUsername(u string) bool {
+	return usernamePattern.MatchString(u) && !strings.Contains(u, "..")
+}
+
+// checkPath refuses a path over the limits, or with a NUL byte.
+func checkPath(field, p string, maxDepth int) error {
+	if len(p) > MaxPathBytes {
+		return Errorf(Invalid, "%s is longer than %d bytes", field, MaxPathBytes)
+	}
+	if strings.IndexByte(p, 0) >= 0 {
+		return Errorf(Invalid, "%s contains a NUL byte", field)
+	}
+	depth := 0
+	for _, name := range strings.Split(p, "/") {
+		if len(name) > MaxNameBytes {
+			return Errorf(Invalid, "%s has a name longer than %d bytes", field, MaxNameBytes)
+		}
+		if name != "" && name != "." {
+			depth++
+		}
+	}
+	if depth > maxDepth {
+		return Errorf(Invalid, "%s is deeper than %d folders", field, maxDepth)
+	}
+	return nil
+}
+
+// LockKey names a target for the store's lock: one per user and cleaned path.
+func LockKey(username, target string) string { return hash("target", username, path.Clean(target)) }
+
+// EventKey identifies a CloudEvent by its source and id, as the spec says
+// they identify an event uniquely.
+func EventKey(source, id string) string { return hash("event", source, id) }
+
+func hash(parts ...string) string {
+	h := sha256.New()
+	for _, p := range parts {
+		h.Write([]byte(p))
+		h.Write([]byte{0})
+	}
+	return hex.EncodeToString(h.Sum(nil))
+}

@@ -1,0 +1,369 @@
+package staging
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+)
+
+var tracer = otel.Tracer("github.com/ska-telescope/skao-staging-service/lib/staging")
+
+// Service is the staging pipeline every door hands its requests to:
+// validate, authorize, resolve, record, run (or hand on), finish.
+type Service struct {
+	Store Store
+	// Function is the name of the function this service runs in; methods
+	// whose Traits.Function names another are handed to Peers. "" runs
+	// every method here.
+	Function string
+	// Peers are the other functions that run methods, by name.
+	Peers map[string]Peer
+	// Handoff passes async requests on (K_SINK); nil runs them here.
+	Handoff Handoff
+	// Notifier hears of outcomes nobody waits for; nil: nobody.
+	Notifier Notifier
+	// DIDs locates Rucio DIDs' replicas; nil when no RSE is configured.
+	DIDs    DIDLocator
+	Allowed func(method string) bool // ALLOWED_METHODS; nil allows all
+	Logger  *slog.Logger
+	// Lease is how long a running operation may go without a heartbeat
+	// before another replica takes it for dead (OPERATION_LEASE).
+	Lease time.Duration
+	// HandoffTimeout is how long an async request may wait for its
+	// hand-off to be picked up before it is failed as lost.
+	HandoffTimeout time.Duration
+	// PendingTTL is how long a request waits for its DID's replica.
+	PendingTTL time.Duration
+	// MaxPathDepth bounds the elements of a request's paths.
+	MaxPathDepth int
+	// Instance names this replica as the owner of the leases it holds; ""
+	// makes one up.
+	Instance string
+
+	once    sync.Once
+	mu      sync.RWMutex
+	methods map[string]Method
+	order   []string
+	bg      sync.WaitGroup // async runs and late outcomes of this process
+	// storeFailure is when this replica last saw the store fail (Unix ns).
+	storeFailure atomic.Int64
+}
+
+// Register adds a method. Its traits say whether it runs here or in
+// another function.
+func (s *Service) Register(m Method) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.methods == nil {
+		s.methods = map[string]Method{}
+	}
+	if _, ok := s.methods[m.Name()]; !ok {
+		s.order = append(s.order, m.Name())
+	}
+	s.methods[m.Name()] = m
+}
+
+// Methods lists the registered methods a request may name here: allowed,
+// and run here or by a configured peer, in the order registered.
+func (s *Service) Methods() []Method {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	var out []Method
+	for _, name := range s.order {
+		if m, err := s.lookupLocked(name); err == nil {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+func (s *Service) lookup(name string) (Method, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.lookupLocked(name)
+}
+
+func (s *Service) lookupLocked(name string) (Method, error) {
+	m, ok := s.methods[name]
+	if !ok || (s.Allowed != nil && !s.Allowed(name)) {
+		return nil, Errorf(Rejected, "Invalid staging method: %s", name)
+	}
+	if fn := m.Traits().Function; !s.local(m) && s.Peers[fn] == nil {
+		return nil, Errorf(Rejected, "Staging method %s is not available: the %s function that runs it is not configured", name, fn)
+	}
+	return m, nil
+}
+
+// local reports whether m runs in this function; a service that names no
+// function runs every method itself.
+func (s *Service) local(m Method) bool {
+	fn := m.Traits().Function
+	return s.Function == "" || fn == "" || fn == s.Function
+}
+
+func (s *Service) logger() *slog.Logger {
+	if s.Logger != nil {
+		return s.Logger
+	}
+	return slog.Default()
+}
+
+// Outcome is the answer to a request: its operation record and, for a
+// download, the content to stream.
+type Outcome struct {
+	Operation *Operation
+	Download  *Download
+	Replayed  bool // a redelivery answered from the first outcome
+	// Waiting: pending until its DID's replica arrives (a transfer-done
+	// event completes it).
+	Waiting bool
+	// Accepted: recorded as pending and handed on (async).
+	Accepted bool
+
+	run *run // of a download, until Done
+}
+
+// Pending reports whether the request was accepted without running yet.
+func (o *Outcome) Pending() bool { return o.Waiting || o.Accepted }
+
+// Handle takes one request from a door through the pipeline. Errors are
+// *Error values with a detail safe to show; the Outcome carries the
+// operation record whenever one was written, failures included.
+func (s *Service) Handle(ctx context.Context, caller Caller, req Request, opt Options) (*Outcome, error) {
+	ctx, span := tracer.Start(ctx, "stage "+req.Method)
+	defer span.End()
+	span.SetAttributes(attribute.String("staging.method", req.Method), attribute.String("staging.username", req.Username))
+	out, err := s.handle(ctx, caller, &req, opt)
+	if err != nil {
+		_, detail := KindOf(err)
+		span.SetStatus(codes.Error, detail)
+	}
+	if out != nil && out.Operation != nil {
+		span.SetAttributes(attribute.String("staging.operation", out.Operation.ID))
+	}
+	return out, err
+}
+
+func (s *Service) handle(ctx context.Context, caller Caller, req *Request, opt Options) (*Outcome, error) {
+	start := time.Now()
+	m, err := s.admit(caller, req, opt)
+	if err != nil {
+		kind, _ := KindOf(err)
+		return s.refuse(ctx, req, err, kind == Rejected) // callers refused are not recorded
+	}
+	if req.OperationID != "" {
+		return s.resume(ctx, caller, m, req, start)
+	}
+	if key := req.eventKey(); key != "" {
+		if op, err := s.Store.GetByEventKey(ctx, key); err == nil {
+			return s.replay(ctx, op)
+		} else if !errors.Is(err, ErrNotFound) {
+			return nil, DatabaseUnavailable(err)
+		}
+	}
+	if req.DID != "" {
+		present, err := s.locate(m, req)
+		if err != nil {
+			return s.refuse(ctx, req, err, true)
+		}
+		if !present {
+			return s.await(ctx, req)
+		}
+	}
+	if !s.local(m) {
+		// Checked and run where it runs; recorded here, so the record
+		// exists whatever happens there.
+		op, replay, err := s.createPending(ctx, req)
+		if err != nil || replay {
+			return s.replayOr(ctx, op, err)
+		}
+		if opt.Async {
+			return s.handOn(ctx, caller, op, req)
+		}
+		return s.runRemote(ctx, caller, m, op, req)
+	}
+	plan, err := m.Prepare(ctx, req)
+	if err != nil {
+		return s.refuse(ctx, req, err, true)
+	}
+	if opt.Async {
+		op, replay, err := s.createPending(ctx, req)
+		if err != nil || replay {
+			return s.replayOr(ctx, op, err)
+		}
+		return s.handOn(ctx, caller, op, req)
+	}
+	op, replay, err := s.open(ctx, req, plan.Lock)
+	if err != nil || replay {
+		return s.replayOr(ctx, op, err)
+	}
+	return s.run(ctx, m, op, req, plan, start)
+}
+
+// resume completes a pending operation a hand-off names: an async request,
+// a request handed over by another function, or one whose DID's replica
+// has arrived. The operation must be this very request: same user,
+// method and paths; anything else is refused and the record left alone.
+func (s *Service) resume(ctx context.Context, caller Caller, m Method, req *Request, start time.Time) (*Outcome, error) {
+	op, err := s.Store.Get(ctx, req.OperationID)
+	if errors.Is(err, ErrNotFound) {
+		return nil, Errorf(NotFound, "Operation not found: %s", req.OperationID)
+	}
+	if err != nil {
+		return nil, DatabaseUnavailable(err)
+	}
+	if !op.matches(req) {
+		s.logger().WarnContext(ctx, "hand-off refused: it does not match its operation", "operation", op.ID,
+			"caller", caller.Name, "method", req.Method, "username", req.Username)
+		return nil, Errorf(Forbidden, "Operation %s is not this request's", op.ID)
+	}
+	if op.Status != StatusPending {
+		return s.replay(ctx, op)
+	}
+	if !s.local(m) {
+		return s.runRemote(ctx, caller, m, op, req)
+	}
+	plan, err := m.Prepare(ctx, req)
+	if err != nil {
+		return s.failPending(ctx, op, err)
+	}
+	op, replay, err := s.claim(ctx, op, plan.Lock)
+	if err != nil || replay {
+		return s.replayOr(ctx, op, err)
+	}
+	if op.LocalPathOnStorage == "" { // a request by DID, now resolved
+		op.LocalPathOnStorage = req.Source
+	}
+	return s.run(ctx, m, op, req, plan, start)
+}
+
+// matches reports whether req is the request op records.
+func (op *Operation) matches(req *Request) bool {
+	source := op.LocalPathOnStorage == req.Source || (op.DID != "" && op.LocalPathOnStorage == "")
+	return op.Username == req.Username && op.Method == req.Method && op.RelativePath == req.Target &&
+		op.DID == req.DID && source
+}
+
+// handOn passes a pending operation on (Handoff, or a run in this
+// process) and answers at once.
+func (s *Service) handOn(ctx context.Context, caller Caller, op *Operation, req *Request) (*Outcome, error) {
+	req.OperationID = op.ID
+	if s.Handoff == nil {
+		s.runLater(ctx, caller, *req)
+		return &Outcome{Operation: op, Accepted: true}, nil
+	}
+	if err := s.Handoff.Handoff(ctx, req); err != nil {
+		cause := Wrap(Unavailable, "Could not hand the request over to run in the background", err)
+		return s.failPending(context.WithoutCancel(ctx), op, cause)
+	}
+	return &Outcome{Operation: op, Accepted: true}, nil
+}
+
+// runLater runs a pending request in this process, tracked so that
+// Shutdown waits for it, and tells the Notifier its outcome.
+func (s *Service) runLater(ctx context.Context, caller Caller, req Request) {
+	s.bg.Add(1)
+	go func() {
+		defer s.bg.Done()
+		ctx := context.WithoutCancel(ctx)
+		out, err := s.Handle(ctx, caller, req, Options{})
+		if err != nil {
+			s.logger().DebugContext(ctx, "background staging failed", "operation", req.OperationID, "error", err)
+		}
+		if out != nil && out.Operation != nil && out.Operation.Status.Finished() {
+			s.Notify(ctx, out.Operation)
+		}
+	}()
+}
+
+// runRemote hands a recorded request to the function that runs its method
+// and waits; that function records the outcome in the shared store.
+func (s *Service) runRemote(ctx context.Context, caller Caller, m Method, op *Operation, req *Request) (*Outcome, error) {
+	req.OperationID = op.ID
+	err := s.Peers[m.Traits().Function].Run(ctx, caller, req)
+	got, gerr := s.Store.Get(context.WithoutCancel(ctx), op.ID)
+	if gerr != nil {
+		if err == nil {
+			err = DatabaseUnavailable(gerr)
+		}
+		return &Outcome{Operation: op}, err
+	}
+	if err != nil {
+		if got.Status == StatusPending {
+			// Never taken there: nobody will run it.
+			return s.failPending(context.WithoutCancel(ctx), got, err)
+		}
+		return &Outcome{Operation: got}, err
+	}
+	if got.Status == StatusFailed {
+		return &Outcome{Operation: got}, got.err()
+	}
+	return &Outcome{Operation: got}, nil
+}
+
+// Notify tells the Notifier, if any, the outcome of op.
+func (s *Service) Notify(ctx context.Context, op *Operation) {
+	if s.Notifier != nil {
+		s.Notifier.Notify(ctx, op)
+	}
+}
+
+// BatchItem is the outcome of one item of a batch.
+type BatchItem struct {
+	Outcome *Outcome
+	Err     error
+}
+
+// batchWorkers is how many items of one batch run at once.
+const batchWorkers = 8
+
+// HandleBatch handles several requests of one caller, a few at a time,
+// and returns their outcomes in order. What the items share (method,
+// user, the caller's right to act) is checked once first: if that fails
+// in a way no item would be recorded for, the whole batch is refused with
+// the error; otherwise every item gets its own outcome and record.
+func (s *Service) HandleBatch(ctx context.Context, caller Caller, reqs []Request, opt Options) ([]BatchItem, error) {
+	opt.Stream = false
+	if len(reqs) > 0 {
+		first := Request{Method: reqs[0].Method, Username: reqs[0].Username}
+		if err := s.admitShared(caller, &first, opt); err != nil {
+			if kind, _ := KindOf(err); kind != Rejected {
+				return nil, err
+			}
+		}
+	}
+	items := make([]BatchItem, len(reqs))
+	sem := make(chan struct{}, batchWorkers)
+	var wg sync.WaitGroup
+	for i := range reqs {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			out, err := s.Handle(ctx, caller, reqs[i], opt)
+			items[i] = BatchItem{Outcome: out, Err: err}
+		}()
+	}
+	wg.Wait()
+	return items, nil
+}
+
+// Shutdown waits, until ctx ends, for the work this process does in the
+// background: async runs and outcomes waiting for the database.
+func (s *Service) Shutdown(ctx context.Context) error {
+	done := make(chan struct{})
+	go func() { s.bg.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return errors.New("background staging still running at shutdown")
+	}
+}

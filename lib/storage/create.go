@@ -1,0 +1,77 @@
+package storage
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+
+	"github.com/google/uuid"
+
+	"github.com/ska-telescope/skao-staging-service/lib/staging"
+)
+
+// CreateFile writes a new file with content at name in the source storage
+// (relative to it, or absolute under it) and returns its path relative to
+// the storage. It never replaces or follows anything: the content goes to
+// a fresh temporary name opened exclusively (O_EXCL never follows a link),
+// then is put in place with a rename that fails if the name exists.
+func (s *Storage) CreateFile(name string, content []byte) (string, error) {
+	rel := name
+	if filepath.IsAbs(name) {
+		r, err := filepath.Rel(s.SourcePath, filepath.Clean(name))
+		if err != nil {
+			return "", staging.Errorf(staging.Forbidden, "Path is outside the source storage: %s", name)
+		}
+		rel = r
+	}
+	if strings.ContainsRune(rel, 0) || len(rel) > staging.MaxPathBytes {
+		return "", staging.Errorf(staging.Invalid, "filename must be a path of at most %d bytes without NUL", staging.MaxPathBytes)
+	}
+	if !filepath.IsLocal(rel) || IsTemp(filepath.Base(rel)) {
+		return "", staging.Errorf(staging.Forbidden, "Path is outside the source storage: %s", name)
+	}
+	rel = filepath.Clean(rel)
+	root := s.SourceRoot()
+	if dir := filepath.Dir(rel); dir != "." {
+		if err := root.MkdirAll(dir, 0o755); err != nil {
+			return "", createError(err, rel)
+		}
+	}
+	dir, err := root.OpenRoot(filepath.Dir(rel))
+	if err != nil {
+		return "", createError(err, rel)
+	}
+	defer dir.Close()
+	tmp := TempName(uuid.Must(uuid.NewRandom()).String())
+	f, err := dir.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW, 0o644)
+	if err != nil {
+		return "", createError(err, rel)
+	}
+	_, err = f.Write(content)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = Place(dir, tmp, filepath.Base(rel), false)
+	}
+	if err != nil {
+		dir.Remove(tmp)
+		return "", createError(err, rel)
+	}
+	return rel, nil
+}
+
+func createError(err error, rel string) error {
+	switch {
+	case IsEscape(err):
+		return staging.Wrap(staging.Forbidden, "Path is outside the source storage: "+rel, err)
+	case errors.Is(err, ErrExist), errors.Is(err, syscall.ENOTDIR):
+		return staging.Wrap(staging.Conflict, "A file already exists at "+rel, err)
+	case errors.Is(err, syscall.ENOSPC), errors.Is(err, syscall.EDQUOT):
+		return staging.Wrap(staging.InsufficientStorage, "No space left in the source storage", err)
+	}
+	return staging.Wrap(staging.Internal, fmt.Sprintf("Cannot create the file %s", rel), err)
+}

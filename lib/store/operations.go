@@ -1,0 +1,321 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/doug-martin/goqu/v9"
+	"github.com/doug-martin/goqu/v9/exp"
+
+	"github.com/ska-telescope/skao-staging-service/lib/staging"
+)
+
+// The operations table. Idempotency and coordination between replicas rest
+// on its unique columns: event_key (one operation per delivered event) and
+// target_lock (one running operation per user and target); lease_owner says
+// which replica may record an unfinished operation's progress and outcome.
+// An empty key in Go is NULL in the database, so unset keys never collide.
+
+var _ staging.Store = (*Store)(nil)
+
+const table = "operations"
+
+// columns in the order scanOperation reads them.
+var columns = []any{
+	"id", "method", "username", "local_path_on_storage", "relative_path",
+	"status", "message", "error_reason", "error_kind", "bytes", "bytes_done",
+	"created_at", "updated_at", "finished_at", "event_key", "target_lock", "did", "lease_owner",
+}
+
+// unfinished matches operations whose status is not final.
+var unfinished = goqu.C("status").In(string(staging.StatusPending), string(staging.StatusRunning))
+
+// Create inserts op; a taken ID, EventKey or TargetLock is ErrDuplicate.
+func (s *Store) Create(ctx context.Context, op *staging.Operation) error {
+	if !op.Status.Valid() {
+		return fmt.Errorf("create operation %s: invalid status %q", op.ID, op.Status)
+	}
+	q, args, err := s.gq.Insert(table).Prepared(true).Rows(goqu.Record{
+		"id":                    op.ID,
+		"method":                op.Method,
+		"username":              op.Username,
+		"local_path_on_storage": op.LocalPathOnStorage,
+		"relative_path":         op.RelativePath,
+		"status":                string(op.Status),
+		"message":               op.Message,
+		"error_reason":          op.ErrorReason,
+		"error_kind":            string(op.ErrorKind),
+		"bytes":                 op.Bytes,
+		"bytes_done":            op.BytesDone,
+		"created_at":            s.timeValue(op.CreatedAt),
+		"updated_at":            s.timeValue(op.UpdatedAt),
+		"finished_at":           s.timePtrValue(op.FinishedAt),
+		"event_key":             nullString(op.EventKey),
+		"target_lock":           nullString(op.TargetLock),
+		"did":                   op.DID,
+		"lease_owner":           nullString(op.LeaseOwner),
+	}).ToSQL()
+	if err != nil {
+		return fmt.Errorf("create operation %s: build query: %w", op.ID, err)
+	}
+	if _, err := s.exec(ctx, q, args); err != nil {
+		return fmt.Errorf("create operation %s: %w", op.ID, err)
+	}
+	return nil
+}
+
+// Claim turns a pending operation into a running one holding lock, held by
+// owner.
+func (s *Store) Claim(ctx context.Context, id, lock, owner string, now time.Time) (bool, error) {
+	n, err := s.update(ctx, goqu.Record{
+		"status":      string(staging.StatusRunning),
+		"target_lock": nullString(lock),
+		"lease_owner": nullString(owner),
+		"updated_at":  s.timeValue(now),
+	}, goqu.C("id").Eq(id), goqu.C("status").Eq(string(staging.StatusPending)))
+	if err != nil {
+		return false, fmt.Errorf("claim operation %s: %w", id, err)
+	}
+	return n > 0, nil
+}
+
+// Get returns one operation, or ErrNotFound.
+func (s *Store) Get(ctx context.Context, id string) (*staging.Operation, error) {
+	op, err := s.getBy(ctx, "id", id)
+	if err != nil {
+		return nil, fmt.Errorf("get operation %s: %w", id, err)
+	}
+	return op, nil
+}
+
+// GetByEventKey returns the operation created for an event, or ErrNotFound.
+func (s *Store) GetByEventKey(ctx context.Context, key string) (*staging.Operation, error) {
+	op, err := s.getBy(ctx, "event_key", key)
+	if err != nil {
+		return nil, fmt.Errorf("get operation by event key %s: %w", key, err)
+	}
+	return op, nil
+}
+
+// GetByTargetLock returns the running operation holding lock, or ErrNotFound.
+func (s *Store) GetByTargetLock(ctx context.Context, lock string) (*staging.Operation, error) {
+	op, err := s.getBy(ctx, "target_lock", lock)
+	if err != nil {
+		return nil, fmt.Errorf("get operation by target lock %s: %w", lock, err)
+	}
+	return op, nil
+}
+
+func (s *Store) getBy(ctx context.Context, column, value string) (*staging.Operation, error) {
+	if value == "" { // an unset key is NULL and matches nothing
+		return nil, staging.ErrNotFound
+	}
+	q, args, err := s.gq.From(table).Prepared(true).Select(columns...).
+		Where(goqu.C(column).Eq(value)).ToSQL()
+	if err != nil {
+		return nil, fmt.Errorf("build query: %w", err)
+	}
+	st, err := s.stmt(ctx, q)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", column, err)
+	}
+	op, err := scanOperation(st.QueryRowContext(ctx, args...))
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, staging.ErrNotFound
+	}
+	return op, err
+}
+
+// Progress records bytes done and refreshes the heartbeat of a running
+// operation held by owner.
+func (s *Store) Progress(ctx context.Context, id, owner string, bytes, bytesDone int64, now time.Time) error {
+	n, err := s.update(ctx, goqu.Record{
+		"bytes":      bytes,
+		"bytes_done": bytesDone,
+		"updated_at": s.timeValue(now),
+	}, goqu.C("id").Eq(id), goqu.C("status").Eq(string(staging.StatusRunning)), goqu.C("lease_owner").Eq(owner))
+	if err != nil {
+		return fmt.Errorf("progress of operation %s: %w", id, err)
+	}
+	if n == 0 {
+		return fmt.Errorf("progress of operation %s: %w", id, staging.ErrLeaseLost)
+	}
+	return nil
+}
+
+// Finish writes the outcome of op, if it is unfinished and held by owner,
+// and releases its target lock. A nil FinishedAt is set to now;
+// op.UpdatedAt becomes FinishedAt and op.TargetLock is cleared, as in the
+// row.
+func (s *Store) Finish(ctx context.Context, op *staging.Operation, owner string) error {
+	if !op.Status.Finished() {
+		return fmt.Errorf("finish operation %s: status %q is not final", op.ID, op.Status)
+	}
+	if op.FinishedAt == nil {
+		now := time.Now()
+		op.FinishedAt = &now
+	}
+	finished := s.timeValue(*op.FinishedAt)
+	n, err := s.update(ctx, goqu.Record{
+		"status":       string(op.Status),
+		"message":      op.Message,
+		"error_reason": op.ErrorReason,
+		"error_kind":   string(op.ErrorKind),
+		"bytes":        op.Bytes,
+		"bytes_done":   op.BytesDone,
+		"finished_at":  finished,
+		"updated_at":   finished,
+		"target_lock":  nil,
+		// A request by DID learns its source path only when it runs.
+		"local_path_on_storage": op.LocalPathOnStorage,
+	}, goqu.C("id").Eq(op.ID), unfinished, goqu.C("lease_owner").Eq(owner))
+	if err != nil {
+		return fmt.Errorf("finish operation %s: %w", op.ID, err)
+	}
+	if n == 0 {
+		return fmt.Errorf("finish operation %s: %w", op.ID, staging.ErrLeaseLost)
+	}
+	ft := op.FinishedAt.UTC().Truncate(time.Microsecond)
+	op.FinishedAt, op.UpdatedAt, op.TargetLock = &ft, ft, ""
+	return nil
+}
+
+// Abandon fails the operation id if it is unfinished, still has status and
+// no heartbeat since before, releasing its lock.
+func (s *Store) Abandon(ctx context.Context, id string, status staging.Status, before time.Time, kind staging.Kind, reason string) (bool, error) {
+	now := s.timeValue(time.Now())
+	n, err := s.update(ctx, goqu.Record{
+		"status":       string(staging.StatusFailed),
+		"error_reason": reason,
+		"error_kind":   string(kind),
+		"finished_at":  now,
+		"updated_at":   now,
+		"target_lock":  nil,
+		"lease_owner":  nil,
+	}, goqu.C("id").Eq(id), goqu.C("status").Eq(string(status)), unfinished, goqu.C("updated_at").Lt(s.timeValue(before)))
+	if err != nil {
+		return false, fmt.Errorf("abandon operation %s: %w", id, err)
+	}
+	return n > 0, nil
+}
+
+// update sets record on the operations matching where and returns how
+// many it changed.
+func (s *Store) update(ctx context.Context, record goqu.Record, where ...exp.Expression) (int64, error) {
+	q, args, err := s.gq.Update(table).Prepared(true).Set(record).Where(where...).ToSQL()
+	if err != nil {
+		return 0, fmt.Errorf("build query: %w", err)
+	}
+	return s.exec(ctx, q, args)
+}
+
+// DefaultLimit is how many operations List returns when Filter.Limit is 0.
+const DefaultLimit = 100
+
+// List returns operations matching f, newest first.
+func (s *Store) List(ctx context.Context, f staging.Filter) ([]staging.Operation, error) {
+	limit := f.Limit
+	if limit <= 0 {
+		limit = DefaultLimit
+	}
+	ds := s.gq.From(table).Prepared(true).Select(columns...).
+		Order(goqu.C("created_at").Desc(), goqu.C("id").Desc()).
+		Limit(uint(limit))
+	if f.Username != "" {
+		ds = ds.Where(goqu.C("username").Eq(f.Username))
+	}
+	if f.Status != "" {
+		ds = ds.Where(goqu.C("status").Eq(string(f.Status)))
+	}
+	return s.query(ctx, "list operations", ds)
+}
+
+// Stale returns up to limit running operations whose heartbeat is older
+// than before.
+func (s *Store) Stale(ctx context.Context, before time.Time, limit int) ([]staging.Operation, error) {
+	ds := s.gq.From(table).Prepared(true).Select(columns...).
+		Where(goqu.C("status").Eq(string(staging.StatusRunning)), goqu.C("updated_at").Lt(s.timeValue(before))).
+		Order(goqu.C("updated_at").Asc(), goqu.C("id").Asc()).Limit(uint(limit))
+	return s.query(ctx, "stale operations", ds)
+}
+
+// PendingBefore returns up to limit pending operations not touched since
+// before, oldest first: waiting for a DID's replica (waiting) or for their
+// hand-off.
+func (s *Store) PendingBefore(ctx context.Context, before time.Time, waiting bool, limit int) ([]staging.Operation, error) {
+	did := goqu.C("did").Eq("")
+	if waiting {
+		did = goqu.C("did").Neq("")
+	}
+	ds := s.gq.From(table).Prepared(true).Select(columns...).
+		Where(goqu.C("status").Eq(string(staging.StatusPending)), goqu.C("updated_at").Lt(s.timeValue(before)), did).
+		Order(goqu.C("updated_at").Asc(), goqu.C("id").Asc()).Limit(uint(limit))
+	return s.query(ctx, "overdue pending operations", ds)
+}
+
+// PendingByDID returns up to limit operations waiting for did's replica,
+// oldest first.
+func (s *Store) PendingByDID(ctx context.Context, did string, limit int) ([]staging.Operation, error) {
+	ds := s.gq.From(table).Prepared(true).Select(columns...).
+		Where(goqu.C("did").Eq(did), goqu.C("status").Eq(string(staging.StatusPending))).
+		Order(goqu.C("created_at").Asc(), goqu.C("id").Asc()).Limit(uint(limit))
+	return s.query(ctx, "pending operations for "+did, ds)
+}
+
+// query runs a select of columns and scans the operations.
+func (s *Store) query(ctx context.Context, what string, ds *goqu.SelectDataset) ([]staging.Operation, error) {
+	q, args, err := ds.ToSQL()
+	if err != nil {
+		return nil, fmt.Errorf("%s: build query: %w", what, err)
+	}
+	st, err := s.stmt(ctx, q)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", what, err)
+	}
+	rows, err := st.QueryContext(ctx, args...)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", what, err)
+	}
+	defer rows.Close()
+	ops := []staging.Operation{}
+	for rows.Next() {
+		op, err := scanOperation(rows)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", what, err)
+		}
+		ops = append(ops, *op)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("%s: %w", what, err)
+	}
+	return ops, nil
+}
+
+type scanner interface{ Scan(dest ...any) error }
+
+func scanOperation(row scanner) (*staging.Operation, error) {
+	var (
+		op                               staging.Operation
+		status, kind                     string
+		created, updated, finished       dbTime
+		eventKey, targetLock, leaseOwner sql.NullString
+	)
+	err := row.Scan(&op.ID, &op.Method, &op.Username, &op.LocalPathOnStorage, &op.RelativePath,
+		&status, &op.Message, &op.ErrorReason, &kind, &op.Bytes, &op.BytesDone,
+		&created, &updated, &finished, &eventKey, &targetLock, &op.DID, &leaseOwner)
+	if err != nil {
+		return nil, err
+	}
+	op.Status, op.ErrorKind = staging.Status(status), staging.Kind(kind)
+	op.CreatedAt = created.Time
+	op.UpdatedAt = updated.Time
+	if finished.Valid {
+		t := finished.Time
+		op.FinishedAt = &t
+	}
+	op.EventKey, op.TargetLock, op.LeaseOwner = eventKey.String, targetLock.String, leaseOwner.String
+	return &op, nil
+}
