@@ -45,11 +45,13 @@ type storage struct {
 	tokens   map[string]*token
 }
 
+// token is an access token issued. Tokens are kept in the state directory
+// too: like a real provider's, they are still known after a restart.
 type token struct {
-	subject  string
-	clientID string
-	scopes   []string
-	expires  time.Time
+	Subject  string    `json:"sub"`
+	ClientID string    `json:"client_id"`
+	Scopes   []string  `json:"scopes"`
+	Expires  time.Time `json:"exp"`
 }
 
 func newStorage(cfg *Config) (*storage, error) {
@@ -60,6 +62,13 @@ func newStorage(cfg *Config) (*storage, error) {
 		tokens:   map[string]*token{},
 	}
 	if err := s.loadKeys(); err != nil {
+		return nil, err
+	}
+	if b, err := os.ReadFile(s.tokensFile()); err == nil {
+		if err := json.Unmarshal(b, &s.tokens); err != nil {
+			return nil, fmt.Errorf("%s: %w", s.tokensFile(), err)
+		}
+	} else if !errors.Is(err, os.ErrNotExist) {
 		return nil, err
 	}
 	if len(s.keys) == 0 {
@@ -132,7 +141,23 @@ func (k publicKey) Algorithm() jose.SignatureAlgorithm { return jose.RS256 }
 func (k publicKey) Use() string                        { return "sig" }
 func (k publicKey) Key() any                           { return &k.key.PublicKey }
 
-func (s *storage) keysFile() string { return filepath.Join(s.cfg.StateDir, "keys.json") }
+func (s *storage) keysFile() string   { return filepath.Join(s.cfg.StateDir, "keys.json") }
+func (s *storage) tokensFile() string { return filepath.Join(s.cfg.StateDir, "tokens.json") }
+
+// save writes v to path in one step (a new file renamed over the old).
+func (s *storage) save(path string, v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(s.cfg.StateDir, 0o700); err != nil {
+		return err
+	}
+	if err := os.WriteFile(path+".tmp", b, 0o600); err != nil {
+		return err
+	}
+	return os.Rename(path+".tmp", path)
+}
 
 func (s *storage) loadKeys() error {
 	b, err := os.ReadFile(s.keysFile())
@@ -174,18 +199,7 @@ func (s *storage) rotate(retire bool) (string, error) {
 	for i, k := range s.keys {
 		jwks[i] = jose.JSONWebKey{Key: k.key, KeyID: k.id, Algorithm: string(jose.RS256), Use: "sig"}
 	}
-	b, err := json.Marshal(jwks)
-	if err != nil {
-		return "", err
-	}
-	if err := os.MkdirAll(s.cfg.StateDir, 0o700); err != nil {
-		return "", err
-	}
-	tmp := s.keysFile() + ".tmp"
-	if err := os.WriteFile(tmp, b, 0o600); err != nil {
-		return "", err
-	}
-	return nk.id, os.Rename(tmp, s.keysFile())
+	return nk.id, s.save(s.keysFile(), jwks)
 }
 
 func (s *storage) SigningKey(context.Context) (op.SigningKey, error) {
@@ -326,12 +340,12 @@ func (s *storage) CreateAccessToken(_ context.Context, r op.TokenRequest) (strin
 	if c == nil {
 		return "", time.Time{}, errors.New("token request of an unknown kind or client")
 	}
-	t := &token{subject: r.GetSubject(), clientID: c.ID, scopes: r.GetScopes(), expires: s.now().Add(c.lifetime)}
+	t := &token{Subject: r.GetSubject(), ClientID: c.ID, Scopes: r.GetScopes(), Expires: s.now().Add(c.lifetime)}
 	id := uuid.NewString()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.tokens[id] = t
-	return id, t.expires, nil
+	return id, t.Expires, s.save(s.tokensFile(), s.tokens)
 }
 
 func (s *storage) CreateAccessAndRefreshTokens(context.Context, op.TokenRequest, string) (string, string, time.Time, error) {
@@ -351,8 +365,11 @@ func (s *storage) TerminateSession(context.Context, string, string) error { retu
 func (s *storage) RevokeToken(_ context.Context, tokenID, _, clientID string) *oidc.Error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if t, ok := s.tokens[tokenID]; ok && t.clientID == clientID {
+	if t, ok := s.tokens[tokenID]; ok && t.ClientID == clientID {
 		delete(s.tokens, tokenID)
+		if err := s.save(s.tokensFile(), s.tokens); err != nil {
+			return oidc.ErrServerError().WithParent(err)
+		}
 	}
 	return nil
 }
@@ -465,30 +482,30 @@ func (s *storage) SetUserinfoFromToken(_ context.Context, info *oidc.UserInfo, t
 	s.mu.Lock()
 	t, ok := s.tokens[tokenID]
 	s.mu.Unlock()
-	if !ok || t.subject != subject {
+	if !ok || t.Subject != subject {
 		return errors.New("token is invalid")
 	}
-	if s.now().After(t.expires) {
+	if s.now().After(t.Expires) {
 		return errors.New("token is expired")
 	}
-	return s.setUserinfo(info, t.subject, t.scopes)
+	return s.setUserinfo(info, t.Subject, t.Scopes)
 }
 
 func (s *storage) SetIntrospectionFromToken(_ context.Context, resp *oidc.IntrospectionResponse, tokenID, subject, clientID string) error {
 	s.mu.Lock()
 	t, ok := s.tokens[tokenID]
 	s.mu.Unlock()
-	if !ok || t.subject != subject || s.now().After(t.expires) {
+	if !ok || t.Subject != subject || s.now().After(t.Expires) {
 		return errors.New("token is invalid")
 	}
 	info := new(oidc.UserInfo)
-	if err := s.setUserinfo(info, t.subject, t.scopes); err != nil {
+	if err := s.setUserinfo(info, t.Subject, t.Scopes); err != nil {
 		return err
 	}
 	resp.SetUserInfo(info)
-	resp.Scope = t.scopes
-	resp.ClientID = t.clientID
-	resp.Expiration = oidc.FromTime(t.expires)
+	resp.Scope = t.Scopes
+	resp.ClientID = t.ClientID
+	resp.Expiration = oidc.FromTime(t.Expires)
 	return nil
 }
 
