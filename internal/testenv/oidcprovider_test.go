@@ -78,6 +78,21 @@ func TestOIDCProvider(t *testing.T) {
 		t.Fatalf("userinfo served %d times, want 1", n)
 	}
 
+	// A page on another origin may call the token endpoint (CORS), as
+	// the browser's code exchange does.
+	req, _ := http.NewRequest(http.MethodOptions, p.Issuer+"/oauth/token", nil)
+	req.Header.Set("Origin", "http://127.0.0.1:1")
+	req.Header.Set("Access-Control-Request-Method", "POST")
+	req.Header.Set("Access-Control-Request-Headers", "content-type")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if o := resp.Header.Get("Access-Control-Allow-Origin"); o != "http://127.0.0.1:1" {
+		t.Fatalf("CORS preflight on the token endpoint: %s, Allow-Origin %q", resp.Status, o)
+	}
+
 	// A client acting for itself.
 	cc := p.ClientCredentials(t, "svc", "storage.read:/")
 	_, c = jwtParts(t, cc.AccessToken)
