@@ -28,7 +28,6 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
-	"os"
 	"strings"
 
 	"github.com/cloudevents/sdk-go/v2/event"
@@ -65,7 +64,8 @@ type Sender struct {
 	Subject string
 }
 
-// Config is how senders are checked.
+// Config is how senders are checked. The variables named are those the
+// service's configuration reads into it; New checks the values.
 type Config struct {
 	Mode string // EVENT_AUTH: none (default), oidc or hmac
 	// Issuer is where the service-account issuer's discovery document is
@@ -76,10 +76,13 @@ type Config struct {
 	// audience set on the Trigger's subscriber or announced in the
 	// addressable's status.
 	Audience string
-	// Senders allows subjects per event type (EVENT_SENDERS).
+	// Senders allows subjects per event type (EVENT_SENDERS, see
+	// ParseSenders). Required in mode oidc: any pod can mount a token for
+	// any audience, so the audience alone proves nothing. In mode hmac the
+	// only sender is HMACSubject; empty means every type.
 	Senders Senders
-	// HMACSecrets verify signatures (EVENT_HMAC_SECRET or
-	// EVENT_HMAC_SECRET_FILE); the first one signs.
+	// HMACSecrets verify signatures (EVENT_HMAC_SECRET, or the file
+	// EVENT_HMAC_SECRET_FILE names; see ParseSecrets); the first one signs.
 	HMACSecrets [][]byte
 	// HTTPClient reaches the issuer. Nil: for the in-cluster API server, a
 	// client with the pod's service-account CA and token; otherwise a plain
@@ -90,73 +93,12 @@ type Config struct {
 	ServiceAccountDir string
 }
 
-// Load reads the configuration through lookup (e.g. os.LookupEnv):
-//
-//	EVENT_AUTH              none (default), oidc or hmac
-//	EVENT_OIDC_ISSUER       default https://kubernetes.default.svc
-//	EVENT_OIDC_AUDIENCE     required with oidc: this function's audience
-//	EVENT_SENDERS           required with oidc; with hmac default "*=hmac" (see ParseSenders)
-//	EVENT_HMAC_SECRET       with hmac (or EVENT_HMAC_SECRET_FILE, a file): one secret
-//	                        per line, each at least 32 bytes; the first signs
-func Load(lookup func(string) (string, bool)) (Config, error) {
-	get := func(name string) string {
-		v, _ := lookup(name)
-		return strings.TrimSpace(v)
-	}
-	c := Config{Mode: strings.ToLower(get("EVENT_AUTH"))}
-	if c.Mode == "" {
-		c.Mode = ModeNone
-	}
-	switch c.Mode {
-	case ModeNone:
-		return c, nil
-	case ModeOIDC:
-		c.Issuer = get("EVENT_OIDC_ISSUER")
-		c.Audience = get("EVENT_OIDC_AUDIENCE")
-		if c.Audience == "" {
-			return c, errors.New("EVENT_OIDC_AUDIENCE is required with EVENT_AUTH=oidc")
-		}
-		if get("EVENT_SENDERS") == "" {
-			return c, errors.New("EVENT_SENDERS is required with EVENT_AUTH=oidc: any pod can get a token for this audience")
-		}
-	case ModeHMAC:
-		secret, file := get("EVENT_HMAC_SECRET"), get("EVENT_HMAC_SECRET_FILE")
-		if (secret == "") == (file == "") {
-			return c, errors.New("EVENT_AUTH=hmac needs one of EVENT_HMAC_SECRET and EVENT_HMAC_SECRET_FILE")
-		}
-		name, text := "EVENT_HMAC_SECRET", []byte(secret)
-		if file != "" {
-			b, err := os.ReadFile(file)
-			if err != nil {
-				return c, fmt.Errorf("EVENT_HMAC_SECRET_FILE: %w", err)
-			}
-			name, text = "EVENT_HMAC_SECRET_FILE", b
-		}
-		secrets, err := parseSecrets(text)
-		if err != nil {
-			return c, fmt.Errorf("%s: %w", name, err)
-		}
-		c.HMACSecrets = secrets
-	default:
-		return c, fmt.Errorf("EVENT_AUTH: %q is not none, oidc or hmac", c.Mode)
-	}
-	senders := get("EVENT_SENDERS")
-	if senders == "" {
-		senders = "*=" + HMACSubject
-	}
-	s, err := ParseSenders(senders)
-	if err != nil {
-		return c, fmt.Errorf("EVENT_SENDERS: %w", err)
-	}
-	c.Senders = s
-	if err := c.check(); err != nil {
-		return c, err
-	}
-	return c, nil
-}
-
-// parseSecrets reads one secret per line, ignoring blank lines.
-func parseSecrets(text []byte) ([][]byte, error) {
+// ParseSecrets reads shared secrets, one per line (blank lines ignored),
+// each at least MinSecretBytes long: the form of EVENT_HMAC_SECRET and of
+// the file EVENT_HMAC_SECRET_FILE names. Several secrets let the secret be
+// rotated: events are signed with the first and accepted when signed with
+// any (add the new one second, then move it first, then drop the old).
+func ParseSecrets(text []byte) ([][]byte, error) {
 	var out [][]byte
 	for _, line := range bytes.Split(text, []byte("\n")) {
 		line = bytes.TrimSpace(line)
@@ -182,21 +124,21 @@ func (c Config) check() error {
 		return nil
 	case ModeOIDC:
 		if c.Audience == "" {
-			return errors.New("eventauth: oidc needs an audience")
+			return errors.New("eventauth: oidc needs this function's audience (EVENT_OIDC_AUDIENCE)")
 		}
 		if len(c.Senders) == 0 {
-			return errors.New("eventauth: oidc needs allowed senders (EVENT_SENDERS)")
+			return errors.New("eventauth: oidc needs allowed senders (EVENT_SENDERS): any pod can get a token for this audience")
 		}
 		for typ, subjects := range c.Senders {
 			for _, s := range subjects {
 				if s == HMACSubject {
-					return fmt.Errorf("EVENT_SENDERS: %s=%s: %q is the hmac mode's sender, EVENT_AUTH is oidc", typ, s, s)
+					return fmt.Errorf("eventauth: senders %s=%s: %q is the hmac mode's sender, the mode is oidc", typ, s, s)
 				}
 			}
 		}
 	case ModeHMAC:
 		if len(c.HMACSecrets) == 0 {
-			return errors.New("eventauth: hmac needs a secret")
+			return errors.New("eventauth: hmac needs a secret (EVENT_HMAC_SECRET or EVENT_HMAC_SECRET_FILE)")
 		}
 		for _, s := range c.HMACSecrets {
 			if len(s) < MinSecretBytes {
@@ -206,7 +148,7 @@ func (c Config) check() error {
 		for typ, subjects := range c.Senders {
 			for _, s := range subjects {
 				if s != HMACSubject {
-					return fmt.Errorf("EVENT_SENDERS: %s=%s: with EVENT_AUTH=hmac the only sender is %q", typ, s, HMACSubject)
+					return fmt.Errorf("eventauth: senders %s=%s: in mode hmac the only sender is %q", typ, s, HMACSubject)
 				}
 			}
 		}
@@ -227,6 +169,9 @@ type Verifier struct {
 func New(cfg Config) (*Verifier, error) {
 	if cfg.Mode == "" {
 		cfg.Mode = ModeNone
+	}
+	if cfg.Mode == ModeHMAC && len(cfg.Senders) == 0 {
+		cfg.Senders = Senders{AnyType: {HMACSubject}}
 	}
 	if err := cfg.check(); err != nil {
 		return nil, err

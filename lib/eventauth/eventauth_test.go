@@ -7,7 +7,6 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"strings"
 	"testing"
 	"time"
@@ -242,56 +241,73 @@ func TestInClusterIssuerNeedsThePodCredentials(t *testing.T) {
 	}
 }
 
-func TestLoad(t *testing.T) {
-	dir := t.TempDir()
-	secretFile := dir + "/secret"
-	secret := strings.Repeat("s", 32)
-	if err := os.WriteFile(secretFile, []byte("\n"+secret+"\n"+strings.Repeat("o", 40)+"\n\n"), 0o600); err != nil {
-		t.Fatal(err)
+func TestNewChecksTheConfig(t *testing.T) {
+	secret := []byte(strings.Repeat("s", 32))
+	allow := func(s string) Senders {
+		x, err := ParseSenders(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return x
 	}
 	for _, tc := range []struct {
-		env   map[string]string
-		want  string // an error containing this, or "" for none
-		check func(Config) bool
+		cfg  Config
+		want string // an error containing this, or "" for none
 	}{
-		{env: nil, check: func(c Config) bool { return c.Mode == ModeNone }},
-		{env: map[string]string{"EVENT_AUTH": "OIDC", "EVENT_OIDC_AUDIENCE": stageAud, "EVENT_SENDERS": "*=" + trigger},
-			check: func(c Config) bool {
-				return c.Mode == ModeOIDC && c.Issuer == "" && c.Senders.Allows("any.type", trigger)
-			}},
-		{env: map[string]string{"EVENT_AUTH": "oidc", "EVENT_OIDC_ISSUER": "https://issuer.example.org", "EVENT_OIDC_AUDIENCE": "a",
-			"EVENT_SENDERS": typeRequest + "=" + trigger}, check: func(c Config) bool { return c.Issuer == "https://issuer.example.org" }},
-		{env: map[string]string{"EVENT_AUTH": "oidc", "EVENT_SENDERS": "*=" + trigger}, want: "EVENT_OIDC_AUDIENCE"},
-		{env: map[string]string{"EVENT_AUTH": "oidc", "EVENT_OIDC_AUDIENCE": "a"}, want: "EVENT_SENDERS is required"},
-		{env: map[string]string{"EVENT_AUTH": "oidc", "EVENT_OIDC_AUDIENCE": "a", "EVENT_SENDERS": "*=hmac"}, want: "EVENT_AUTH is oidc"},
-		{env: map[string]string{"EVENT_AUTH": "oidc", "EVENT_OIDC_AUDIENCE": "a", "EVENT_SENDERS": "x"}, want: "EVENT_SENDERS"},
-		{env: map[string]string{"EVENT_AUTH": "hmac", "EVENT_HMAC_SECRET": secret},
-			check: func(c Config) bool {
-				return len(c.HMACSecrets) == 1 && string(c.Signer()) == secret && c.Senders.Allows(typeRequest, HMACSubject)
-			}},
-		{env: map[string]string{"EVENT_AUTH": "hmac", "EVENT_HMAC_SECRET_FILE": secretFile, "EVENT_SENDERS": typeRequest + "=hmac"},
-			check: func(c Config) bool {
-				return len(c.HMACSecrets) == 2 && string(c.Signer()) == secret && !c.Senders.Allows(typeRucio, HMACSubject)
-			}},
-		{env: map[string]string{"EVENT_AUTH": "hmac"}, want: "needs one of"},
-		{env: map[string]string{"EVENT_AUTH": "hmac", "EVENT_HMAC_SECRET": secret, "EVENT_HMAC_SECRET_FILE": secretFile}, want: "needs one of"},
-		{env: map[string]string{"EVENT_AUTH": "hmac", "EVENT_HMAC_SECRET": "short"}, want: "at least 32"},
-		{env: map[string]string{"EVENT_AUTH": "hmac", "EVENT_HMAC_SECRET_FILE": dir + "/missing"}, want: "EVENT_HMAC_SECRET_FILE"},
-		{env: map[string]string{"EVENT_AUTH": "hmac", "EVENT_HMAC_SECRET": secret, "EVENT_SENDERS": "*=" + trigger}, want: "only sender"},
-		{env: map[string]string{"EVENT_AUTH": "jwt"}, want: "EVENT_AUTH"},
+		{Config{}, ""},
+		{Config{Mode: ModeNone}, ""},
+		{Config{Mode: ModeOIDC, Issuer: "https://issuer.example.org", Audience: "a", Senders: allow("*=" + trigger)}, ""},
+		{Config{Mode: ModeOIDC, Issuer: "https://issuer.example.org", Senders: allow("*=" + trigger)}, "EVENT_OIDC_AUDIENCE"},
+		{Config{Mode: ModeOIDC, Issuer: "https://issuer.example.org", Audience: "a"}, "EVENT_SENDERS"},
+		{Config{Mode: ModeOIDC, Issuer: "https://issuer.example.org", Audience: "a", Senders: allow("*=hmac")}, "mode is oidc"},
+		{Config{Mode: ModeOIDC, Issuer: "http://issuer.example.org", Audience: "a", Senders: allow("*=" + trigger)}, "https"},
+		{Config{Mode: ModeHMAC, HMACSecrets: [][]byte{secret}}, ""},
+		{Config{Mode: ModeHMAC, HMACSecrets: [][]byte{secret}, Senders: allow(typeRequest + "=hmac")}, ""},
+		{Config{Mode: ModeHMAC}, "EVENT_HMAC_SECRET"},
+		{Config{Mode: ModeHMAC, HMACSecrets: [][]byte{[]byte("short")}}, "at least 32"},
+		{Config{Mode: ModeHMAC, HMACSecrets: [][]byte{secret}, Senders: allow("*=" + trigger)}, "only sender"},
+		{Config{Mode: "jwt"}, "not none, oidc or hmac"},
 	} {
-		c, err := Load(func(k string) (string, bool) { v, ok := tc.env[k]; return v, ok })
+		v, err := New(tc.cfg)
 		switch {
 		case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
-			t.Errorf("%v: %v, want an error about %s", tc.env, err, tc.want)
+			t.Errorf("%+v: %v, want an error about %s", tc.cfg, err, tc.want)
 		case tc.want == "" && err != nil:
-			t.Errorf("%v: %v", tc.env, err)
-		case tc.want == "" && !tc.check(c):
-			t.Errorf("%v: %+v", tc.env, c)
-		}
-		if err != nil && strings.Contains(err.Error(), secret) {
+			t.Errorf("%+v: %v", tc.cfg, err)
+		case err != nil && strings.Contains(err.Error(), string(secret)):
 			t.Errorf("an error shows the secret: %v", err)
+		case err == nil && tc.cfg.Mode == ModeHMAC:
+			ev := newEvent("x", typeRucio)
+			if err := Sign(&ev, secret); err != nil {
+				t.Fatal(err)
+			}
+			_, err := v.Verify(context.Background(), http.Header{}, &ev)
+			if allowed := tc.cfg.Senders == nil; allowed != (err == nil) {
+				t.Errorf("%+v: a signed %s: %v", tc.cfg, typeRucio, err)
+			}
 		}
+	}
+}
+
+func TestParseSecrets(t *testing.T) {
+	a, b := strings.Repeat("a", 32), strings.Repeat("b", 40)
+	got, err := ParseSecrets([]byte("\n  " + a + "  \n\n" + b + "\n"))
+	if err != nil || len(got) != 2 || string(got[0]) != a || string(got[1]) != b {
+		t.Fatalf("%q %v", got, err)
+	}
+	for _, bad := range []string{"", "\n \n", "short", a + "\nshort"} {
+		if _, err := ParseSecrets([]byte(bad)); err == nil {
+			t.Errorf("%q accepted", bad)
+		} else if strings.Contains(err.Error(), "short") || strings.Contains(err.Error(), a) {
+			t.Errorf("the error shows a secret: %v", err)
+		}
+	}
+	// Signer is the first secret, in mode hmac only.
+	if s := (Config{Mode: ModeHMAC, HMACSecrets: got}).Signer(); string(s) != a {
+		t.Errorf("Signer %q", s)
+	}
+	if s := (Config{Mode: ModeOIDC, HMACSecrets: got}).Signer(); s != nil {
+		t.Errorf("Signer in mode oidc %q", s)
 	}
 }
 

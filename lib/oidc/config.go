@@ -16,13 +16,11 @@
 package oidc
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
 	"net/http"
 	"net/url"
-	"strconv"
 	"strings"
 	"time"
 )
@@ -76,6 +74,10 @@ var DefaultGroupsClaims = []string{"wlcg.groups", "groups"}
 var DefaultSigningAlgs = []string{"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
 
 // Config says which tokens to accept. Zero values mean the defaults given.
+// The variables named are those the service's configuration reads into it
+// (OIDC_ADMIN_GROUPS a comma-separated or JSON list, OIDC_LEEWAY a Go
+// duration, AUTHZ_STORAGE_SCOPES true or false); NewVerifier checks the
+// values.
 type Config struct {
 	// IssuerURL is the iss tokens must carry, exactly (OIDC_ISSUER_URL);
 	// its discovery document is at IssuerURL/.well-known/openid-configuration.
@@ -104,7 +106,7 @@ type Config struct {
 	// absolute path is refused, as the profile requires.
 	StorageScopes bool
 	// Leeway is the clock skew allowed on exp and nbf (OIDC_LEEWAY),
-	// default DefaultLeeway; at most MaxLeeway.
+	// zero for DefaultLeeway; at most MaxLeeway.
 	Leeway time.Duration
 	// SigningAlgs accepted, default DefaultSigningAlgs.
 	SigningAlgs []string
@@ -198,78 +200,4 @@ func checkURL(raw string) error {
 		}
 	}
 	return fmt.Errorf("%q: https is required (http only on a loopback address)", raw)
-}
-
-// Load reads the configuration of AUTH_MODE=oidc through lookup (e.g.
-// os.LookupEnv):
-//
-//	OIDC_ISSUER_URL       required, e.g. https://ska-iam.stfc.ac.uk/ (exactly as the tokens' iss)
-//	OIDC_AUDIENCE         required: the aud this service accepts
-//	OIDC_USERNAME_CLAIM   default preferred_username
-//	OIDC_GROUPS_CLAIM     default: wlcg.groups, then groups
-//	OIDC_ADMIN_GROUPS     comma-separated or a JSON list, e.g. /ska/staging-admins
-//	OIDC_LEEWAY           clock skew allowed on exp and nbf, default 60s, from 1s to 5m
-//	AUTHZ_STORAGE_SCOPES  true: sources must be covered by storage.read:<path> scopes
-func Load(lookup func(string) (string, bool)) (Config, error) {
-	get := func(name string) string {
-		v, _ := lookup(name)
-		return strings.TrimSpace(v)
-	}
-	c := Config{
-		IssuerURL:     get("OIDC_ISSUER_URL"),
-		Audience:      get("OIDC_AUDIENCE"),
-		UsernameClaim: get("OIDC_USERNAME_CLAIM"),
-		GroupsClaim:   get("OIDC_GROUPS_CLAIM"),
-	}
-	if c.IssuerURL == "" {
-		return c, errors.New("OIDC_ISSUER_URL is required with AUTH_MODE=oidc")
-	}
-	if err := checkURL(c.IssuerURL); err != nil {
-		return c, fmt.Errorf("OIDC_ISSUER_URL: %w", err)
-	}
-	if c.Audience == "" {
-		return c, errors.New("OIDC_AUDIENCE is required with AUTH_MODE=oidc")
-	}
-	groups, err := parseList(get("OIDC_ADMIN_GROUPS"))
-	if err != nil {
-		return c, fmt.Errorf("OIDC_ADMIN_GROUPS: %w", err)
-	}
-	c.AdminGroups = groups
-	if v := get("OIDC_LEEWAY"); v != "" {
-		d, err := time.ParseDuration(v)
-		if err != nil || d < time.Second || d > MaxLeeway {
-			return c, fmt.Errorf("OIDC_LEEWAY: %q: want a duration from 1s to %s", v, MaxLeeway)
-		}
-		c.Leeway = d
-	}
-	if v := get("AUTHZ_STORAGE_SCOPES"); v != "" {
-		b, err := strconv.ParseBool(v)
-		if err != nil {
-			return c, fmt.Errorf("AUTHZ_STORAGE_SCOPES: %q is not true or false", v)
-		}
-		c.StorageScopes = b
-	}
-	return c, c.withDefaults().validate()
-}
-
-// parseList reads a JSON list of strings or a comma-separated list.
-func parseList(v string) ([]string, error) {
-	if v == "" {
-		return nil, nil
-	}
-	var out []string
-	if strings.HasPrefix(v, "[") {
-		if err := json.Unmarshal([]byte(v), &out); err != nil {
-			return nil, err
-		}
-	} else {
-		out = strings.Split(v, ",")
-	}
-	list := out[:0]
-	for _, s := range out {
-		if s = strings.TrimSpace(s); s != "" {
-			list = append(list, s)
-		}
-	}
-	return list, nil
 }
