@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -130,6 +131,8 @@ func scopes(tok *Token) ([]string, error) {
 	}
 	return nil, nil
 }
+
+var errNoUserinfo = errors.New("the provider has no userinfo endpoint")
 
 // userinfo is what the provider's userinfo endpoint says about a token.
 type userinfo struct {

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -284,5 +283,3 @@ func decodeStrings(name string, raw json.RawMessage) ([]string, bool, error) {
 	}
 	return list, true, nil
 }
-
-var errNoUserinfo = errors.New("the provider has no userinfo endpoint")
