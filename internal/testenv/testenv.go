@@ -13,6 +13,10 @@
 // proxy and real single-user servers; tests keep apart by creating their own
 // users with NewHubUser) and HubFor(t) a hub of the test's own; they need
 // Debian's jupyterhub package, which `make test` installs too.
+//
+// OIDCProviderFor(t, cfg) starts a real OpenID provider of the test's own
+// (tools/oidcprovider, on zitadel/oidc's op package) with the users and
+// clients the test chooses; it needs only the Go module proxy to build.
 package testenv
 
 import (
