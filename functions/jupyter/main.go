@@ -10,7 +10,6 @@ package main
 import (
 	"net/http"
 
-	"github.com/ska-telescope/skao-staging-service/lib/events"
 	"github.com/ska-telescope/skao-staging-service/lib/function"
 	"github.com/ska-telescope/skao-staging-service/lib/httpx"
 	"github.com/ska-telescope/skao-staging-service/lib/methods"
@@ -26,7 +25,10 @@ func main() {
 		if err != nil {
 			return nil, err
 		}
-		receiver := &events.Receiver{Service: svc, Source: f.Source, Logger: f.Logger, Auth: authn}
+		receiver, err := f.Receiver(svc, authn)
+		if err != nil {
+			return nil, err
+		}
 		m := httpx.NewMux()
 		m.Route(http.MethodPost, "/", receiver.ServeHTTP)
 		return m, nil

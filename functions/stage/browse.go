@@ -2,6 +2,7 @@ package main
 
 import (
 	"net/http"
+	"path"
 
 	"github.com/ska-telescope/skao-staging-service/lib/httpx"
 )
@@ -13,11 +14,32 @@ const maxBrowse = 1000
 // browse is GET /browse?path=: one directory of the source storage, so a
 // user can pick local_path_on_storage instead of typing it. Paths follow the
 // staging rules (os.Root): escapes are 403, missing paths 400.
+//
+// It needs a caller (with authentication on), and with capability scopes
+// shows only what the caller's token lets them read or leads there.
 func (a *api) browse(w http.ResponseWriter, r *http.Request) {
-	l, err := a.f.Storage.List(r.URL.Query().Get("path"), maxBrowse)
+	dir := r.URL.Query().Get("path")
+	caller, err := a.caller(r, "")
 	if err != nil {
 		httpx.Error(w, err)
 		return
 	}
+	visible, err := a.svc.AuthorizeBrowse(caller, dir)
+	if err != nil {
+		httpx.Error(w, err)
+		return
+	}
+	l, err := a.f.Storage.List(dir, maxBrowse)
+	if err != nil {
+		httpx.Error(w, err)
+		return
+	}
+	shown := l.Entries[:0]
+	for _, e := range l.Entries {
+		if visible(path.Join(l.Path, e.Name), e.Type == "directory") {
+			shown = append(shown, e)
+		}
+	}
+	l.Entries = shown
 	httpx.JSON(w, http.StatusOK, l)
 }

@@ -21,7 +21,10 @@ func main() {
 		if err != nil {
 			return nil, err
 		}
-		receiver := &events.Receiver{Service: svc, Source: f.Source, Logger: f.Logger, Auth: authn}
+		receiver, err := f.Receiver(svc, authn)
+		if err != nil {
+			return nil, err
+		}
 		if rse, ok := svc.DIDs.(*rucio.RSE); ok {
 			completer := &rucio.Completer{Service: svc, RSE: rse, Logger: f.Logger}
 			receiver.Handlers = map[string]events.Handler{rucio.TypeTransferDone: completer.HandleEvent}

@@ -27,12 +27,20 @@ func (a *api) methods() ([]string, []methodInfo) {
 	return names, infos
 }
 
+// config is GET /config: what a client needs to use the service, the
+// sign-in settings included (the page reads them before anyone signs in).
+// The storage roots, which are the server's own paths, only to an admin.
 func (a *api) config(w http.ResponseWriter, r *http.Request) {
 	c := a.f.Config
 	names, infos := a.methods()
-	httpx.JSON(w, http.StatusOK, map[string]any{"source_storage_path": c.SourceStoragePath,
-		"target_storage_path": c.TargetStoragePath, "allowed_methods": names, "methods": infos,
-		"auth_mode": c.AuthMode})
+	answer := map[string]any{"allowed_methods": names, "methods": infos, "auth_mode": c.AuthMode}
+	if c.AuthMode == "oidc" {
+		answer["oidc"] = map[string]string{"issuer": c.OIDC.IssuerURL, "client_id": c.OIDC.ClientID, "scopes": c.OIDC.Scopes}
+	}
+	if caller, err := a.caller(r, ""); err == nil && caller.Admin {
+		answer["source_storage_path"], answer["target_storage_path"] = c.SourceStoragePath, c.TargetStoragePath
+	}
+	httpx.JSON(w, http.StatusOK, answer)
 }
 
 func (a *api) allowedMethods(w http.ResponseWriter, r *http.Request) {
@@ -94,6 +102,14 @@ func (a *api) createFile(w http.ResponseWriter, r *http.Request) {
 	}
 	if body.Filename == nil || *body.Filename == "" || body.Content == nil {
 		httpx.Error(w, staging.Errorf(staging.Invalid, "filename and content are required"))
+		return
+	}
+	caller, err := a.caller(r, "")
+	if err == nil {
+		err = staging.AuthorizeAdmin(caller)
+	}
+	if err != nil {
+		httpx.Error(w, err)
 		return
 	}
 	rel, err := a.f.Storage.CreateFile(*body.Filename, []byte(*body.Content))

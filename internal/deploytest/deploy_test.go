@@ -29,9 +29,10 @@ var functionNames = []string{"stage", "jupyter", "logs"}
 // notSetByDeployments are variables the code reads that the deployment
 // files must not or need not set, with the reason.
 var notSetByDeployments = map[string]string{
-	"PORT":   "set by Knative (reserved there); the chart's Deployments set it explicitly",
-	"HOST":   "for local runs; in a pod the functions listen on all interfaces",
-	"K_SINK": "injected by the SinkBinding (checked with the Eventing objects)",
+	"PORT":              "set by Knative (reserved there); the chart's Deployments set it explicitly",
+	"HOST":              "for local runs; in a pod the functions listen on all interfaces",
+	"K_SINK":            "injected by the SinkBinding (checked with the Eventing objects)",
+	"EVENT_HMAC_SECRET": "a secret: deployments mount it as a file (EVENT_HMAC_SECRET_FILE)",
 }
 
 // optionalPrefixes are families of standard variables that are set only

@@ -51,13 +51,44 @@ type Config struct {
 	ReadTimeout        time.Duration // READ_TIMEOUT: how long a client may take to send a whole request, default 2m
 	JupyterHubAPIToken string        // JUPYTERHUB_API_TOKEN: the service's hub token; never logged or shown
 	JupyterHubStart    time.Duration // JUPYTERHUB_START_TIMEOUT: how long to wait for a user's server, default 120s
-	AuthMode           string        // AUTH_MODE: "none" or "jupyterhub" (callers prove who they are with a hub token)
+	AuthMode           string        // AUTH_MODE: "none", "jupyterhub" (a hub token) or "oidc" (a bearer JWT of the site's identity provider)
 	RucioRSE           string        // RUCIO_RSE: the local RSE's name; enables staging by DID
 	RucioRSERoot       string        // RUCIO_RSE_ROOT: where the RSE is mounted, default SOURCE_STORAGE_PATH
 	RucioRSEPrefix     string        // RUCIO_RSE_PREFIX: replica URL prefix that stands for RUCIO_RSE_ROOT
 	PendingTTL         time.Duration // PENDING_TTL: how long a request waits for its replica, default 168h
 	HandoffTimeout     time.Duration // HANDOFF_TIMEOUT: how long an async request may wait to be picked up, default 15m
 	MaxPathDepth       int           // MAX_PATH_DEPTH: most folders in a request's path, default 64
+
+	OIDC OIDC // AUTH_MODE=oidc
+	// Events says who may send events (EVENT_AUTH and the EVENT_* variables).
+	Events Events
+}
+
+// OIDC is how AUTH_MODE=oidc verifies users' access tokens and how the web
+// page signs in.
+type OIDC struct {
+	IssuerURL     string        // OIDC_ISSUER_URL
+	Audience      string        // OIDC_AUDIENCE, the aud tokens must carry
+	UsernameClaim string        // OIDC_USERNAME_CLAIM, default preferred_username
+	GroupsClaim   string        // OIDC_GROUPS_CLAIM, default wlcg.groups then groups
+	AdminGroups   []string      // OIDC_ADMIN_GROUPS: JSON list or comma-separated
+	Leeway        time.Duration // OIDC_LEEWAY: clock skew on exp and nbf, default 60s
+	StorageScopes bool          // AUTHZ_STORAGE_SCOPES: sources must be covered by storage.read:<path> scopes
+	ClientID      string        // OIDC_CLIENT_ID: the web page's public client (code flow with PKCE)
+	Scopes        string        // OIDC_SCOPES: what the web page asks for, default "openid profile"
+}
+
+// Events is who may send events to a function (EVENT_AUTH) and how this
+// function proves who it is when it sends them.
+type Events struct {
+	Auth       string // EVENT_AUTH: none, oidc or hmac
+	Issuer     string // EVENT_OIDC_ISSUER, default the in-cluster API server
+	Audience   string // EVENT_OIDC_AUDIENCE: this function's audience
+	Senders    string // EVENT_SENDERS: who may send which event type
+	HMACSecret string // EVENT_HMAC_SECRET, or the content of EVENT_HMAC_SECRET_FILE; never logged
+	// TokenFile is a token (a projected service-account token) this
+	// function sends with its own events in mode oidc (EVENT_TOKEN_FILE).
+	TokenFile string
 }
 
 // DefaultDatabaseURL is the embedded SQLite used when DATABASE_URL is unset.
@@ -111,8 +142,15 @@ func Load(lookup func(string) (string, bool)) (*Config, error) {
 		if c.JupyterHubURL == "" {
 			return nil, fmt.Errorf("AUTH_MODE: jupyterhub needs JUPYTERHUB_URL")
 		}
+	case "oidc":
+		if c.OIDC, err = loadOIDC(get); err != nil {
+			return nil, err
+		}
 	default:
-		return nil, fmt.Errorf("AUTH_MODE: %q is not none or jupyterhub", c.AuthMode)
+		return nil, fmt.Errorf("AUTH_MODE: %q is not none, jupyterhub or oidc", c.AuthMode)
+	}
+	if c.Events, err = loadEvents(get); err != nil {
+		return nil, err
 	}
 	for _, p := range []struct {
 		name string
@@ -182,6 +220,74 @@ func Load(lookup func(string) (string, bool)) (*Config, error) {
 		return nil, fmt.Errorf("DATABASE_URL: want mysql://user:pass@host:port/db or sqlite:///path/file.db")
 	}
 	return c, nil
+}
+
+// loadOIDC reads the OIDC_* variables of AUTH_MODE=oidc.
+func loadOIDC(get func(name, def string) string) (OIDC, error) {
+	o := OIDC{IssuerURL: get("OIDC_ISSUER_URL", ""), Audience: get("OIDC_AUDIENCE", ""),
+		UsernameClaim: get("OIDC_USERNAME_CLAIM", "preferred_username"), GroupsClaim: get("OIDC_GROUPS_CLAIM", ""),
+		ClientID: get("OIDC_CLIENT_ID", ""), Scopes: get("OIDC_SCOPES", "openid profile")}
+	if o.IssuerURL == "" || o.Audience == "" {
+		return o, fmt.Errorf("AUTH_MODE: oidc needs OIDC_ISSUER_URL and OIDC_AUDIENCE")
+	}
+	if u, err := url.Parse(o.IssuerURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return o, fmt.Errorf("OIDC_ISSUER_URL: %q is not an http(s) URL", o.IssuerURL)
+	}
+	var err error
+	if o.AdminGroups, err = parseList(get("OIDC_ADMIN_GROUPS", "")); err != nil {
+		return o, fmt.Errorf("OIDC_ADMIN_GROUPS: %w", err)
+	}
+	if o.Leeway, err = time.ParseDuration(get("OIDC_LEEWAY", "60s")); err != nil || o.Leeway < 0 || o.Leeway > 5*time.Minute {
+		return o, fmt.Errorf("OIDC_LEEWAY: %q is not a duration from 0s to 5m, such as 60s", get("OIDC_LEEWAY", ""))
+	}
+	if o.StorageScopes, err = boolVar("AUTHZ_STORAGE_SCOPES", get("AUTHZ_STORAGE_SCOPES", "false")); err != nil {
+		return o, err
+	}
+	return o, nil
+}
+
+// loadEvents reads EVENT_AUTH and the variables of its mode; the modes'
+// own checks (eventauth.New) run when a function starts.
+func loadEvents(get func(name, def string) string) (Events, error) {
+	e := Events{Auth: strings.ToLower(get("EVENT_AUTH", "none")), Issuer: get("EVENT_OIDC_ISSUER", ""),
+		Audience: get("EVENT_OIDC_AUDIENCE", ""), Senders: get("EVENT_SENDERS", ""),
+		HMACSecret: get("EVENT_HMAC_SECRET", ""), TokenFile: get("EVENT_TOKEN_FILE", "")}
+	switch e.Auth {
+	case "none", "oidc", "hmac":
+	default:
+		return e, fmt.Errorf("EVENT_AUTH: %q is not none, oidc or hmac", e.Auth)
+	}
+	if file := get("EVENT_HMAC_SECRET_FILE", ""); file != "" {
+		if e.HMACSecret != "" {
+			return e, fmt.Errorf("EVENT_HMAC_SECRET_FILE: give it or EVENT_HMAC_SECRET, not both")
+		}
+		b, err := os.ReadFile(file)
+		if err != nil {
+			return e, fmt.Errorf("EVENT_HMAC_SECRET_FILE: %w", err)
+		}
+		e.HMACSecret = string(b)
+	}
+	return e, nil
+}
+
+// parseList reads a JSON list of strings or a comma-separated list.
+func parseList(v string) ([]string, error) {
+	if v == "" {
+		return nil, nil
+	}
+	var list []string
+	if strings.HasPrefix(v, "[") {
+		if err := json.Unmarshal([]byte(v), &list); err != nil {
+			return nil, fmt.Errorf("not a JSON list of strings: %w", err)
+		}
+		return list, nil
+	}
+	for _, item := range strings.Split(v, ",") {
+		if item = strings.TrimSpace(item); item != "" {
+			list = append(list, item)
+		}
+	}
+	return list, nil
 }
 
 // methodName is what a method's name looks like.

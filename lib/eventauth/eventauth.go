@@ -229,9 +229,18 @@ func (v *Verifier) Discover(ctx context.Context) error {
 	return v.tokens.Discover(ctx)
 }
 
+// ErrNoCredentials is returned by Verify when the event carries no
+// sender credential of the mode at all: no signature (hmac), or no bearer
+// token of the senders' issuer (oidc; a user's own token is not one). The
+// caller may then authenticate it as a user's request instead.
+var ErrNoCredentials = fmt.Errorf("%w: the event carries no sender credential", ErrUnauthenticated)
+
 // Verify checks who sent ev, with the HTTP header it came with, and
 // whether they may send its type.
 func (v *Verifier) Verify(ctx context.Context, header http.Header, ev *event.Event) (Sender, error) {
+	if err := v.hasCredentials(ctx, header, ev); err != nil {
+		return Sender{}, err
+	}
 	switch v.cfg.Mode {
 	case ModeOIDC:
 		return v.verifyToken(ctx, header, ev)
@@ -244,6 +253,30 @@ func (v *Verifier) Verify(ctx context.Context, header http.Header, ev *event.Eve
 	default:
 		return Sender{Mode: ModeNone}, nil
 	}
+}
+
+// hasCredentials reports ErrNoCredentials when ev carries nothing that
+// claims to be a sender's credential of the mode.
+func (v *Verifier) hasCredentials(ctx context.Context, header http.Header, ev *event.Event) error {
+	switch v.cfg.Mode {
+	case ModeHMAC:
+		if _, ok := ev.Extensions()[ExtSignature]; !ok {
+			return ErrNoCredentials
+		}
+	case ModeOIDC:
+		raw := bearer(header)
+		if raw == "" {
+			return ErrNoCredentials
+		}
+		issuer, err := v.tokens.Issuer(ctx)
+		if err != nil {
+			return err
+		}
+		if oidc.UnverifiedIssuer(raw) != issuer {
+			return ErrNoCredentials
+		}
+	}
+	return nil
 }
 
 func (v *Verifier) verifyToken(ctx context.Context, header http.Header, ev *event.Event) (Sender, error) {

@@ -155,11 +155,11 @@ func TestOIDCSenders(t *testing.T) {
 		{"the trigger may not send a transfer-done", typeRucio, bearer("trigger"), 403, "may not send"},
 		{"another pod may not send anything", typeRequest, bearer("rogue"), 403, rogue},
 		{"a type nobody may send", "org.example.other", bearer("rucio"), 403, "may not send"},
-		{"no token", typeRequest, "", 401, "no Authorization"},
-		{"not a bearer token", typeRequest, "Basic dHJpZ2dlcjp0cmlnZ2VyLXNlY3JldA==", 401, "no Authorization"},
-		{"garbage", typeRequest, "Bearer garbage", 401, "malformed"},
+		{"no token", typeRequest, "", 401, "no sender credential"},
+		{"not a bearer token", typeRequest, "Basic dHJpZ2dlcjp0cmlnZ2VyLXNlY3JldA==", 401, "no sender credential"},
+		{"garbage", typeRequest, "Bearer garbage", 401, "no sender credential"},
 		{"a token for another function", typeRequest, bearer("for-logs"), 401, "another audience"},
-		{"a token from another issuer", typeRequest, "Bearer " + other.ClientCredentials(t, "trigger").AccessToken, 401, "another issuer"},
+		{"a token from another issuer", typeRequest, "Bearer " + other.ClientCredentials(t, "trigger").AccessToken, 401, "no sender credential"},
 		{"an expired token", typeRequest, expired, 401, "expired"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

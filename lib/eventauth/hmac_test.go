@@ -74,7 +74,7 @@ func TestHMAC(t *testing.T) {
 		{"method extension removed", change(func(e *event.Event) { e.SetExtension(ExtMethod, nil) }), 401, "does not match"},
 		{"time changed", change(func(e *event.Event) { e.SetTime(e.Time().Add(1)) }), 401, "does not match"},
 		{"content type changed", change(func(e *event.Event) { e.SetDataContentType("text/plain") }), 401, "does not match"},
-		{"no signature", newEvent("h-1", typeRequest), 401, "no stagingsignature"},
+		{"no signature", newEvent("h-1", typeRequest), 401, "no sender credential"},
 		{"not a signature", change(func(e *event.Event) { e.SetExtension(ExtSignature, "v1=short") }), 401, "not a signature"},
 		{"another version", change(func(e *event.Event) { e.SetExtension(ExtSignature, "v2=AAAA") }), 401, "not a version 1"},
 		{"signed with another secret", signed(t, newEvent("h-1", typeRequest), newSecret), 401, "does not match"},

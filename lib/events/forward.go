@@ -23,6 +23,7 @@ type Peer struct {
 	Name   string // the function, e.g. jupyter
 	URL    string
 	Source string       // the CloudEvents source of what this function sends
+	Creds  *Credentials // this function's own (EVENT_AUTH); nil: none
 	Client *http.Client // nil: a client without a timeout (the request's context bounds it)
 }
 
@@ -33,6 +34,9 @@ var _ staging.Peer = Peer{}
 // caller's token goes along, so the peer establishes the same caller.
 func (p Peer) Run(ctx context.Context, caller staging.Caller, req *staging.Request) error {
 	ev, err := NewRequest(p.Source, req)
+	if err == nil {
+		err = p.Creds.sign(&ev)
+	}
 	if err != nil {
 		return staging.Wrap(staging.Internal, "Cannot encode the request event", err)
 	}
@@ -43,8 +47,15 @@ func (p Peer) Run(ctx context.Context, caller staging.Caller, req *staging.Reque
 	if err := cehttp.WriteRequest(ctx, binding.ToMessage(&ev), hreq); err != nil {
 		return staging.Wrap(staging.Internal, "Cannot encode the request event", err)
 	}
-	if caller.Token != "" {
-		hreq.Header.Set("Authorization", "token "+caller.Token)
+	// This function's own credential, when it has one, says who sends;
+	// else the caller's token goes along, so the peer establishes the
+	// same caller.
+	if p.Creds != nil && p.Creds.TokenFile != "" {
+		if err := p.Creds.header(hreq.Header); err != nil {
+			return staging.Wrap(staging.Internal, "Cannot read EVENT_TOKEN_FILE", err)
+		}
+	} else if caller.Token != "" {
+		hreq.Header.Set("Authorization", "Bearer "+caller.Token)
 	}
 	client := p.Client
 	if client == nil {

@@ -11,6 +11,7 @@ import (
 	cehttp "github.com/cloudevents/sdk-go/v2/protocol/http"
 
 	"github.com/ska-telescope/skao-staging-service/lib/auth"
+	"github.com/ska-telescope/skao-staging-service/lib/eventauth"
 	"github.com/ska-telescope/skao-staging-service/lib/httpx"
 	"github.com/ska-telescope/skao-staging-service/lib/staging"
 	"github.com/ska-telescope/skao-staging-service/lib/telemetry"
@@ -26,8 +27,14 @@ type Receiver struct {
 	Service *staging.Service
 	Source  string // the CloudEvents source of replies, e.g. /skao/staging/stage
 	Logger  *slog.Logger
-	// Auth establishes who sends a request (AUTH_MODE).
-	Auth auth.Authenticator
+	// Senders verifies who sent an event (EVENT_AUTH); nil or mode none
+	// checks no sender.
+	Senders *eventauth.Verifier
+	// Auth establishes the user of an event that carries no sender
+	// credential but the user's own token (AUTH_MODE). With UsersMaySend
+	// false (AUTH_MODE=none) and senders checked, such events are refused.
+	Auth         auth.Authenticator
+	UsersMaySend bool
 	// Handlers take event types other than org.skao.staging.request, as
 	// the event's sender. What a handler returns is the answer: a reply
 	// event, or a value sent as JSON.
@@ -50,7 +57,12 @@ func (rc *Receiver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	ctx, span := telemetry.StartReceive(r.Context(), ev)
 	defer span.End()
 	if handle, ok := rc.Handlers[ev.Type()]; ok {
-		answer, err := handle(ctx, staging.System, ev)
+		caller, err := rc.caller(ctx, r, ev, "")
+		if err != nil {
+			httpx.Error(w, err)
+			return
+		}
+		answer, err := handle(ctx, caller, ev)
 		rc.answer(w, r.WithContext(ctx), answer, err)
 		return
 	}
@@ -59,7 +71,7 @@ func (rc *Receiver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		httpx.Error(w, err)
 		return
 	}
-	caller, err := rc.Auth.Caller(ctx, auth.Token(r, req.JupyterToken))
+	caller, err := rc.caller(ctx, r, ev, req.JupyterToken)
 	if err != nil {
 		httpx.Error(w, err)
 		return
@@ -77,6 +89,31 @@ func (rc *Receiver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	reply := Reply(rc.Source, out.Operation)
 	telemetry.InjectEvent(ctx, &reply)
 	rc.answer(w, r.WithContext(ctx), &reply, nil)
+}
+
+// caller establishes who sends ev: a sender verified by EVENT_AUTH acts for
+// any user (it is trusted to say whose request it carries); an event with
+// no sender credential is a user's own request, established from their
+// token (AUTH_MODE) as over HTTP.
+func (rc *Receiver) caller(ctx context.Context, r *http.Request, ev *cloudevents.Event, userToken string) (staging.Caller, error) {
+	if rc.Senders != nil && rc.Senders.Mode() != eventauth.ModeNone {
+		sender, err := rc.Senders.Verify(ctx, r.Header, ev)
+		switch {
+		case err == nil:
+			return staging.Caller{Name: "sender:" + sender.Subject, Admin: true}, nil
+		case errors.Is(err, eventauth.ErrNoCredentials) && rc.UsersMaySend:
+		case errors.Is(err, eventauth.ErrNoCredentials):
+			return staging.Caller{}, staging.Errorf(staging.Unauthenticated, "Events must come from an authorized sender (EVENT_AUTH=%s)", rc.Senders.Mode())
+		case errors.Is(err, eventauth.ErrUnavailable):
+			return staging.Caller{}, staging.Wrap(staging.Unavailable, "Cannot check the event's sender: its issuer is unreachable", err)
+		case errors.Is(err, eventauth.ErrForbidden):
+			rc.Logger.WarnContext(ctx, "event refused", "sender", sender.Subject, "type", ev.Type(), "source", ev.Source())
+			return staging.Caller{}, staging.Wrap(staging.Forbidden, "The event's sender may not send "+ev.Type(), err)
+		default:
+			return staging.Caller{}, staging.Wrap(staging.Unauthenticated, "The event's sender is not authenticated", err)
+		}
+	}
+	return rc.Auth.Caller(ctx, auth.Token(r, userToken))
 }
 
 // answer writes a handler's outcome: an error's status and detail, a reply

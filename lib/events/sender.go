@@ -13,21 +13,24 @@ import (
 	"github.com/ska-telescope/skao-staging-service/lib/telemetry"
 )
 
-// Sender sends events to a sink URL (K_SINK, a broker).
+// Sender sends events to a sink URL (K_SINK, a broker), with this
+// function's credentials.
 type Sender struct {
 	client cloudevents.Client
 	sink   string
 	source string // the CloudEvents source of what this function sends
+	creds  *Credentials
 	logger *slog.Logger
 }
 
-// NewSender returns a Sender to sink whose events come from source.
-func NewSender(sink, source string, logger *slog.Logger) (*Sender, error) {
+// NewSender returns a Sender to sink whose events come from source and
+// carry creds (nil: none).
+func NewSender(sink, source string, creds *Credentials, logger *slog.Logger) (*Sender, error) {
 	c, err := cloudevents.NewClientHTTP(cehttp.WithRoundTripper(telemetry.Transport(http.DefaultTransport)))
 	if err != nil {
 		return nil, fmt.Errorf("cloudevents client: %w", err)
 	}
-	return &Sender{client: c, sink: sink, source: source, logger: logger}, nil
+	return &Sender{client: c, sink: sink, source: source, creds: creds, logger: logger}, nil
 }
 
 // Send delivers ev and reports an error unless the sink acknowledged it.
@@ -35,6 +38,16 @@ func NewSender(sink, source string, logger *slog.Logger) (*Sender, error) {
 func (s *Sender) Send(ctx context.Context, ev cloudevents.Event) (err error) {
 	ctx, span := telemetry.StartSend(ctx, &ev)
 	defer func() { telemetry.End(span, err) }()
+	if err := s.creds.sign(&ev); err != nil {
+		return fmt.Errorf("sign %s: %w", ev.Type(), err)
+	}
+	h := http.Header{}
+	if err := s.creds.header(h); err != nil {
+		return fmt.Errorf("send %s: read EVENT_TOKEN_FILE: %w", ev.Type(), err)
+	}
+	if len(h) > 0 {
+		ctx = cehttp.WithCustomHeader(ctx, h)
+	}
 	res := s.client.Send(cloudevents.ContextWithTarget(ctx, s.sink), ev)
 	if !cloudevents.IsACK(res) {
 		return fmt.Errorf("send %s to %s: %w", ev.Type(), s.sink, res)

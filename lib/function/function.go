@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"net"
 	"net/http"
 	"os"
 	"slices"
@@ -21,10 +22,12 @@ import (
 
 	"github.com/ska-telescope/skao-staging-service/lib/auth"
 	"github.com/ska-telescope/skao-staging-service/lib/config"
+	"github.com/ska-telescope/skao-staging-service/lib/eventauth"
 	"github.com/ska-telescope/skao-staging-service/lib/events"
 	"github.com/ska-telescope/skao-staging-service/lib/jupyterhub"
 	"github.com/ska-telescope/skao-staging-service/lib/logging"
 	"github.com/ska-telescope/skao-staging-service/lib/methods"
+	"github.com/ska-telescope/skao-staging-service/lib/oidc"
 	"github.com/ska-telescope/skao-staging-service/lib/rucio"
 	"github.com/ska-telescope/skao-staging-service/lib/server"
 	"github.com/ska-telescope/skao-staging-service/lib/staging"
@@ -98,10 +101,14 @@ func Setup(ctx context.Context, name string, all func(methods.Env) []staging.Met
 }
 
 // checkStaging checks what staging needs of the configuration: the two
-// storage roots, and ALLOWED_METHODS naming methods of the registry.
+// storage roots, ALLOWED_METHODS naming methods of the registry, and
+// hand-offs through a broker that can prove who sent them.
 func checkStaging(c *config.Config, all func(methods.Env) []staging.Method) error {
 	if c.SourceStoragePath == "" || c.TargetStoragePath == "" {
 		return errors.New("SOURCE_STORAGE_PATH and TARGET_STORAGE_PATH are required")
+	}
+	if c.Sink != "" && c.AuthMode != "none" && c.Events.Auth == eventauth.ModeNone {
+		return fmt.Errorf("EVENT_AUTH: with AUTH_MODE=%s, async requests handed on through K_SINK must prove who sent them: set EVENT_AUTH to hmac or oidc", c.AuthMode)
 	}
 	var names []string
 	for _, m := range all(methods.Env{}) {
@@ -154,13 +161,17 @@ func (f *Function) setupStaging(all func(methods.Env) []staging.Method) (*stagin
 	if len(c.AllowedMethods) > 0 {
 		svc.Allowed = func(m string) bool { return slices.Contains(c.AllowedMethods, m) }
 	}
+	creds, err := f.credentials()
+	if err != nil {
+		return nil, err
+	}
 	for name, url := range map[string]string{"jupyter": c.JupyterFunctionURL} {
 		if url != "" && name != f.Name {
-			svc.Peers[name] = events.Peer{Name: name, URL: url, Source: f.Source}
+			svc.Peers[name] = events.Peer{Name: name, URL: url, Source: f.Source, Creds: creds}
 		}
 	}
 	if c.Sink != "" {
-		sender, err := events.NewSender(c.Sink, f.Source, f.Logger)
+		sender, err := events.NewSender(c.Sink, f.Source, creds, f.Logger)
 		if err != nil {
 			return nil, err
 		}
@@ -169,9 +180,52 @@ func (f *Function) setupStaging(all func(methods.Env) []staging.Method) (*stagin
 	if c.RucioRSE != "" {
 		svc.DIDs = &rucio.RSE{Name: c.RucioRSE, Root: c.RucioRSERoot, Prefix: c.RucioRSEPrefix, Storage: st}
 	}
+	svc.Sources = st
 	f.Service = svc
 	f.Go(svc.Sweeper)
 	return svc, nil
+}
+
+// credentials are how this function proves it sent the events it sends
+// (EVENT_AUTH): the first shared secret signs them (hmac), or
+// EVENT_TOKEN_FILE's token goes with them (oidc).
+func (f *Function) credentials() (*events.Credentials, error) {
+	e := f.Config.Events
+	switch e.Auth {
+	case eventauth.ModeHMAC:
+		secrets, err := eventauth.ParseSecrets([]byte(e.HMACSecret))
+		if err != nil || len(secrets) == 0 {
+			return nil, fmt.Errorf("EVENT_HMAC_SECRET: %v", err)
+		}
+		return &events.Credentials{Secret: secrets[0]}, nil
+	case eventauth.ModeOIDC:
+		return &events.Credentials{TokenFile: e.TokenFile}, nil
+	}
+	return nil, nil
+}
+
+// Receiver is this function's CloudEvents door: senders checked as
+// EVENT_AUTH says, users as AUTH_MODE says.
+func (f *Function) Receiver(svc *staging.Service, authn auth.Authenticator) (*events.Receiver, error) {
+	e := f.Config.Events
+	cfg := eventauth.Config{Mode: e.Auth, Issuer: e.Issuer, Audience: e.Audience}
+	var err error
+	if e.Senders != "" {
+		if cfg.Senders, err = eventauth.ParseSenders(e.Senders); err != nil {
+			return nil, fmt.Errorf("EVENT_SENDERS: %w", err)
+		}
+	}
+	if e.Auth == eventauth.ModeHMAC {
+		if cfg.HMACSecrets, err = eventauth.ParseSecrets([]byte(e.HMACSecret)); err != nil {
+			return nil, fmt.Errorf("EVENT_HMAC_SECRET: %w", err)
+		}
+	}
+	senders, err := eventauth.New(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("EVENT_AUTH: %w", err)
+	}
+	return &events.Receiver{Service: svc, Source: f.Source, Logger: f.Logger, Senders: senders,
+		Auth: authn, UsersMaySend: f.Config.AuthMode != "none"}, nil
 }
 
 // Serve runs handler on $PORT until SIGTERM, with the background work, then
@@ -273,12 +327,36 @@ func run(name string, all func(methods.Env) []staging.Method, build func(f *Func
 
 // Authenticator is the check of callers AUTH_MODE asks for.
 func (f *Function) Authenticator() (auth.Authenticator, error) {
-	if f.Config.AuthMode != "jupyterhub" {
-		return auth.None{}, nil
+	c := f.Config
+	switch c.AuthMode {
+	case "jupyterhub":
+		hub, err := jupyterhub.New(c.JupyterHubURL)
+		if err != nil {
+			return nil, err
+		}
+		return auth.NewJupyterHub(hub, 0), nil
+	case "oidc":
+		v, err := oidc.NewVerifier(oidc.Config{IssuerURL: c.OIDC.IssuerURL, Audience: c.OIDC.Audience,
+			UsernameClaim: c.OIDC.UsernameClaim, GroupsClaim: c.OIDC.GroupsClaim, AdminGroups: c.OIDC.AdminGroups,
+			StorageScopes: c.OIDC.StorageScopes, Leeway: c.OIDC.Leeway})
+		if err != nil {
+			return nil, fmt.Errorf("AUTH_MODE=oidc: %w", err)
+		}
+		return auth.NewOIDC(v, c.OIDC.StorageScopes), nil
 	}
-	hub, err := jupyterhub.New(f.Config.JupyterHubURL)
-	if err != nil {
-		return nil, err
+	if !loopback(c.Host) {
+		f.Logger.Warn("AUTH_MODE=none: anyone who can reach this function may stage and read for any user; keep it on a private network, or set AUTH_MODE",
+			"host", c.Host, "port", c.Port)
 	}
-	return auth.NewJupyterHub(hub, 0), nil
+	return auth.None{}, nil
+}
+
+// loopback reports whether host (HOST) listens on the loopback interface
+// only; "" listens everywhere.
+func loopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }

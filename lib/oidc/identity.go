@@ -139,6 +139,7 @@ type userinfo struct {
 	username string
 	groups   []string
 	expires  time.Time
+	seq      uint64 // set by the cache
 }
 
 func (v *Verifier) userinfo(ctx context.Context, raw string, tok *Token, d *discovered) (userinfo, error) {
@@ -208,8 +209,9 @@ type userinfoCache struct {
 	max int
 	ttl time.Duration
 
-	mu sync.Mutex
-	m  map[[32]byte]userinfo
+	mu  sync.Mutex
+	m   map[[32]byte]userinfo
+	seq uint64 // insertion order, to evict the older of equal expiries
 }
 
 func (c *userinfoCache) get(key [32]byte) (userinfo, bool) {
@@ -237,15 +239,17 @@ func (c *userinfoCache) put(key [32]byte, u userinfo) {
 		}
 		for len(c.m) >= c.max {
 			var first [32]byte
-			var at time.Time
+			var oldest *userinfo
 			for k, e := range c.m {
-				if at.IsZero() || e.expires.Before(at) {
-					first, at = k, e.expires
+				if oldest == nil || e.expires.Before(oldest.expires) || (e.expires.Equal(oldest.expires) && e.seq < oldest.seq) {
+					first, oldest = k, &e
 				}
 			}
 			delete(c.m, first)
 		}
 	}
+	c.seq++
+	u.seq = c.seq
 	c.m[key] = u
 }
 

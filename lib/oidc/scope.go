@@ -113,3 +113,27 @@ func checkStorageScopes(scopes []string) error {
 	}
 	return nil
 }
+
+// CanList reports whether the folder path may be listed: a storage.read
+// scope covers it, or it leads to one (an ancestor of a scope's path), so
+// a user can browse down to what they may read.
+func (id *Identity) CanList(path string) bool {
+	if id.CanRead(path, true) {
+		return true
+	}
+	req, ok := requestPath(path)
+	if !ok {
+		return false
+	}
+	for _, s := range id.Scopes {
+		p, ok := strings.CutPrefix(s, storagePrefix+"read:")
+		if !ok {
+			continue
+		}
+		if p, err := url.PathUnescape(p); err == nil && strings.HasPrefix(p, "/") &&
+			(req == "/" || strings.HasPrefix(p, req+"/")) {
+			return true
+		}
+	}
+	return false
+}

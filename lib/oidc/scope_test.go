@@ -90,3 +90,27 @@ func TestCheckStorageScopes(t *testing.T) {
 		}
 	}
 }
+
+func TestCanList(t *testing.T) {
+	id := &Identity{Scopes: []string{"openid", "storage.read:/obs/2026/run1", "storage.read:/public/"}}
+	for _, tc := range []struct {
+		path string
+		want bool
+	}{
+		{"", true},         // the root leads to both
+		{"obs", true},      // an ancestor of a scope's path
+		{"obs/2026", true}, // so is this
+		{"obs/2026/run1", true},
+		{"obs/2026/run1/sub", true},
+		{"obs/2025", false},
+		{"ob", false}, // not on an element boundary
+		{"obs/2026/run10", false},
+		{"public", true},
+		{"private", false},
+		{"obs/../private", false},
+	} {
+		if got := id.CanList(tc.path); got != tc.want {
+			t.Errorf("CanList(%q) = %v, want %v", tc.path, got, tc.want)
+		}
+	}
+}

@@ -3,6 +3,7 @@ package oidc
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"slices"
@@ -85,6 +86,36 @@ func NewTokenVerifier(cfg Config) (*TokenVerifier, error) {
 func (v *TokenVerifier) Discover(ctx context.Context) error {
 	_, err := v.discover(ctx)
 	return err
+}
+
+// Issuer is the iss the tokens must carry, as the discovery document names
+// it (discovering it if not done yet).
+func (v *TokenVerifier) Issuer(ctx context.Context) (string, error) {
+	d, err := v.discover(ctx)
+	if err != nil {
+		return "", err
+	}
+	return d.issuer, nil
+}
+
+// UnverifiedIssuer reads the iss of a JWT without checking anything: only
+// to tell which verifier a token is for, never to trust it.
+func UnverifiedIssuer(raw string) string {
+	parts := strings.Split(raw, ".")
+	if len(parts) != 3 {
+		return ""
+	}
+	payload, err := base64.RawURLEncoding.DecodeString(parts[1])
+	if err != nil {
+		return ""
+	}
+	var c struct {
+		Iss string `json:"iss"`
+	}
+	if json.Unmarshal(payload, &c) != nil {
+		return ""
+	}
+	return c.Iss
 }
 
 func (v *TokenVerifier) discover(ctx context.Context) (*discovered, error) {

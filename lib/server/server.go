@@ -1,7 +1,9 @@
 // Package server runs a function's HTTP handler the way Knative's runtime
 // contract expects: it listens on $PORT, answers /healthz and /readyz,
 // fails readiness and drains in-flight requests on SIGTERM, then runs the
-// function's own shutdown (waiting for async work, closing the store).
+// function's own shutdown (waiting for async work, closing the store). It
+// refuses browsers' cross-origin state-changing requests for every
+// function.
 package server
 
 import (
@@ -76,7 +78,7 @@ func RunContext(ctx context.Context, o Options) error {
 		httpx.JSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
 	mux.HandleFunc("GET /readyz", ready)
-	mux.Handle("/", o.Handler)
+	mux.Handle("/", crossOriginProtection(o.Handler))
 	// Knative's drainer answers kubelet and Knative probes, and turns them
 	// to 503 once draining starts, whatever path they use.
 	drainer := &handlers.Drainer{Inner: mux, HealthCheck: ready, QuietPeriod: 200 * time.Millisecond}
@@ -126,4 +128,17 @@ func RunContext(ctx context.Context, o Options) error {
 	}
 	o.Logger.Info("stopped")
 	return nil
+}
+
+// crossOriginProtection refuses a browser's cross-origin state-changing
+// request (POST and the like, judged by Sec-Fetch-Site and Origin), so a
+// page on another site cannot make a user's browser stage or create files;
+// same-origin requests (the service's own page) and clients that are not
+// browsers (curl, brokers) pass.
+func crossOriginProtection(h http.Handler) http.Handler {
+	c := http.NewCrossOriginProtection()
+	c.SetDenyHandler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		httpx.JSON(w, http.StatusForbidden, httpx.Detail{Detail: "Cross-origin request refused: use the service's own page, or a client that is not a browser"})
+	}))
+	return c.Handler(h)
 }

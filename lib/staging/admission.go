@@ -3,6 +3,7 @@ package staging
 import (
 	"context"
 	"errors"
+	"path"
 )
 
 // admit checks a request before anything else happens to it, in the
@@ -88,15 +89,94 @@ func authorize(caller Caller, username string) error {
 // (operations, logs, downloads): the same rule as acting for them.
 func AuthorizeRead(caller Caller, username string) error { return authorize(caller, username) }
 
+// SourceResolver says where a source path leads inside the source
+// storage (the storage, through its os.Root).
+type SourceResolver interface {
+	// Resolve returns p relative to the source storage with every link
+	// resolved, and whether it is a folder.
+	Resolve(p string) (real string, isDir bool, err error)
+}
+
+// authorizeSource decides whether caller may read source, by the path it
+// really leads to: a request cannot step around a capability through a
+// link. A source that does not exist yet (a DID's replica still awaited)
+// is judged by the path it names.
+func (s *Service) authorizeSource(caller Caller, source string) error {
+	if caller.Reads == nil || source == "" {
+		return nil
+	}
+	denied := Errorf(Forbidden, "The token does not allow reading %s", source)
+	if s.Sources == nil {
+		return denied
+	}
+	real, isDir, err := s.Sources.Resolve(source)
+	if k, _ := KindOf(err); k == Rejected && !path.IsAbs(source) {
+		real, isDir, err = path.Clean(source), false, nil
+	}
+	if err != nil {
+		return err
+	}
+	if !caller.Reads.CanRead(real, isDir) {
+		return denied
+	}
+	return nil
+}
+
+// AuthorizeBrowse decides whether caller may list the source folder dir,
+// and returns which of its entries they may see (by their paths relative
+// to the storage, as the listing names them).
+func (s *Service) AuthorizeBrowse(caller Caller, dir string) (func(path string, isDir bool) bool, error) {
+	all := func(string, bool) bool { return true }
+	switch {
+	case caller.Anonymous():
+		return nil, Errorf(Unauthenticated, "Authentication is required")
+	case caller.Reads == nil:
+		return all, nil
+	case s.Sources == nil:
+		return nil, Errorf(Forbidden, "The token does not allow browsing the source storage")
+	}
+	real := "."
+	if dir != "" {
+		var err error
+		if real, _, err = s.Sources.Resolve(dir); err != nil {
+			return nil, err
+		}
+	}
+	if !caller.Reads.CanList(real) {
+		return nil, Errorf(Forbidden, "The token does not allow browsing %s", dir)
+	}
+	return func(p string, isDir bool) bool {
+		if r, d, err := s.Sources.Resolve(p); err == nil {
+			p, isDir = r, d
+		}
+		return caller.Reads.CanRead(p, isDir) || (isDir && caller.Reads.CanList(p))
+	}, nil
+}
+
+// AuthorizeAdmin lets only an admin through: what changes the storage
+// itself, such as the file creator.
+func AuthorizeAdmin(caller Caller) error {
+	switch {
+	case caller.Admin:
+		return nil
+	case caller.Anonymous():
+		return Errorf(Unauthenticated, "Authentication is required")
+	}
+	return Errorf(Forbidden, "Only an administrator may do this")
+}
+
 // locate resolves req.DID to the path of its local replica. It reports
 // whether the replica is there; if so req.Source is set to it. A method
 // that streams cannot wait for it.
-func (s *Service) locate(m Method, req *Request) (bool, error) {
+func (s *Service) locate(caller Caller, m Method, req *Request) (bool, error) {
 	if s.DIDs == nil {
 		return false, Errorf(Rejected, "Staging by DID needs RUCIO_RSE to be configured")
 	}
 	source, present, err := s.DIDs.Locate(req.DID)
 	if err != nil {
+		return false, err
+	}
+	if err := s.authorizeSource(caller, source); err != nil {
 		return false, err
 	}
 	if present {

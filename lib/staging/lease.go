@@ -226,7 +226,9 @@ func (s *Service) record(ctx context.Context, op *Operation) error {
 			return err
 		}
 		s.storeFailed()
-		time.Sleep(time.Duration(attempt+1) * 50 * time.Millisecond)
+		// Never longer apart than a heartbeat: once the store is back, the
+		// outcome is recorded before anyone takes the operation for dead.
+		time.Sleep(min(time.Duration(attempt+1)*50*time.Millisecond, s.lease()/5))
 	}
 	return err
 }
@@ -242,7 +244,7 @@ func (s *Service) finishLater(op Operation) {
 		// Often enough to record it within a lease of the store's return,
 		// before anyone takes the operation for dead.
 		most := min(5*time.Second, s.lease()/5)
-		for wait, deadline := 100*time.Millisecond, time.Now().Add(10*time.Minute); time.Now().Before(deadline); wait = min(wait*2, most) {
+		for wait, deadline := min(100*time.Millisecond, most), time.Now().Add(10*time.Minute); time.Now().Before(deadline); wait = min(wait*2, most) {
 			time.Sleep(wait)
 			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 			err := s.Store.Finish(ctx, &op, s.instance())
@@ -417,6 +419,10 @@ type Completion struct {
 // and is returned, so the sender retries. Outcomes are notified. A second
 // arrival finds nobody waiting: no second effect.
 func (s *Service) Complete(ctx context.Context, caller Caller, did, source string, check func() error) (*Completion, error) {
+	// Completing other users' requests is a trusted sender's to do.
+	if err := AuthorizeAdmin(caller); err != nil {
+		return nil, err
+	}
 	waiting, err := s.Waiting(ctx, did)
 	if err != nil {
 		return nil, err

@@ -52,6 +52,19 @@ type Caller struct {
 	// Token is the credential the caller proved who they are with, handed
 	// on when another function runs the request; never stored or logged.
 	Token string
+	// Reads limits what the caller may read of the source storage (a
+	// token's capability scopes, AUTHZ_STORAGE_SCOPES); nil reads all.
+	Reads ReadScope
+}
+
+// ReadScope is what a caller may read of the source storage, by paths
+// relative to it with every link resolved.
+type ReadScope interface {
+	// CanRead reports whether path may be read; isDir for a folder.
+	CanRead(path string, isDir bool) bool
+	// CanList reports whether the folder path may be listed: it may be
+	// read, or it leads to something that may.
+	CanList(path string) bool
 }
 
 // Anonymous reports whether nobody is established.

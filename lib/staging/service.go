@@ -30,7 +30,9 @@ type Service struct {
 	// Notifier hears of outcomes nobody waits for; nil: nobody.
 	Notifier Notifier
 	// DIDs locates Rucio DIDs' replicas; nil when no RSE is configured.
-	DIDs    DIDLocator
+	DIDs DIDLocator
+	// Sources resolves source paths for capability checks (Caller.Reads).
+	Sources SourceResolver
 	Allowed func(method string) bool // ALLOWED_METHODS; nil allows all
 	Logger  *slog.Logger
 	// Lease is how long a running operation may go without a heartbeat
@@ -169,13 +171,17 @@ func (s *Service) handle(ctx context.Context, caller Caller, req *Request, opt O
 		}
 	}
 	if req.DID != "" {
-		present, err := s.locate(m, req)
+		present, err := s.locate(caller, m, req)
 		if err != nil {
-			return s.refuse(ctx, req, err, true)
+			kind, _ := KindOf(err)
+			return s.refuse(ctx, req, err, kind != Forbidden || caller.Reads == nil)
 		}
 		if !present {
 			return s.await(ctx, req)
 		}
+	} else if err := s.authorizeSource(caller, req.Source); err != nil {
+		kind, _ := KindOf(err)
+		return s.refuse(ctx, req, err, kind != Forbidden) // a refused capability is the caller's, not recorded
 	}
 	if !s.local(m) {
 		// Checked and run where it runs; recorded here, so the record

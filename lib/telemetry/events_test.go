@@ -84,7 +84,7 @@ func TestEventTraceThroughBroker(t *testing.T) {
 	}))
 	defer broker.Close()
 
-	sender, err := events.NewSender(broker.URL, "/test", slog.Default())
+	sender, err := events.NewSender(broker.URL, "/test", nil, slog.Default())
 	if err != nil {
 		t.Fatal(err)
 	}
