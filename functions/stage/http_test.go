@@ -403,6 +403,9 @@ func TestBadConfigurationFailsStart(t *testing.T) {
 		"LOGGING_LEVEL":       {"SOURCE_STORAGE_PATH=/tmp", "TARGET_STORAGE_PATH=/tmp/x", "LOGGING_LEVEL=loud"},
 		"DATABASE_URL":        {"SOURCE_STORAGE_PATH=/tmp", "TARGET_STORAGE_PATH=/tmp/x", "DATABASE_URL=postgres://x"},
 		"STAGED_OWNER":        {"SOURCE_STORAGE_PATH=/tmp", "TARGET_STORAGE_PATH=/tmp/x", "STAGED_OWNER=nobody:"},
+		"EVENT_AUTH": {"SOURCE_STORAGE_PATH=/tmp", "TARGET_STORAGE_PATH=/tmp/x", "AUTH_MODE=jupyterhub",
+			"JUPYTERHUB_URL=http://127.0.0.1:9", "K_SINK=http://127.0.0.1:9"},
+		"OIDC_AUDIENCE": {"SOURCE_STORAGE_PATH=/tmp", "TARGET_STORAGE_PATH=/tmp/x", "AUTH_MODE=oidc", "OIDC_ISSUER_URL=https://iam.example.org/"},
 	} {
 		out, err := runWithEnv(bin, env)
 		if err == nil || !strings.Contains(out, name) {

@@ -250,3 +250,29 @@ func TestDatabaseLoss(t *testing.T) {
 	})
 	expect(t, s.stageOne(t, "local_copy", "alice", "f", "after"), 200, "status", "success")
 }
+
+// A function whose database is away at start does not crash-loop: it
+// answers /healthz, says it is not ready, answers requests 503, and
+// becomes ready once the database is back.
+func TestStartsWithoutItsDatabase(t *testing.T) {
+	db := testenv.MariaDBServerFor(t)
+	url := db.Database(t)
+	must(t, db.Stop())
+	dir := t.TempDir()
+	src := filepath.Join(dir, "source")
+	must(t, os.MkdirAll(src, 0o755))
+	must(t, os.WriteFile(filepath.Join(src, "f"), []byte("x"), 0o644))
+	p := testenv.StartFunctionAlive(t, "stage", map[string]string{"SOURCE_STORAGE_PATH": src,
+		"TARGET_STORAGE_PATH": filepath.Join(dir, "areas"), "DATABASE_URL": url})
+	expect(t, testenv.Do(t, http.MethodGet, p.URL+"/readyz", nil), 503, "detail", "not ready: the database does not answer")
+	r := testenv.Do(t, http.MethodPost, p.URL+"/stage_data?method=local_copy&username=alice",
+		map[string]any{"data": map[string]string{"local_path_on_storage": "f", "relative_path": "x"}})
+	expect(t, r, 503, "detail", "Database unavailable")
+	must(t, db.Start())
+	testenv.WaitFor(t, 60*time.Second, "readiness once the database is back", func() bool {
+		return testenv.Do(t, http.MethodGet, p.URL+"/readyz", nil).Status == 200
+	})
+	r = testenv.Do(t, http.MethodPost, p.URL+"/stage_data?method=local_copy&username=alice",
+		map[string]any{"data": map[string]string{"local_path_on_storage": "f", "relative_path": "x"}})
+	expect(t, r, 200, "status", "success")
+}

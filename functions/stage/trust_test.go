@@ -190,6 +190,18 @@ func TestStorageScopes(t *testing.T) {
 	}
 }
 
+// AUTH_MODE=none is one trusted user on a private network: a function
+// says so at start when it listens beyond loopback.
+func TestOpenModeWarnsBeyondLoopback(t *testing.T) {
+	const warning = "AUTH_MODE=none: anyone who can reach this function may stage and read for any user"
+	if logs := startStage(t, map[string]string{"HOST": ""}).Logs(); !strings.Contains(logs, warning) {
+		t.Errorf("listening on all interfaces without a warning:\n%s", logs)
+	}
+	if logs := startStage(t, map[string]string{"HOST": "127.0.0.1"}).Logs(); strings.Contains(logs, warning) {
+		t.Errorf("a warning on loopback:\n%s", logs)
+	}
+}
+
 // A browser's cross-origin POST (a form on another site) is refused; the
 // service's own page and clients that are not browsers work.
 func TestCrossSiteRequestsRefused(t *testing.T) {

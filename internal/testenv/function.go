@@ -69,6 +69,8 @@ type Process struct {
 	logs *syncBuffer
 	done chan struct{}
 	err  error
+	// alive: start waits for /healthz only, not for readiness.
+	alive bool
 }
 
 // StartFunction starts functions/<name> with env (PORT is chosen unless
@@ -76,7 +78,19 @@ type Process struct {
 // ends if it is still running.
 func StartFunction(tb testing.TB, name string, env map[string]string) *Process {
 	tb.Helper()
-	p := &Process{Name: name, Env: map[string]string{}, tb: tb}
+	return startFunction(tb, name, env, false)
+}
+
+// StartFunctionAlive is StartFunction that waits only until the process
+// answers /healthz, not until it is ready (its database may be away).
+func StartFunctionAlive(tb testing.TB, name string, env map[string]string) *Process {
+	tb.Helper()
+	return startFunction(tb, name, env, true)
+}
+
+func startFunction(tb testing.TB, name string, env map[string]string, alive bool) *Process {
+	tb.Helper()
+	p := &Process{Name: name, Env: map[string]string{}, tb: tb, alive: alive}
 	for k, v := range env {
 		p.Env[k] = v
 	}
@@ -109,14 +123,20 @@ func (p *Process) start() {
 	}
 	p.done = make(chan struct{})
 	go func() { p.err = p.cmd.Wait(); close(p.done) }()
-	if err := p.WaitReady(10 * time.Second); err != nil {
+	if err := p.wait("/healthz", p.alive, 10*time.Second); err != nil {
 		p.Kill()
 		p.tb.Fatalf("%s did not become ready: %v\n%s", p.Name, err, p.Logs())
 	}
 }
 
 // WaitReady polls /readyz until it answers 200.
-func (p *Process) WaitReady(timeout time.Duration) error {
+func (p *Process) WaitReady(timeout time.Duration) error { return p.wait("/readyz", true, timeout) }
+
+// wait polls path (or /readyz unless alive) until it answers 200.
+func (p *Process) wait(path string, alive bool, timeout time.Duration) error {
+	if !alive {
+		path = "/readyz"
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	for {
@@ -125,7 +145,7 @@ func (p *Process) WaitReady(timeout time.Duration) error {
 			return fmt.Errorf("exited: %v", p.err)
 		default:
 		}
-		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, p.URL+"/readyz", nil)
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, p.URL+path, nil)
 		resp, err := http.DefaultClient.Do(req)
 		if err == nil {
 			resp.Body.Close()
@@ -135,7 +155,7 @@ func (p *Process) WaitReady(timeout time.Duration) error {
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("no 200 from /readyz after %s (last error %v)", timeout, err)
+			return fmt.Errorf("no 200 from %s after %s (last error %v)", path, timeout, err)
 		case <-time.After(5 * time.Millisecond):
 		}
 	}

@@ -278,3 +278,67 @@ func TestEmptyAllowedMethodsIsAnError(t *testing.T) {
 		}
 	}
 }
+
+func TestLoadOIDC(t *testing.T) {
+	c, err := Load(base(env{"AUTH_MODE": "OIDC", "OIDC_ISSUER_URL": "https://iam.example.org/", "OIDC_AUDIENCE": "staging",
+		"OIDC_ADMIN_GROUPS": `["/skao/admins","/ops"]`, "OIDC_LEEWAY": "30s", "AUTHZ_STORAGE_SCOPES": "true",
+		"OIDC_CLIENT_ID": "page"}).lookup)
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := c.OIDC
+	if c.AuthMode != "oidc" || o.IssuerURL != "https://iam.example.org/" || o.Audience != "staging" || o.UsernameClaim != "preferred_username" ||
+		strings.Join(o.AdminGroups, " ") != "/skao/admins /ops" || o.Leeway != 30*time.Second || !o.StorageScopes ||
+		o.ClientID != "page" || o.Scopes != "openid profile" {
+		t.Fatalf("%+v", c.OIDC)
+	}
+	if c, _ := Load(base(env{"OIDC_ISSUER_URL": "https://iam.example.org/"}).lookup); c.OIDC.IssuerURL != "" {
+		t.Error("OIDC settings read with AUTH_MODE=none")
+	}
+	if c, _ := Load(base(env{"AUTH_MODE": "oidc", "OIDC_ISSUER_URL": "https://i/", "OIDC_AUDIENCE": "a", "OIDC_ADMIN_GROUPS": " a , b "}).lookup); strings.Join(c.OIDC.AdminGroups, "|") != "a|b" {
+		t.Errorf("comma-separated admin groups: %q", c.OIDC.AdminGroups)
+	}
+}
+
+func TestLoadEvents(t *testing.T) {
+	secret := filepath.Join(t.TempDir(), "secret")
+	if err := os.WriteFile(secret, []byte("a-secret-of-at-least-thirty-two-bytes\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c, err := Load(base(env{"EVENT_AUTH": "hmac", "EVENT_HMAC_SECRET_FILE": secret}).lookup)
+	if err != nil || c.Events.Auth != "hmac" || c.Events.HMACSecret != "a-secret-of-at-least-thirty-two-bytes\n" {
+		t.Fatalf("%+v %v", c.Events, err)
+	}
+	c, err = Load(base(env{"EVENT_AUTH": "oidc", "EVENT_OIDC_AUDIENCE": "fn", "EVENT_SENDERS": "*=system:serviceaccount:a:b",
+		"EVENT_TOKEN_FILE": "/var/run/token"}).lookup)
+	if err != nil || c.Events.Audience != "fn" || c.Events.Senders != "*=system:serviceaccount:a:b" || c.Events.TokenFile != "/var/run/token" {
+		t.Fatalf("%+v %v", c.Events, err)
+	}
+	if c, _ := Load(base(nil).lookup); c.Events.Auth != "none" {
+		t.Errorf("EVENT_AUTH default %q", c.Events.Auth)
+	}
+}
+
+func TestLoadAuthErrors(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		env      env
+		variable string
+	}{
+		{"oidc without issuer", base(env{"AUTH_MODE": "oidc", "OIDC_AUDIENCE": "a"}), "OIDC_ISSUER_URL"},
+		{"oidc without audience", base(env{"AUTH_MODE": "oidc", "OIDC_ISSUER_URL": "https://i/"}), "OIDC_AUDIENCE"},
+		{"issuer not a URL", base(env{"AUTH_MODE": "oidc", "OIDC_ISSUER_URL": "iam", "OIDC_AUDIENCE": "a"}), "OIDC_ISSUER_URL"},
+		{"leeway too long", base(env{"AUTH_MODE": "oidc", "OIDC_ISSUER_URL": "https://i/", "OIDC_AUDIENCE": "a", "OIDC_LEEWAY": "1h"}), "OIDC_LEEWAY"},
+		{"admin groups not a list", base(env{"AUTH_MODE": "oidc", "OIDC_ISSUER_URL": "https://i/", "OIDC_AUDIENCE": "a", "OIDC_ADMIN_GROUPS": "[1"}), "OIDC_ADMIN_GROUPS"},
+		{"scopes not a bool", base(env{"AUTH_MODE": "oidc", "OIDC_ISSUER_URL": "https://i/", "OIDC_AUDIENCE": "a", "AUTHZ_STORAGE_SCOPES": "maybe"}), "AUTHZ_STORAGE_SCOPES"},
+		{"unknown auth mode", base(env{"AUTH_MODE": "ldap"}), "AUTH_MODE"},
+		{"unknown event auth", base(env{"EVENT_AUTH": "mtls"}), "EVENT_AUTH"},
+		{"secret twice", base(env{"EVENT_HMAC_SECRET": "x", "EVENT_HMAC_SECRET_FILE": "/f"}), "EVENT_HMAC_SECRET_FILE"},
+		{"secret file missing", base(env{"EVENT_HMAC_SECRET_FILE": "/nonexistent/secret"}), "EVENT_HMAC_SECRET_FILE"},
+	} {
+		_, err := Load(tc.env.lookup)
+		if err == nil || !strings.Contains(err.Error(), tc.variable) {
+			t.Errorf("%s: %v, want an error naming %s", tc.name, err, tc.variable)
+		}
+	}
+}

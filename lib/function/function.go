@@ -18,6 +18,7 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/ska-telescope/skao-staging-service/lib/auth"
@@ -50,6 +51,7 @@ type Function struct {
 
 	background []func(ctx context.Context)
 	closers    []func() error
+	migrated   atomic.Bool     // the store's schema is up to date
 	logs       *logging.Writer // the log store's writer; nil with LOG_TO_STORE=false
 	telemetry  *telemetry.Telemetry
 }
@@ -79,7 +81,7 @@ func Setup(ctx context.Context, name string, all func(methods.Env) []staging.Met
 	if err != nil {
 		return nil, fmt.Errorf("telemetry: %w", err)
 	}
-	db, err := store.Open(ctx, cfg.DatabaseURL)
+	db, err := store.New(cfg.DatabaseURL)
 	if err != nil {
 		return nil, fmt.Errorf("DATABASE_URL: %w", err)
 	}
@@ -91,6 +93,14 @@ func Setup(ctx context.Context, name string, all func(methods.Env) []staging.Met
 	}
 	f := &Function{Name: name, Source: "/skao/staging/" + name, Config: cfg, Logger: logger, Store: db,
 		logs: logs, telemetry: tel}
+	// A database that is away at start is no reason to crash-loop: the
+	// function serves, says it is not ready, and migrates once it answers.
+	if err := db.Migrate(ctx); err != nil {
+		logger.Warn("database not ready; retrying in the background", "error", err)
+		f.Go(f.migrateUntilReady)
+	} else {
+		f.migrated.Store(true)
+	}
 	if all != nil {
 		if _, err := f.setupStaging(all); err != nil {
 			db.Close()
@@ -242,7 +252,7 @@ func (f *Function) Serve(handler http.Handler) error {
 		ReadTimeout: f.Config.ReadTimeout,
 		Handler:     telemetry.Handler(handler),
 		Logger:      f.Logger,
-		Ready:       f.Store.Ping,
+		Ready:       f.ready,
 		Shutdown: func(ctx context.Context) {
 			stopBackground()
 			if f.Service != nil {
@@ -264,6 +274,33 @@ func (f *Function) Serve(handler http.Handler) error {
 			}
 		},
 	})
+}
+
+// migrateUntilReady retries the migration with backoff until the database
+// answers, or the function stops.
+func (f *Function) migrateUntilReady(ctx context.Context) {
+	for wait := 500 * time.Millisecond; ; wait = min(wait*2, 30*time.Second) {
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+		if err := f.Store.Migrate(ctx); err != nil {
+			f.Logger.Warn("database not ready", "error", err, "retry_in", (min(wait*2, 30*time.Second)).String())
+			continue
+		}
+		f.migrated.Store(true)
+		f.Logger.Info("database ready")
+		return
+	}
+}
+
+// ready is the readiness of /readyz: a migrated store that answers.
+func (f *Function) ready(ctx context.Context) error {
+	if !f.migrated.Load() {
+		return errors.New("the database has not been reached yet")
+	}
+	return f.Store.Ping(ctx)
 }
 
 // pruneLogs deletes log records older than LOG_RETENTION, soon after start

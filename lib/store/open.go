@@ -47,28 +47,59 @@ const (
 const sqlitePragmas = "_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)&_pragma=synchronous(NORMAL)&_pragma=wal_autocheckpoint(4000)&_txlock=immediate"
 
 // Open connects to databaseURL, brings its schema up to date and returns the
-// store. The URL is one of
+// store: New, then Migrate.
+func Open(ctx context.Context, databaseURL string) (*Store, error) {
+	s, err := New(databaseURL)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.Migrate(ctx); err != nil {
+		s.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+// New returns the store for databaseURL without connecting to it, so a
+// function can start while its database is away (see Migrate). Only a
+// malformed URL is an error. The URL is one of
 //
 //	mysql://user:pass@host[:port]/db[?driver-params]  (user and pass URL-escaped, port 3306 by default)
 //	sqlite:///absolute/path/file.db
 //	sqlite://relative/path/file.db                     (the directory is created)
-func Open(ctx context.Context, databaseURL string) (*Store, error) {
+func New(databaseURL string) (*Store, error) {
 	scheme, rest, ok := strings.Cut(databaseURL, "://")
 	if !ok {
 		return nil, errors.New("database URL: want mysql://user:pass@host:port/db or sqlite://path/file.db")
 	}
 	switch scheme {
 	case "mysql":
-		return openMySQL(ctx, databaseURL)
+		return newMySQL(databaseURL)
 	case "sqlite":
-		return openSQLite(ctx, rest)
+		return newSQLite(rest)
 	default:
 		return nil, fmt.Errorf("database URL: unsupported scheme %q (want mysql or sqlite)", scheme)
 	}
 }
 
-func newStore(db *sql.DB, dialect string) *Store {
-	return &Store{db: db, dialect: dialect, gq: goqu.Dialect(dialect)}
+// Migrate connects and brings the schema up to date; replicas starting
+// together migrate one after the other. It may be called again after a
+// failure (the database was away).
+func (s *Store) Migrate(ctx context.Context) error {
+	if s.dialect == DialectMySQL {
+		if err := migrateMySQL(ctx, s.db); err != nil {
+			return fmt.Errorf("migrate mysql database %s: %w", s.where, err)
+		}
+		return nil
+	}
+	if err := migrateSQLite(ctx, s.db, s.where); err != nil {
+		return fmt.Errorf("migrate sqlite database %s: %w", s.where, err)
+	}
+	return nil
+}
+
+func newStore(db *sql.DB, dialect, where string) *Store {
+	return &Store{db: db, dialect: dialect, gq: goqu.Dialect(dialect), where: where}
 }
 
 // mysqlConfig turns a mysql:// URL into a driver configuration. Errors never
@@ -118,7 +149,7 @@ func mysqlConfig(raw string) (*mysql.Config, error) {
 	return cfg, nil
 }
 
-func openMySQL(ctx context.Context, raw string) (*Store, error) {
+func newMySQL(raw string) (*Store, error) {
 	cfg, err := mysqlConfig(raw)
 	if err != nil {
 		return nil, err
@@ -134,11 +165,7 @@ func openMySQL(ctx context.Context, raw string) (*Store, error) {
 	db.SetMaxIdleConns(8)
 	db.SetConnMaxLifetime(5 * time.Minute)
 	db.SetConnMaxIdleTime(time.Minute)
-	if err := migrateMySQL(ctx, db); err != nil {
-		db.Close()
-		return nil, fmt.Errorf("open mysql database %s at %s: %w", cfg.DBName, cfg.Addr, err)
-	}
-	return newStore(db, DialectMySQL), nil
+	return newStore(db, DialectMySQL, cfg.DBName+" at "+cfg.Addr), nil
 }
 
 // migrateMySQL runs the migrations while holding a server-wide advisory
@@ -167,7 +194,7 @@ func migrateMySQL(ctx context.Context, db *sql.DB) (err error) {
 	return migrate(ctx, db, goose.DialectMySQL, "migrations/mysql")
 }
 
-func openSQLite(ctx context.Context, path string) (*Store, error) {
+func newSQLite(path string) (*Store, error) {
 	if path == "" {
 		return nil, errors.New("database URL: sqlite URL has no file path (sqlite:///abs/file.db or sqlite://rel/file.db)")
 	}
@@ -190,11 +217,7 @@ func openSQLite(ctx context.Context, path string) (*Store, error) {
 	db.SetMaxIdleConns(1)
 	db.SetConnMaxLifetime(0)
 	db.SetConnMaxIdleTime(0)
-	if err := migrateSQLite(ctx, db, path); err != nil {
-		db.Close()
-		return nil, fmt.Errorf("open sqlite database %s: %w", path, err)
-	}
-	return newStore(db, DialectSQLite), nil
+	return newStore(db, DialectSQLite, path), nil
 }
 
 // migrateSQLite connects (which switches the file to WAL) and runs the

@@ -29,6 +29,7 @@ import (
 type Store struct {
 	db      *sql.DB
 	dialect string
+	where   string // the database, for messages (never the password)
 	gq      goqu.DialectWrapper
 	stmts   sync.Map // query text -> *sql.Stmt, prepared once
 }
