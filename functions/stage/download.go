@@ -5,6 +5,7 @@ import (
 	"io"
 	"mime"
 	"net/http"
+	"os"
 	"strconv"
 
 	"github.com/ska-telescope/skao-staging-service/lib/httpx"
@@ -15,10 +16,51 @@ import (
 // so a plain link, curl -O or wget works. A GET only fetches: the
 // service refuses a method that does not stream.
 func (a *api) download(w http.ResponseWriter, r *http.Request) {
+	a.fetch(w, r, r.URL.Query().Get("jupyter_token"))
+}
+
+// maxFormBody bounds a download form's body: it holds one token.
+const maxFormBody = 64 << 10
+
+// downloadForm is the download link posted as a form
+// (application/x-www-form-urlencoded) whose body carries the caller's token
+// as access_token (RFC 6750, section 2.2): how the web page downloads
+// with a token. A browser's download is a navigation, which cannot carry an
+// Authorization header, and a token in the link's URL would end up in
+// logs and in the browser's history; posted into a frame, the file still
+// streams straight to disk. The query is the link's; like the link, it
+// only fetches.
+func (a *api) downloadForm(w http.ResponseWriter, r *http.Request) {
+	r.Body = http.MaxBytesReader(w, r.Body, maxFormBody)
+	if err := r.ParseForm(); err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			httpx.Error(w, staging.Errorf(staging.TooLarge, "Request body is larger than %d bytes", maxFormBody))
+			return
+		}
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			httpx.Error(w, staging.Wrap(staging.ClientTimeout, "Request body not received in time", err))
+			return
+		}
+		httpx.Error(w, staging.Wrap(staging.Invalid, "Malformed form body", err))
+		return
+	}
+	a.fetch(w, r, r.PostForm.Get("access_token"))
+}
+
+// isForm says whether r's body is form-encoded.
+func isForm(r *http.Request) bool {
+	t, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	return t == "application/x-www-form-urlencoded"
+}
+
+// fetch streams what the query names to the caller of r, who is
+// established by r's Authorization header, else by token.
+func (a *api) fetch(w http.ResponseWriter, r *http.Request, token string) {
 	q := r.URL.Query()
 	req := staging.Request{Method: q.Get("method"), Username: q.Get("username"),
 		Source: q.Get("local_path_on_storage"), DID: q.Get("did")}
-	caller, err := a.caller(r, q.Get("jupyter_token"))
+	caller, err := a.caller(r, token)
 	if err != nil {
 		httpx.Error(w, err)
 		return

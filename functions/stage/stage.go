@@ -50,8 +50,12 @@ func (a *api) caller(r *http.Request, token string) (staging.Caller, error) {
 }
 
 // stageData is POST /stage_data?method=&username=: one item or a batch,
-// now or async (Prefer: respond-async).
+// now or async (Prefer: respond-async); or, with a form body, a download.
 func (a *api) stageData(w http.ResponseWriter, r *http.Request) {
+	if isForm(r) {
+		a.downloadForm(w, r) // the download link posted with a token (download.go)
+		return
+	}
 	reqs, batch, err := decodeStageRequest(w, r)
 	if err != nil {
 		httpx.Error(w, err)
