@@ -7,10 +7,12 @@ import (
 	"encoding/hex"
 	"io/fs"
 	"net/http"
+	"net/url"
 	"strings"
 	"sync"
 	"time"
 
+	"github.com/ska-telescope/skao-staging-service/lib/config"
 	"github.com/ska-telescope/skao-staging-service/lib/httpx"
 )
 
@@ -23,16 +25,50 @@ var webFiles embed.FS
 
 // Content-Security-Policy of the two pages: everything comes from this
 // origin, so a page that tried to reach a CDN would fail in the browser
-// tests. Swagger UI sets inline styles, hence 'unsafe-inline' for styles
-// on /docs only.
+// tests (the page may also reach the identity provider: pagePolicy).
+// Swagger UI sets inline styles, hence 'unsafe-inline' for styles on /docs
+// only.
 const (
 	pageCSP = "default-src 'self'; img-src 'self' data:; object-src 'none'; base-uri 'none'; frame-ancestors 'none'"
 	docsCSP = "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'"
 )
 
+// pagePolicy is the page's Content-Security-Policy under c: with
+// AUTH_MODE=oidc the page also reaches the identity provider (its discovery
+// document, token and userinfo endpoints), so connect-src adds exactly the
+// issuer's origin. Going to the provider's login page is a top-level
+// navigation, which the policy does not restrict.
+func pagePolicy(c *config.Config) string {
+	if c.AuthMode != "oidc" {
+		return pageCSP
+	}
+	origin, ok := originOf(c.OIDC.IssuerURL)
+	if !ok {
+		return pageCSP
+	}
+	return pageCSP + "; connect-src 'self' " + origin
+}
+
+// originOf is the origin (scheme://host[:port]) of an http(s) URL, if it is
+// one that can stand in a policy as it is.
+func originOf(raw string) (string, bool) {
+	u, err := url.Parse(raw)
+	if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" || u.User != nil {
+		return "", false
+	}
+	host := strings.ToLower(u.Host)
+	for _, r := range host {
+		if !(r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || strings.ContainsRune(".-:[]", r)) {
+			return "", false
+		}
+	}
+	return u.Scheme + "://" + host, true
+}
+
 // webRoutes adds the browser's routes: the page, its assets, the source
 // browser, the OpenAPI description and the interactive API page.
 func (a *api) webRoutes(m *httpx.Mux) {
+	pageCSP := pagePolicy(a.f.Config)
 	files := newStaticFiles()
 	if a.f.Config.EnableFileCreator {
 		// The page shows its file creator only when the route exists.

@@ -72,3 +72,30 @@ func TestWebRoutes(t *testing.T) {
 		})
 	}
 }
+
+// TestPagePolicySignIn checks the page's Content-Security-Policy with
+// AUTH_MODE=oidc: connect-src adds exactly the identity provider's origin,
+// and the rest of the policy stays as it is, on the page and on /docs.
+func TestPagePolicySignIn(t *testing.T) {
+	for _, tt := range []struct {
+		mode, issuer, want string
+	}{
+		{"none", "", pageCSP},
+		{"jupyterhub", "", pageCSP},
+		{"oidc", "https://IAM.example.org/realms/ska/", pageCSP + "; connect-src 'self' https://iam.example.org"},
+		{"oidc", "https://iam.example.org:8443", pageCSP + "; connect-src 'self' https://iam.example.org:8443"},
+		{"oidc", "http://127.0.0.1:4444/", pageCSP + "; connect-src 'self' http://127.0.0.1:4444"},
+		{"oidc", "https://iam.example.org'; script-src *", pageCSP}, // nothing that is not an origin gets in
+	} {
+		c := &config.Config{AuthMode: tt.mode, OIDC: config.OIDC{IssuerURL: tt.issuer}}
+		m := httpx.NewMux()
+		(&api{f: &function.Function{Config: c}}).webRoutes(m)
+		for path, want := range map[string]string{"/": tt.want, "/docs": docsCSP} {
+			w := httptest.NewRecorder()
+			m.ServeHTTP(w, httptest.NewRequest(http.MethodGet, path, nil))
+			if got := w.Header().Get("Content-Security-Policy"); got != want {
+				t.Errorf("%s %q, %s: policy %q, want %q", tt.mode, tt.issuer, path, got, want)
+			}
+		}
+	}
+}
