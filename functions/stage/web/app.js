@@ -1,7 +1,10 @@
 // The staging page: a form for POST /stage_data, a browser of the source
 // storage (GET /browse), the user's history (GET /operations, polled) and a
 // log viewer following the logs function (GET /logs?follow=true). Plain DOM,
-// no framework; every text from the service is set with textContent.
+// no framework; every text from the service is set with textContent. Who
+// the page acts for (signing in, tokens) is signin.js's.
+
+import * as session from "./signin.js";
 
 const $ = (selector) => document.querySelector(selector);
 
@@ -20,15 +23,28 @@ const MAX_LOG_LINES = 500;
 const LOG_BACKLOG = 200; // records the viewer starts with
 const LEVELS = ["DEBUG", "INFO", "WARNING", "ERROR"];
 
-// call fetches url and returns {status, ok, body}: body is the decoded JSON
-// answer, or null when the answer is not JSON.
+// call fetches url as the caller (with their token, signin.js) and returns
+// {status, ok, body}: body is the decoded JSON answer, or null when the
+// answer is not JSON. Calls wait until the page knows who it acts for (a
+// sign-in coming back from the identity provider completes first), except
+// the first read of /config, which says how to sign in. A call that needs
+// credentials the page does not have is not sent: its answer is a 401
+// saying what to do. A 401 answer ends the session.
 async function call(url, options = {}) {
-  const response = await fetch(url, options);
+  if (url !== "/config") {
+    await session.ready;
+    const lacking = session.lacking();
+    if (lacking) return { status: 401, ok: false, body: { detail: lacking } };
+  }
+  const sent = session.withCredentials(options);
+  const response = await fetch(url, sent);
   let body = null;
   if ((response.headers.get("Content-Type") || "").startsWith("application/json")) {
     body = await response.json().catch(() => null);
   }
-  return { status: response.status, ok: response.ok, body };
+  const answer = { status: response.status, ok: response.ok, body };
+  if (response.status === 401) session.refused(sent, detailOf(answer));
+  return answer;
 }
 
 // detailOf is what an error answer says, or its status when it says nothing.
@@ -83,10 +99,13 @@ let sourceRoot = "";
 const methods = new Map();
 
 async function loadConfig() {
+  let config = null;
   try {
     const answer = await call("/config");
     if (!answer.ok) throw new Error(detailOf(answer));
-    sourceRoot = answer.body.source_storage_path.replace(/\/+$/, "");
+    config = answer.body;
+    // Only an administrator is told the storage's root.
+    sourceRoot = (answer.body.source_storage_path || "").replace(/\/+$/, "");
     const saved = localStorage.getItem("method");
     for (const m of answer.body.methods) {
       methods.set(m.name, m);
@@ -96,6 +115,7 @@ async function loadConfig() {
     show(result, "error", `Cannot load the configuration: ${err.message}`);
   }
   methodChanged();
+  await session.start(config);
 }
 
 // traits of the chosen method.
@@ -122,6 +142,12 @@ function missingField() {
 
 async function submitStage(event) {
   event.preventDefault();
+  const signIn = session.lacking(chosen().streams ? "download data" : "stage data");
+  if (signIn) {
+    show(result, "error", signIn);
+    session.focusSignIn();
+    return;
+  }
   const missing = missingField();
   if (missing) {
     show(result, "error", missing[1]);
@@ -164,14 +190,15 @@ async function submitStage(event) {
   }
 }
 
-// startDownload lets the browser fetch the plain download link in a hidden
-// frame: a file streams straight to the user's disk (nothing held in the
-// page's memory), while an error answer, which is JSON and no attachment,
-// loads into the frame, where its detail is read and shown.
+// startDownload lets the browser fetch the download link in a hidden frame
+// (posted with the token when there is one, signin.js): a file streams
+// straight to the user's disk (nothing held in the page's memory), while an
+// error answer, which is JSON and no attachment, loads into the frame,
+// where its detail is read and shown.
 function startDownload(method, username, source) {
   const query = new URLSearchParams({ method, username, local_path_on_storage: source });
   const old = $("#download-frame");
-  const frame = el("iframe", { id: "download-frame", title: "Download", hidden: true });
+  const frame = el("iframe", { id: "download-frame", name: "download-frame", title: "Download", hidden: true });
   old.replaceWith(frame);
   frame.addEventListener("load", () => {
     const text = frame.contentDocument && frame.contentDocument.body ? frame.contentDocument.body.textContent : "";
@@ -180,7 +207,7 @@ function startDownload(method, username, source) {
     show(result, "error", detail || "The download failed");
     refreshHistory();
   });
-  frame.src = `/stage_data?${query}`;
+  session.download(`/stage_data?${query}`, frame);
   show(result, "success", `Download of ${baseName(source)} started: your browser saves it.`);
   setTimeout(refreshHistory, 500);
 }
@@ -361,7 +388,7 @@ function followLogs() {
   const level = $("#log-level").value;
   logState.textContent = "connecting…";
   const query = new URLSearchParams({ follow: "true", level, limit: String(LOG_BACKLOG) });
-  const source = new EventSource(`/logs?${query}`);
+  const source = session.eventStream(`/logs?${query}`);
   logSource = source;
   source.onopen = () => { logState.textContent = "following"; };
   source.onmessage = (event) => {
@@ -376,7 +403,9 @@ function followLogs() {
     else appendLogLines(lines);
   };
   source.onerror = () => {
-    if (source.readyState === EventSource.CLOSED) {
+    if (source.readyState === EventSource.CLOSED && source.status === 401) {
+      logState.textContent = session.lacking("follow the log") || "the log service refused the token";
+    } else if (source.readyState === EventSource.CLOSED) {
       logState.textContent = "the log service is not reachable; trying again in 5 s";
       logRetry = setTimeout(followLogs, 5000);
     } else {
@@ -430,6 +459,25 @@ async function createFile(event) {
   browse(browsePath);
 }
 
+// ---- signing in and out ----
+
+// sessionChanged shows the service as the new caller sees it: signing out
+// (or a token refused) clears what the last one saw; the storage's root is
+// read again (an administrator is told it), and the browser, the history
+// and the log are loaded anew.
+function sessionChanged() {
+  if (session.lacking()) {
+    $("#browse-table tbody").replaceChildren();
+    $("#history-table tbody").replaceChildren();
+  }
+  call("/config").then((answer) => {
+    if (answer.ok) sourceRoot = (answer.body.source_storage_path || "").replace(/\/+$/, "");
+  }).catch(() => {});
+  browse(browsePath);
+  refreshHistory();
+  levelChanged();
+}
+
 // ---- start ----
 
 usernameInput.value = localStorage.getItem("username") || "";
@@ -451,6 +499,7 @@ if (document.body.dataset.fileCreator === "true") {
   $("#creator").hidden = false;
   $("#creator-form").addEventListener("submit", createFile);
 }
+document.addEventListener("session", sessionChanged);
 document.addEventListener("visibilitychange", () => { if (!document.hidden) refreshHistory(); });
 
 loadConfig().then(refreshHistory);
