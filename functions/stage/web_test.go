@@ -441,13 +441,19 @@ func TestDocsPage(t *testing.T) {
 // a free port with routes ("prefix=url;...") and returns its URL.
 func startIngress(t *testing.T, routes string) string {
 	t.Helper()
+	return startIngressAt(t, testenv.FreePort(t), routes)
+}
+
+// startIngressAt runs the local ingress on port (when its URL must be known
+// before the functions behind it start) and returns its URL.
+func startIngressAt(t *testing.T, port int, routes string) string {
+	t.Helper()
 	bin := filepath.Join(t.TempDir(), "devingress")
 	build := exec.Command("go", "build", "-o", bin, "./internal/devingress")
 	build.Dir = testenv.RepoRoot()
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("build devingress: %v\n%s", err, out)
 	}
-	port := testenv.FreePort(t)
 	cmd := exec.Command(bin)
 	cmd.Env = append(os.Environ(), "HOST=127.0.0.1", fmt.Sprintf("PORT=%d", port), "INGRESS_ROUTES="+routes)
 	var logs bytes.Buffer
