@@ -374,6 +374,20 @@ func TestWebPageSignIn(t *testing.T) {
 		}
 	})
 
+	t.Run("an administrator signed in is told the storage's root", func(t *testing.T) {
+		// A staging named by its absolute path shows relative to the root,
+		// which /config tells an administrator only.
+		abs := filepath.Join(s.Source, "data/alice.txt")
+		expect(t, s.stageAs(t, login(t, idp, "admin"), "admin", abs, "abs.txt"), 200, "status", "success")
+		p.do(t, chromedp.Click(chromedp.ID("sign-in")))
+		p.login(t, idp.Issuer, "admin", "admin-pw")
+		p.signedIn(t, pageURL, "admin")
+		row := p.historyRow(t, "the admin's staging", "#history-table tbody tr", `row.innerText.includes("abs.txt")`)
+		if !strings.Contains(row, "data/alice.txt → abs.txt") || strings.Contains(row, s.Source) {
+			t.Errorf("history row %q", row)
+		}
+	})
+
 	p.noErrors(t)
 }
 

@@ -116,6 +116,18 @@ async function loadConfig() {
   }
   methodChanged();
   await session.start(config);
+  if (session.currentUser()) await loadSourceRoot(); // signed in just now
+}
+
+// loadSourceRoot reads /config again as the caller: an administrator is
+// told the storage's root.
+async function loadSourceRoot() {
+  try {
+    const answer = await call("/config");
+    if (answer.ok) sourceRoot = (answer.body.source_storage_path || "").replace(/\/+$/, "");
+  } catch {
+    // The history shows paths as the records hold them.
+  }
 }
 
 // traits of the chosen method.
@@ -470,9 +482,7 @@ function sessionChanged() {
     $("#browse-table tbody").replaceChildren();
     $("#history-table tbody").replaceChildren();
   }
-  call("/config").then((answer) => {
-    if (answer.ok) sourceRoot = (answer.body.source_storage_path || "").replace(/\/+$/, "");
-  }).catch(() => {});
+  loadSourceRoot();
   browse(browsePath);
   refreshHistory();
   levelChanged();
