@@ -472,6 +472,11 @@ func TestWebPageHubToken(t *testing.T) {
 		t.Errorf("the staging was sent with Authorization %q", r.Authorization)
 	}
 	p.screenshot(t, "page-hub-token.png")
+	p.do(t, chromedp.EmulateViewport(390, 844, chromedp.EmulateMobile))
+	overflow := p.wait(t, "the narrow layout", `window.innerWidth === 390 && String(document.documentElement.scrollWidth - window.innerWidth)`)
+	if overflow != "0" {
+		t.Errorf("the page is %spx wider than a 390px screen", overflow)
+	}
 	p.noErrors(t)
 }
 
