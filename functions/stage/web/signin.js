@@ -270,7 +270,12 @@ async function signIn() {
 // here with a code (or an error) and the state this page sent.
 async function comeBack() {
   const answer = new URLSearchParams(location.search);
-  const flow = JSON.parse(sessionStorage.getItem(FLOW_KEY) || "null");
+  let flow = null;
+  try {
+    flow = JSON.parse(sessionStorage.getItem(FLOW_KEY) || "null");
+  } catch {
+    // Not one this page wrote: no sign-in to complete.
+  }
   sessionStorage.removeItem(FLOW_KEY);
   if (!answer.has("state") || !(answer.has("code") || answer.has("error"))) return;
   // The code and state leave the address bar (and the history) at once.
