@@ -373,9 +373,13 @@ func (f *Function) Authenticator() (auth.Authenticator, error) {
 		}
 		return auth.NewJupyterHub(hub, 0), nil
 	case "oidc":
+		leeway := c.OIDC.Leeway
+		if leeway == 0 {
+			leeway = oidc.NoLeeway // OIDC_LEEWAY=0s means none, not the default
+		}
 		v, err := oidc.NewVerifier(oidc.Config{IssuerURL: c.OIDC.IssuerURL, Audience: c.OIDC.Audience,
 			UsernameClaim: c.OIDC.UsernameClaim, GroupsClaim: c.OIDC.GroupsClaim, AdminGroups: c.OIDC.AdminGroups,
-			StorageScopes: c.OIDC.StorageScopes, Leeway: c.OIDC.Leeway})
+			StorageScopes: c.OIDC.StorageScopes, Leeway: leeway})
 		if err != nil {
 			return nil, fmt.Errorf("AUTH_MODE=oidc: %w", err)
 		}

@@ -63,6 +63,9 @@ const (
 	DefaultLeeway = 60 * time.Second
 	// MaxLeeway bounds OIDC_LEEWAY: more would keep expired tokens alive.
 	MaxLeeway = 5 * time.Minute
+	// NoLeeway as Config.Leeway allows no clock skew at all (zero means
+	// DefaultLeeway).
+	NoLeeway time.Duration = -1
 )
 
 // DefaultGroupsClaims are the claims read for groups when GroupsClaim is
@@ -106,7 +109,7 @@ type Config struct {
 	// absolute path is refused, as the profile requires.
 	StorageScopes bool
 	// Leeway is the clock skew allowed on exp and nbf (OIDC_LEEWAY),
-	// zero for DefaultLeeway; at most MaxLeeway.
+	// zero for DefaultLeeway, NoLeeway for none; at most MaxLeeway.
 	Leeway time.Duration
 	// SigningAlgs accepted, default DefaultSigningAlgs.
 	SigningAlgs []string
@@ -133,8 +136,11 @@ func (c Config) withDefaults() Config {
 	if c.UsernameClaim == "" {
 		c.UsernameClaim = DefaultUsernameClaim
 	}
-	if c.Leeway == 0 {
+	switch c.Leeway {
+	case 0:
 		c.Leeway = DefaultLeeway
+	case NoLeeway:
+		c.Leeway = 0
 	}
 	if len(c.SigningAlgs) == 0 {
 		c.SigningAlgs = DefaultSigningAlgs

@@ -54,3 +54,13 @@ func TestErrorKinds(t *testing.T) {
 		t.Error("reasons are not distinct")
 	}
 }
+
+func TestLeewayDefaults(t *testing.T) {
+	for _, tc := range []struct {
+		in, want time.Duration
+	}{{0, DefaultLeeway}, {NoLeeway, 0}, {30 * time.Second, 30 * time.Second}} {
+		if got := (Config{Leeway: tc.in}).withDefaults().Leeway; got != tc.want {
+			t.Errorf("Leeway %v -> %v, want %v", tc.in, got, tc.want)
+		}
+	}
+}
