@@ -158,6 +158,11 @@ func (c *cluster) checkAlive(t testing.TB) {
 // run runs kubectl, helm or a repository script against the cluster and
 // returns its standard output, or an error with its standard error.
 func (c *cluster) run(dir, path string, args ...string) ([]byte, error) {
+	return c.runEnv(dir, nil, path, args...)
+}
+
+// runEnv is run with more environment variables.
+func (c *cluster) runEnv(dir string, env []string, path string, args ...string) ([]byte, error) {
 	var stdout, stderr bytes.Buffer
 	cmd := exec.Command(path, args...)
 	cmd.Dir = dir
@@ -165,6 +170,7 @@ func (c *cluster) run(dir, path string, args ...string) ([]byte, error) {
 	cmd.Env = append(os.Environ(), "KUBECONFIG="+c.kubeconfig, "KUBECTL="+c.kubectl,
 		"HELM_CACHE_HOME="+filepath.Join(c.dir, "helm"), "HELM_CONFIG_HOME="+filepath.Join(c.dir, "helm"),
 		"HELM_DATA_HOME="+filepath.Join(c.dir, "helm"))
+	cmd.Env = append(cmd.Env, env...)
 	err := cmd.Run()
 	if err != nil {
 		return stdout.Bytes(), fmt.Errorf("%s %s: %w: %s", filepath.Base(path), strings.Join(args, " "), err, strings.TrimSpace(stderr.String()))
