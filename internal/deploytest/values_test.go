@@ -296,3 +296,62 @@ func TestChartValuesTakeEffect(t *testing.T) {
 		})
 	}
 }
+
+// TestChartReadme: the chart's README.md describes every value of
+// values.yaml, with its default, and no value that is gone.
+func TestChartReadme(t *testing.T) {
+	root := repoRoot(t)
+	raw, err := os.ReadFile(filepath.Join(root, chartDir, "values.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var values map[string]any
+	if err := yaml.Unmarshal(raw, &values); err != nil {
+		t.Fatal(err)
+	}
+	readme, err := os.ReadFile(filepath.Join(root, chartDir, "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rows := map[string]string{} // key -> default as written
+	for _, m := range regexp.MustCompile("(?m)^\\| `([^`]+)` \\| [a-z]+ \\| `([^`]*)` \\|").FindAllStringSubmatch(string(readme), -1) {
+		rows[m[1]] = m[2]
+	}
+	for _, l := range leaves(values, nil) {
+		key := readmeKey(l.path)
+		def, _ := json.Marshal(l.def)
+		got, ok := rows[key]
+		if !ok {
+			t.Errorf("the chart's README.md does not describe %s", key)
+			continue
+		}
+		var a, b any
+		if json.Unmarshal([]byte(got), &a) != nil || json.Unmarshal(def, &b) != nil || fmt.Sprint(a) != fmt.Sprint(b) {
+			t.Errorf("the chart's README.md gives %s the default %s, values.yaml %s", key, got, def)
+		}
+		delete(rows, key)
+	}
+	for key := range rows {
+		t.Errorf("the chart's README.md describes %s, which values.yaml does not have", key)
+	}
+}
+
+// readmeKey writes a value's path as the README does: keys with dots quoted.
+func readmeKey(path []any) string {
+	var b strings.Builder
+	for _, p := range path {
+		switch p := p.(type) {
+		case int:
+			fmt.Fprintf(&b, "[%d]", p)
+		case string:
+			if b.Len() > 0 {
+				b.WriteByte('.')
+			}
+			if strings.Contains(p, ".") {
+				p = `"` + p + `"`
+			}
+			b.WriteString(p)
+		}
+	}
+	return b.String()
+}

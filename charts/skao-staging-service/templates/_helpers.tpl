@@ -137,7 +137,10 @@ CAP_CHOWN, so they may only give files their own uid and one of their groups.
 {{- if or (ne (len $ids) 2) (not (regexMatch "^[0-9]+:[0-9]+$" $owner)) -}}
 {{- fail (printf "config.stagedOwner %q is not none or <uid>:<gid>" $owner) -}}
 {{- end -}}
-{{- $groups := concat (list (int $p.runAsGroup) (int .Values.storage.group)) ($p.supplementalGroups | default list) -}}
+{{- $groups := list (int $p.runAsGroup) (int .Values.storage.group) -}}
+{{- range $g := $p.supplementalGroups | default list -}}
+{{- $groups = append $groups (int $g) -}}
+{{- end -}}
 {{- $mine := and (eq (int (index $ids 0)) (int $p.runAsUser)) (has (int (index $ids 1)) $groups) -}}
 {{- if and (not $mine) (ne (int $p.runAsUser) 0) -}}
 {{- fail (printf "config.stagedOwner %s needs CAP_CHOWN, which a process running as uid %v does not get; give files uid %v and one of its groups, or run as root with capabilities.add [CHOWN] (README.md, Storage and permissions)" $owner $p.runAsUser $p.runAsUser) -}}
@@ -148,9 +151,11 @@ CAP_CHOWN, so they may only give files their own uid and one of their groups.
 {{/* The pods' security context: podSecurityContext with storage.group added. */}}
 {{- define "staging.podSecurityContext" -}}
 {{- $p := deepCopy .Values.podSecurityContext -}}
-{{- $groups := $p.supplementalGroups | default list -}}
-{{- if not (has (int .Values.storage.group) $groups) -}}
-{{- $groups = append $groups (int .Values.storage.group) -}}
+{{- $groups := list -}}
+{{- range $g := concat ($p.supplementalGroups | default list) (list .Values.storage.group) -}}
+{{- if not (has (int $g) $groups) -}}
+{{- $groups = append $groups (int $g) -}}
+{{- end -}}
 {{- end -}}
 {{- $_ := set $p "supplementalGroups" $groups -}}
 {{- toYaml $p -}}
