@@ -56,6 +56,10 @@ func checkFunctionWorkloads(t *testing.T, src string, objs []object, name func(s
 		// must not follow it, or an outage restarts every pod.
 		if c.LivenessProbe == nil || c.LivenessProbe.HTTPGet == nil || c.LivenessProbe.HTTPGet.Path != "/healthz" {
 			t.Errorf("%s: %s: liveness probe is not GET /healthz", src, f)
+		} else if c.LivenessProbe.TimeoutSeconds < 3 {
+			// Knative's drainer answers the kubelet's probes, whatever
+			// their path, with the readiness check, which may take 2 s.
+			t.Errorf("%s: %s: liveness timeout %d s, shorter than the 2 s the probe's answer may take", src, f, c.LivenessProbe.TimeoutSeconds)
 		}
 		mounts := map[string]bool{}
 		for _, m := range c.VolumeMounts {

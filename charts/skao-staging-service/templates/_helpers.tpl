@@ -252,6 +252,8 @@ readinessProbe:
     path: /readyz
     port: http
   periodSeconds: 5
+  # /readyz waits up to 2 s for the database: its answer beats the timeout.
+  timeoutSeconds: 3
 {{- end }}
 livenessProbe:
   httpGet:
@@ -260,6 +262,7 @@ livenessProbe:
     port: http
     {{- end }}
   periodSeconds: 10
+  timeoutSeconds: 3
   failureThreshold: 3
 resources:
   {{- toYaml $v.resources | nindent 2 }}
