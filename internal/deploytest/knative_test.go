@@ -19,6 +19,10 @@ import (
 // tools/knative-secrets.sh.
 var scriptSecret = regexp.MustCompile(`(?m)^create ([a-z0-9-]+) (.*)$`)
 
+// scriptKey is one key=value argument of such a line (the value may be a
+// shell expansion such as a random password).
+var scriptKey = regexp.MustCompile(`(?:^|\s)"?([a-z][a-z-]*)=("?\$\([^)]*\)|\S*)`)
+
 // knativeSecrets are the Secrets tools/knative-secrets.sh creates (make
 // deploy runs it): config/knative ships none, so no password is committed.
 func knativeSecrets(t *testing.T) []object {
@@ -30,9 +34,8 @@ func knativeSecrets(t *testing.T) []object {
 	for _, m := range scriptSecret.FindAllStringSubmatch(string(src), -1) {
 		s := &corev1.Secret{StringData: map[string]string{}}
 		s.Name, s.Namespace = m[1], "skao-staging"
-		for _, kv := range strings.Fields(m[2]) {
-			k, v, _ := strings.Cut(strings.Trim(kv, `"`), "=")
-			s.StringData[k] = v
+		for _, kv := range scriptKey.FindAllStringSubmatch(m[2], -1) {
+			s.StringData[kv[1]] = kv[2]
 		}
 		out = append(out, object{APIVersion: "v1", Kind: "Secret", Namespace: s.Namespace, Name: s.Name, Typed: s, Meta: &s.ObjectMeta})
 	}
