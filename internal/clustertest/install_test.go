@@ -86,6 +86,7 @@ func testConfigKnative(t *testing.T, c *cluster) {
 		checkPod(t, "config/knative pod", &pod.Spec, f, true)
 	}
 	waitRevisionDeployment(t, c, "skao-staging", "dead-letters")
+	waitPods(t, c, "skao-staging", "serving.knative.dev/service=dead-letters")
 	waitPods(t, c, "skao-staging", "app.kubernetes.io/name=mysql")
 	checkRoute(t, c, "skao-staging", "staging", map[string]string{"/logs": "0s", "/stage_data": "600s", "/": "600s"})
 	checkEventing(t, c, "skao-staging", 4, "PT600S")
