@@ -46,33 +46,41 @@ HELM ?= $(if $(wildcard bin/helm),bin/helm,helm)
 HELM_RELEASE ?= skao-staging-service
 HELM_NAMESPACE ?= skao-staging
 HELM_ARGS ?=
+JUPYTERHUB_API_TOKEN ?=
 DEPLOY_DIR ?= bin/deploy
 IMAGE_REFS ?= $(DEPLOY_DIR)/images.txt
 
-.PHONY: images deploy-overlay deploy undeploy helm-install
+.PHONY: images deploy-overlay deploy undeploy helm-install cluster-test cluster-deps
 
-## images: one image per function with ko, pushed to $$KO_DOCKER_REPO/<function>; references in $(IMAGE_REFS)
+## images: one image per function with ko, pushed to $$KO_DOCKER_REPO/<function>; references (with digests) in $(IMAGE_REFS)
 images:
 	@test -n "$(KO_DOCKER_REPO)" || { echo "set KO_DOCKER_REPO, e.g. make images KO_DOCKER_REPO=registry.example.org/skao" >&2; exit 1; }
 	@mkdir -p $(dir $(IMAGE_REFS))
 	KO_DOCKER_REPO=$(KO_DOCKER_REPO) $(KO) build --base-import-paths --tags $(IMAGE_TAG) --image-refs $(IMAGE_REFS) $(addprefix ./functions/,$(FUNCTIONS))
 
-## deploy-overlay: $(DEPLOY_DIR)/kustomization.yaml, config/knative with the images in $(IMAGE_REFS)
+## deploy-overlay: $(DEPLOY_DIR)/kustomization.yaml, config/knative with the image digests in $(IMAGE_REFS)
 deploy-overlay:
 	@mkdir -p $(DEPLOY_DIR)
 	./tools/knative-overlay.sh $(IMAGE_REFS) $(DEPLOY_DIR) >$(DEPLOY_DIR)/kustomization.yaml
 
-## deploy: build and push the images, then apply config/knative with them
+## deploy: build and push the images, create the Secrets once, then apply config/knative with the images' digests
 deploy: images deploy-overlay
-	$(KUBECTL) apply -k $(DEPLOY_DIR)
+	KUBECTL="$(KUBECTL)" ./tools/knative-secrets.sh $(JUPYTERHUB_API_TOKEN)
+	$(KUBECTL) apply --server-side -k $(DEPLOY_DIR)
 
 ## undeploy: remove the functions, eventing and route; claims, MySQL, secrets and namespace stay
 undeploy:
 	$(KUBECTL) delete --ignore-not-found $(foreach f,route eventing logs jupyter stage,-f config/knative/$(f).yaml)
 
-## helm-install: build and push the images, then install or upgrade the chart with them
+## helm-install: build and push the images, then install or upgrade the chart with them, pinned by digest
 helm-install: images
 	$(HELM) upgrade --install $(HELM_RELEASE) charts/skao-staging-service --namespace $(HELM_NAMESPACE) --create-namespace \
-		--set image.repository=$(KO_DOCKER_REPO)/stage --set image.tag=$(IMAGE_TAG) \
-		--set functions.logs.image.repository=$(KO_DOCKER_REPO)/logs --set functions.logs.image.tag=$(IMAGE_TAG) \
-		--set functions.jupyter.image.repository=$(KO_DOCKER_REPO)/jupyter --set functions.jupyter.image.tag=$(IMAGE_TAG) $(HELM_ARGS)
+		$$(./tools/helm-image-args.sh $(IMAGE_REFS)) $(HELM_ARGS)
+
+## cluster-test: install config/knative and the chart on a control plane built here (etcd, kube-apiserver, kube-controller-manager, Knative Serving's webhook and controller) and check what it makes of them
+cluster-test: test-deps cluster-deps
+	$(GO) vet -tags cluster ./internal/clustertest
+	$(GO) test -tags cluster -count=1 -timeout 30m -v ./internal/clustertest
+
+cluster-deps:
+	./scripts/install-cluster-deps.sh

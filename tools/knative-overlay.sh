@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Writes, to stdout, a kustomize overlay of config/knative that uses the
 # images `ko build --image-refs` recorded (one reference a line, such as
-# registry.example.org/skao/stage:latest@sha256:...). Usage:
+# registry.example.org/skao/stage:latest@sha256:...) in place of the
+# placeholders IMAGE-SET-BY-MAKE-DEPLOY/<function>. A reference without a
+# digest is refused: only a digest makes a rebuilt image roll out. Usage:
 #   tools/knative-overlay.sh IMAGE_REFS OVERLAY_DIR
 set -euo pipefail
 refs=$1
@@ -21,7 +23,11 @@ while read -r ref; do
 	# Drop a tag, but not a registry port: a tag follows the last slash.
 	last=${repo##*/}
 	[ "${last%:*}" != "$last" ] && repo=${repo%:*} && last=${last%:*}
-	echo "  - name: skao-staging-service/$last"
+	if [ -z "$digest" ]; then
+		echo "$refs: $ref has no digest (@sha256:...)" >&2
+		exit 1
+	fi
+	echo "  - name: IMAGE-SET-BY-MAKE-DEPLOY/$last"
 	echo "    newName: $repo"
-	if [ -n "$digest" ]; then echo "    digest: $digest"; fi
+	echo "    digest: $digest"
 done <"$refs"

@@ -1,13 +1,16 @@
 package deploytest
 
 import (
+	"fmt"
 	"slices"
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	servingv1 "knative.dev/serving/pkg/apis/serving/v1"
+	"sigs.k8s.io/yaml"
 
 	"github.com/ska-telescope/skao-staging-service/lib/methods"
 )
@@ -114,6 +117,11 @@ func checkEventing(t testing.TB, src string, objs []object, fn func(string) stri
 		if d.BackoffDelay == nil || !isISO8601Duration(*d.BackoffDelay) {
 			t.Errorf("%s: %s: backoffDelay must be an ISO 8601 duration such as PT0.5S", src, what)
 		}
+		// A delivery runs the copy it asks for: it may take the functions'
+		// request timeout before it counts as failed.
+		if want := fmt.Sprintf("PT%dS", requestTimeout); d.Timeout == nil || *d.Timeout != want {
+			t.Errorf("%s: %s: delivery timeout %v, want %s", src, what, d.Timeout, want)
+		}
 		ksvc(d.DeadLetterSink.Ref, what+" dead-letter sink")
 	}
 
@@ -126,6 +134,7 @@ func checkEventing(t testing.TB, src string, objs []object, fn func(string) stri
 		t.Errorf("%s: Broker %s names no broker class", src, b.Name)
 	}
 	delivery(b.Spec.Delivery, "Broker "+b.Name)
+	checkBrokerStorage(t, src, objs, b)
 
 	routed := map[string]string{} // "type/stagingmethod" -> Knative Service
 	for _, o := range byKind(objs, "eventing.knative.dev/v1", "Trigger") {
@@ -215,4 +224,37 @@ func toGoDuration(s string) string {
 		out = append(out, c)
 	}
 	return string(out)
+}
+
+// checkBrokerStorage checks where the Broker keeps events: Knative's Kafka
+// broker, or a channel-based broker whose channel is a KafkaChannel. The
+// default InMemoryChannel loses every event in flight when its dispatcher
+// restarts, and a lost hand-off leaves its operation waiting.
+func checkBrokerStorage(t testing.TB, src string, objs []object, b *broker) {
+	t.Helper()
+	class := b.Annotations["eventing.knative.dev/broker.class"]
+	ref := b.Spec.Config
+	if ref == nil || ref.Kind != "ConfigMap" || ref.APIVersion != "v1" {
+		t.Errorf("%s: Broker %s has no config ConfigMap: it gets the cluster's default channel", src, b.Name)
+		return
+	}
+	if class == "Kafka" {
+		return // its topic is Kafka's, configured there or in ref
+	}
+	cm, ok := find(objs, "v1", "ConfigMap", ref.Name)
+	if class != "MTChannelBasedBroker" || !ok {
+		t.Errorf("%s: Broker %s: class %q with config %s (in the objects: %v)", src, b.Name, class, ref.Name, ok)
+		return
+	}
+	var channel struct {
+		APIVersion string         `json:"apiVersion"`
+		Kind       string         `json:"kind"`
+		Spec       map[string]any `json:"spec"`
+	}
+	if err := yaml.UnmarshalStrict([]byte(cm.Typed.(*corev1.ConfigMap).Data["channel-template-spec"]), &channel); err != nil {
+		t.Fatalf("%s: %s: channel-template-spec: %v", src, ref.Name, err)
+	}
+	if channel.Kind != "KafkaChannel" || channel.APIVersion != "messaging.knative.dev/v1beta1" || channel.Spec["replicationFactor"] == nil {
+		t.Errorf("%s: Broker %s keeps events in %s %s, not a replicated KafkaChannel", src, b.Name, channel.APIVersion, channel.Kind)
+	}
 }

@@ -29,8 +29,14 @@ func TestMakeDeployTargets(t *testing.T) {
 	if out, err := tryRun(root, tool(t, "make"), "--no-print-directory", "images", "KO_DOCKER_REPO="); err == nil || !strings.Contains(err.Error(), "set KO_DOCKER_REPO") {
 		t.Errorf("make images without KO_DOCKER_REPO should stop with a hint; got %v %s", err, out)
 	}
-	if deploy := makeN("deploy", repo); !strings.Contains(deploy, "kubectl apply -k bin/deploy") || !strings.Contains(deploy, "knative-overlay.sh") {
-		t.Errorf("make deploy does not apply the overlay:\n%s", deploy)
+	deploy := makeN("deploy", repo)
+	for _, want := range []string{"knative-overlay.sh", "./tools/knative-secrets.sh", "kubectl apply --server-side -k bin/deploy"} {
+		if !strings.Contains(deploy, want) {
+			t.Errorf("make deploy does not run %q:\n%s", want, deploy)
+		}
+	}
+	if strings.Index(deploy, "knative-secrets.sh") > strings.Index(deploy, "kubectl apply") {
+		t.Errorf("make deploy applies before the Secrets exist:\n%s", deploy)
 	}
 	undeploy := makeN("undeploy")
 	for _, f := range []string{"stage", "jupyter", "logs", "eventing", "route"} {
@@ -42,11 +48,15 @@ func TestMakeDeployTargets(t *testing.T) {
 		t.Errorf("make undeploy must keep the data:\n%s", undeploy)
 	}
 	helm := makeN("helm-install", repo)
-	for _, want := range []string{"upgrade --install skao-staging-service charts/skao-staging-service",
-		"image.repository=registry.example.org/skao/stage", "functions.logs.image.repository=registry.example.org/skao/logs",
-		"functions.jupyter.image.repository=registry.example.org/skao/jupyter"} {
+	for _, want := range []string{"upgrade --install skao-staging-service charts/skao-staging-service", "./tools/helm-image-args.sh bin/deploy/images.txt"} {
 		if !strings.Contains(helm, want) {
-			t.Errorf("make helm-install does not pass %q:\n%s", want, helm)
+			t.Errorf("make helm-install does not run %q:\n%s", want, helm)
+		}
+	}
+	cluster := makeN("cluster-test")
+	for _, want := range []string{"install-cluster-deps.sh", "go test -tags cluster", "./internal/clustertest"} {
+		if !strings.Contains(cluster, want) {
+			t.Errorf("make cluster-test does not run %q:\n%s", want, cluster)
 		}
 	}
 
@@ -73,5 +83,25 @@ func TestMakeDeployTargets(t *testing.T) {
 	}
 	if st, _ := find(objs, "apps/v1", "StatefulSet", "mysql"); st.Typed.(*appsv1.StatefulSet).Spec.Template.Spec.Containers[0].Image != "mysql:8.4" {
 		t.Error("the overlay changed the MySQL image")
+	}
+
+	// The chart gets the same images, by digest.
+	args := string(run(t, root, filepath.Join(root, "tools", "helm-image-args.sh"), refs))
+	for _, want := range []string{"--set image.repository=registry.example.org:5000/skao/stage --set image.digest=" + digest,
+		"--set functions.jupyter.image.repository=registry.example.org:5000/skao/jupyter --set functions.jupyter.image.digest=" + digest,
+		"--set functions.logs.image.repository=registry.example.org:5000/skao/logs --set functions.logs.image.digest=" + digest} {
+		if !strings.Contains(args, want) {
+			t.Errorf("tools/helm-image-args.sh does not give %q: %s", want, args)
+		}
+	}
+
+	// A reference without a digest would not roll anything out: refused.
+	if err := os.WriteFile(refs, []byte("registry.example.org/skao/stage:latest\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, script := range []string{"knative-overlay.sh", "helm-image-args.sh"} {
+		if _, err := tryRun(root, filepath.Join(root, "tools", script), refs, dir); err == nil || !strings.Contains(err.Error(), "has no digest") {
+			t.Errorf("tools/%s accepts an image without a digest: %v", script, err)
+		}
 	}
 }

@@ -16,8 +16,10 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	autoscalingv2 "k8s.io/api/autoscaling/v2"
+	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
+	policyv1 "k8s.io/api/policy/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	k8syaml "k8s.io/apimachinery/pkg/util/yaml"
@@ -96,6 +98,12 @@ func newTyped(apiVersion, kind string) (any, error) {
 		return &corev1.Secret{}, nil
 	case "v1 Service":
 		return &corev1.Service{}, nil
+	case "v1 ServiceAccount":
+		return &corev1.ServiceAccount{}, nil
+	case "batch/v1 Job":
+		return &batchv1.Job{}, nil
+	case "policy/v1 PodDisruptionBudget":
+		return &policyv1.PodDisruptionBudget{}, nil
 	case "v1 PersistentVolume":
 		return &corev1.PersistentVolume{}, nil
 	case "v1 PersistentVolumeClaim":
@@ -197,12 +205,28 @@ func find(objs []object, apiVersion, kind, name string) (object, bool) {
 	return object{}, false
 }
 
+// knativeFeatures are the Knative Serving feature flags README.md tells
+// operators to turn on in config-features (TestReadmeKnativeFeatures).
+var knativeFeatures = []string{
+	"kubernetes.podspec-persistent-volume-claim",
+	"kubernetes.podspec-persistent-volume-write",
+	"kubernetes.podspec-securitycontext",
+	"kubernetes.podspec-topologyspreadconstraints",
+}
+
 // knativeContext is the configuration Knative Serving validates with: its
 // defaults plus the feature flags the README tells operators to turn on.
 func knativeContext() context.Context {
 	cfg := servingconfig.FromContextOrDefaults(context.Background()).DeepCopy()
-	cfg.Features.PodSpecPersistentVolumeClaim = servingconfig.Enabled
-	cfg.Features.PodSpecPersistentVolumeWrite = servingconfig.Enabled
+	data := map[string]string{}
+	for _, f := range knativeFeatures {
+		data[f] = "enabled"
+	}
+	features, err := servingconfig.NewFeaturesConfigFromMap(data)
+	if err != nil {
+		panic(err)
+	}
+	cfg.Features = features
 	return servingconfig.ToContext(context.Background(), cfg)
 }
 
@@ -228,6 +252,8 @@ func podSpecs(objs []object) map[string]*corev1.PodSpec {
 		case *appsv1.Deployment:
 			out[o.String()] = &v.Spec.Template.Spec
 		case *appsv1.StatefulSet:
+			out[o.String()] = &v.Spec.Template.Spec
+		case *batchv1.Job:
 			out[o.String()] = &v.Spec.Template.Spec
 		case *servingv1.Service:
 			out["Knative "+o.String()] = &v.Spec.Template.Spec.PodSpec

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Creates the Secrets config/knative's functions and MySQL read, once: a
+# Secret that exists is never changed, because MySQL keeps the password its
+# data directory was created with. The password is random and URL-safe (the
+# functions put it into DATABASE_URL). Usage (KUBECTL defaults to kubectl):
+#   tools/knative-secrets.sh [JUPYTERHUB_API_TOKEN]
+set -euo pipefail
+kubectl=${KUBECTL:-kubectl}
+ns=skao-staging
+create() { # name, then key=value pairs
+	local name=$1
+	shift
+	if $kubectl -n "$ns" get secret "$name" >/dev/null 2>&1; then
+		echo "secret $ns/$name exists: kept"
+		return
+	fi
+	local args=()
+	for kv in "$@"; do args+=(--from-literal="$kv"); done
+	$kubectl -n "$ns" create secret generic "$name" "${args[@]}"
+	$kubectl -n "$ns" label secret "$name" app.kubernetes.io/part-of=skao-staging-service >/dev/null
+}
+$kubectl get namespace "$ns" >/dev/null 2>&1 || $kubectl create namespace "$ns"
+create staging-mysql database=staging username=staging "password=$(od -An -N24 -tx1 /dev/urandom | tr -d ' \n')"
+create staging-jupyterhub "token=${1:-}"
