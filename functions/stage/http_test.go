@@ -38,8 +38,8 @@ func TestStageLocalCopyAndSymlink(t *testing.T) {
 			info, err := os.Stat(s.userPath("alice", dst))
 			must(t, err)
 			src, _ := os.Stat(filepath.Join(s.Source, "obs/vis.dat"))
-			if info.Mode().Perm() != 0o400 || !info.ModTime().Equal(src.ModTime()) {
-				t.Fatalf("mode %v mtime %v, want 0400 and %v", info.Mode(), info.ModTime(), src.ModTime())
+			if info.Mode().Perm() != 0o440 || !info.ModTime().Equal(src.ModTime()) {
+				t.Fatalf("mode %v mtime %v, want 0440 and %v", info.Mode(), info.ModTime(), src.ModTime())
 			}
 			op := s.operation(t, r.Str("id"))
 			if op["status"] != "success" || op["bytes"] != float64(12) || op["method"] != "local_copy" ||
@@ -65,7 +65,7 @@ func TestStageLocalCopyAndSymlink(t *testing.T) {
 		b, err := os.ReadFile(s.userPath("bob", "mytree/sub/b.txt"))
 		must(t, err)
 		info, _ := os.Stat(s.userPath("bob", "mytree/sub"))
-		if string(b) != "bb" || info.Mode().Perm() != 0o500 {
+		if string(b) != "bb" || info.Mode().Perm() != 0o550 {
 			t.Fatalf("tree copy: %q, dir mode %v", b, info.Mode())
 		}
 		r = s.stageOne(t, "local_copy", "bob", "tree", "mytree")

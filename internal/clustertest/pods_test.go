@@ -261,11 +261,7 @@ func testPods(t *testing.T, c *cluster) {
 		"--set", "storage.prepare.image=" + img.named["busybox"],
 		"--set", "storage.source.local.node=node-1", "--set", "storage.source.local.hostPath=" + filepath.Join(storage, "source"),
 		"--set", "storage.userArea.local.node=node-1", "--set", "storage.userArea.local.hostPath=" + filepath.Join(storage, "user_areas"),
-		"--set", "replicaCount=1", "--set", "autoscaling.enabled=false", "--set", "ingress.enabled=false",
-		// The logs function mounts no storage (it reads only the store), but
-		// its code still opens SOURCE_STORAGE_PATH at start, until the change
-		// that stops that lands: it would crash here.
-		"--set", "functions.logs.enabled=false"}
+		"--set", "replicaCount=1", "--set", "autoscaling.enabled=false", "--set", "ingress.enabled=false"}
 	root := repoRoot(t)
 	imgArgs, err := c.run(root, filepath.Join(root, "tools", "helm-image-args.sh"), img.refs)
 	must(t, err)

@@ -197,6 +197,10 @@ func changedValue(key string, def any, n int) (v any, sentinel string) {
 		return "0500", ""
 	case key == "config.authMode":
 		return "jupyterhub", ""
+	case key == "config.events.auth":
+		return "hmac", ""
+	case key == "config.maxPathDepth":
+		return 37, "37"
 	case key == "service.type":
 		return "NodePort", ""
 	case key == "image.pullPolicy":

@@ -43,8 +43,8 @@ type Config struct {
 	StagedOwner        Owner         // STAGED_OWNER: none, user or <uid>:<gid>
 	SymlinkTargetRoot  string        // SYMLINK_TARGET_ROOT: the source root as pods see it
 	EnableFileCreator  bool          // ENABLE_FILE_CREATOR
-	StagedFileMode     os.FileMode   // STAGED_FILE_MODE, octal, default 0400
-	StagedDirMode      os.FileMode   // STAGED_DIR_MODE, octal, default 0500
+	StagedFileMode     os.FileMode   // STAGED_FILE_MODE, octal, default 0440: the owner's group reads
+	StagedDirMode      os.FileMode   // STAGED_DIR_MODE, octal, default 0550
 	CopyWorkers        int           // COPY_WORKERS, parallel file copies per directory, default 8
 	JupyterFunctionURL string        // JUPYTER_FUNCTION_URL: where the stage function hands jupyter_copy
 	OperationLease     time.Duration // OPERATION_LEASE: how long a running operation may miss its heartbeat, default 15s
@@ -195,10 +195,10 @@ func Load(lookup func(string) (string, bool)) (*Config, error) {
 	if c.StagedOwner, err = parseOwner(get("STAGED_OWNER", "none")); err != nil {
 		return nil, err
 	}
-	if c.StagedFileMode, err = modeVar("STAGED_FILE_MODE", get("STAGED_FILE_MODE", "0400")); err != nil {
+	if c.StagedFileMode, err = modeVar("STAGED_FILE_MODE", get("STAGED_FILE_MODE", "0440")); err != nil {
 		return nil, err
 	}
-	if c.StagedDirMode, err = modeVar("STAGED_DIR_MODE", get("STAGED_DIR_MODE", "0500")); err != nil {
+	if c.StagedDirMode, err = modeVar("STAGED_DIR_MODE", get("STAGED_DIR_MODE", "0550")); err != nil {
 		return nil, err
 	}
 	if c.EnableFileCreator, err = boolVar("ENABLE_FILE_CREATOR", get("ENABLE_FILE_CREATOR", "false")); err != nil {

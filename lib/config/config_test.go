@@ -44,11 +44,11 @@ func TestLoadDefaults(t *testing.T) {
 	if c.DatabaseURL != DefaultDatabaseURL || !strings.HasPrefix(c.DatabaseURL, "sqlite://") {
 		t.Errorf("DatabaseURL = %q, want %q", c.DatabaseURL, DefaultDatabaseURL)
 	}
-	if c.StagedFileMode != 0o400 {
-		t.Errorf("StagedFileMode = %o, want 400", c.StagedFileMode)
+	if c.StagedFileMode != 0o440 {
+		t.Errorf("StagedFileMode = %o, want 440", c.StagedFileMode)
 	}
-	if c.StagedDirMode != 0o500 {
-		t.Errorf("StagedDirMode = %o, want 500", c.StagedDirMode)
+	if c.StagedDirMode != 0o550 {
+		t.Errorf("StagedDirMode = %o, want 550", c.StagedDirMode)
 	}
 	if c.StagedOwner != (Owner{Mode: "none"}) {
 		t.Errorf("StagedOwner = %+v, want none", c.StagedOwner)

@@ -81,7 +81,17 @@ func RunContext(ctx context.Context, o Options) error {
 	mux.Handle("/", crossOriginProtection(o.Handler))
 	// Knative's drainer answers kubelet and Knative probes, and turns them
 	// to 503 once draining starts, whatever path they use.
-	drainer := &handlers.Drainer{Inner: mux, HealthCheck: ready, QuietPeriod: 200 * time.Millisecond}
+	// Knative's drainer answers the kubelet's probes itself, whatever their
+	// path: liveness (/healthz) must stay up while a dependency is away, or
+	// a database blip restarts every pod; readiness follows it.
+	probe := func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/healthz" {
+			httpx.JSON(w, http.StatusOK, map[string]string{"status": "ok"})
+			return
+		}
+		ready(w, r)
+	}
+	drainer := &handlers.Drainer{Inner: mux, HealthCheck: probe, QuietPeriod: 200 * time.Millisecond}
 
 	srv := &http.Server{
 		Handler:           drainer,
