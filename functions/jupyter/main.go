@@ -20,12 +20,7 @@ func main() {
 		if f.Config.JupyterHubURL == "" {
 			f.Logger.Warn("JUPYTERHUB_URL is not set: jupyter_copy answers 503")
 		}
-		svc := f.Service
-		authn, err := f.Authenticator()
-		if err != nil {
-			return nil, err
-		}
-		receiver, err := f.Receiver(svc, authn)
+		receiver, err := f.Receiver()
 		if err != nil {
 			return nil, err
 		}

@@ -16,20 +16,15 @@ import (
 
 func main() {
 	function.MainStaging("stage", methods.All, func(f *function.Function) (http.Handler, error) {
-		svc := f.Service
-		authn, err := f.Authenticator()
+		receiver, err := f.Receiver()
 		if err != nil {
 			return nil, err
 		}
-		receiver, err := f.Receiver(svc, authn)
-		if err != nil {
-			return nil, err
-		}
-		if rse, ok := svc.DIDs.(*rucio.RSE); ok {
-			completer := &rucio.Completer{Service: svc, RSE: rse, Logger: f.Logger}
+		if rse, ok := f.Service.DIDs.(*rucio.RSE); ok {
+			completer := &rucio.Completer{Service: f.Service, RSE: rse, Logger: f.Logger}
 			receiver.Handlers = map[string]events.Handler{rucio.TypeTransferDone: completer.HandleEvent}
 		}
-		a := &api{f: f, svc: svc, auth: authn, receiver: receiver}
+		a := &api{f: f, svc: f.Service, auth: f.Auth, receiver: receiver}
 		return a.routes(), nil
 	})
 }

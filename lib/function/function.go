@@ -44,6 +44,8 @@ type Function struct {
 	Config *config.Config
 	Logger *slog.Logger
 	Store  *store.Store
+	// Auth establishes callers as AUTH_MODE says.
+	Auth auth.Authenticator
 	// Storage, Service and Sender are set for functions that stage, for functions that stage.
 	Storage *storage.Storage
 	Service *staging.Service
@@ -93,6 +95,10 @@ func Setup(ctx context.Context, name string, all func(methods.Env) []staging.Met
 	}
 	f := &Function{Name: name, Source: "/skao/staging/" + name, Config: cfg, Logger: logger, Store: db,
 		logs: logs, telemetry: tel}
+	if f.Auth, err = f.authenticator(); err != nil {
+		db.Close()
+		return nil, err
+	}
 	// A database that is away at start is no reason to crash-loop: the
 	// function serves, says it is not ready, and migrates once it answers.
 	if err := db.Migrate(ctx); err != nil {
@@ -214,9 +220,9 @@ func (f *Function) credentials() (*events.Credentials, error) {
 	return nil, nil
 }
 
-// Receiver is this function's CloudEvents door: senders checked as
-// EVENT_AUTH says, users as AUTH_MODE says.
-func (f *Function) Receiver(svc *staging.Service, authn auth.Authenticator) (*events.Receiver, error) {
+// Receiver is this function's CloudEvents door to its staging service:
+// senders checked as EVENT_AUTH says, users as AUTH_MODE says.
+func (f *Function) Receiver() (*events.Receiver, error) {
 	e := f.Config.Events
 	cfg := eventauth.Config{Mode: e.Auth, Issuer: e.Issuer, Audience: e.Audience}
 	var err error
@@ -234,8 +240,8 @@ func (f *Function) Receiver(svc *staging.Service, authn auth.Authenticator) (*ev
 	if err != nil {
 		return nil, fmt.Errorf("EVENT_AUTH: %w", err)
 	}
-	return &events.Receiver{Service: svc, Source: f.Source, Logger: f.Logger, Senders: senders,
-		Auth: authn, UsersMaySend: f.Config.AuthMode != "none"}, nil
+	return &events.Receiver{Service: f.Service, Source: f.Source, Logger: f.Logger, Senders: senders,
+		Auth: f.Auth, UsersMaySend: f.Config.AuthMode != "none"}, nil
 }
 
 // Serve runs handler on $PORT until SIGTERM, with the background work, then
@@ -362,8 +368,10 @@ func run(name string, all func(methods.Env) []staging.Method, build func(f *Func
 	}
 }
 
-// Authenticator is the check of callers AUTH_MODE asks for.
-func (f *Function) Authenticator() (auth.Authenticator, error) {
+// Authenticator is the check of callers AUTH_MODE asks for (f.Auth).
+func (f *Function) Authenticator() (auth.Authenticator, error) { return f.Auth, nil }
+
+func (f *Function) authenticator() (auth.Authenticator, error) {
 	c := f.Config
 	switch c.AuthMode {
 	case "jupyterhub":
