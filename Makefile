@@ -68,9 +68,9 @@ deploy: images deploy-overlay
 	KUBECTL="$(KUBECTL)" ./tools/knative-secrets.sh $(JUPYTERHUB_API_TOKEN)
 	$(KUBECTL) apply --server-side -k $(DEPLOY_DIR)
 
-## undeploy: remove the functions, eventing and route; claims, MySQL, secrets and namespace stay
+## undeploy: remove the functions, eventing (EventPolicies included) and route; claims, MySQL, secrets and namespace stay
 undeploy:
-	$(KUBECTL) delete --ignore-not-found $(foreach f,route eventing logs jupyter stage,-f config/knative/$(f).yaml)
+	$(KUBECTL) delete --ignore-not-found $(foreach f,route eventing oidc/eventpolicy logs jupyter stage,-f config/knative/$(f).yaml)
 
 ## helm-install: build and push the images, then install or upgrade the chart with them, pinned by digest
 helm-install: images

@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # Creates the Secrets config/knative's functions and MySQL read, once: a
 # Secret that exists is never changed, because MySQL keeps the password its
-# data directory was created with. The password is random and URL-safe (the
-# functions put it into DATABASE_URL). Usage (KUBECTL defaults to kubectl):
+# data directory was created with, and the events' senders (the Rucio
+# bridge) keep the secret they sign with. The password is random and
+# URL-safe (the functions put it into DATABASE_URL); the events secret is
+# 32 random bytes in hex (EVENT_HMAC_SECRET_FILE; rotating it: README,
+# Authentication and authorization). Usage (KUBECTL defaults to kubectl):
 #   tools/knative-secrets.sh [JUPYTERHUB_API_TOKEN]
 set -euo pipefail
 kubectl=${KUBECTL:-kubectl}
@@ -22,3 +25,4 @@ create() { # name, then key=value pairs
 $kubectl get namespace "$ns" >/dev/null 2>&1 || $kubectl create namespace "$ns"
 create staging-mysql database=staging username=staging "password=$(od -An -N24 -tx1 /dev/urandom | tr -d ' \n')"
 create staging-jupyterhub "token=${1:-}"
+create staging-events "hmac-secret=$(od -An -N32 -tx1 /dev/urandom | tr -d ' \n')"

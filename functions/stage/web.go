@@ -76,6 +76,10 @@ func (a *api) webRoutes(m *httpx.Mux) {
 		files.set("index.html", bytes.Replace(page, []byte(`data-file-creator="false"`), []byte(`data-file-creator="true"`), 1))
 	}
 	m.Route(http.MethodGet, "/", files.page("index.html", pageCSP))
+	// The same page under a path of its own, which takes GET and HEAD only:
+	// an ingress that cannot match methods (ingress-nginx) sends `/` here,
+	// so that `POST /`, the events door, is never reached from outside.
+	m.Route(http.MethodGet, "/index.html", files.page("index.html", pageCSP))
 	// The page's assets; the API page at /docs and /docs/ with its assets
 	// under the same prefix, which the cluster's route sends here.
 	m.ServeMux.HandleFunc("GET /assets/{file...}", files.dir("", pageCSP))

@@ -32,6 +32,7 @@ func TestWebRoutes(t *testing.T) {
 		csp, body   string
 	}{
 		{"/", 200, "text/html; charset=utf-8", "default-src 'self'", `<script type="module" src="/assets/app.js">`},
+		{"/index.html", 200, "text/html; charset=utf-8", "default-src 'self'", `<script type="module" src="/assets/app.js">`},
 		{"/assets/app.js", 200, "text/javascript; charset=utf-8", "", "EventSource"},
 		{"/assets/style.css", 200, "text/css; charset=utf-8", "", "@media"},
 		{"/docs", 200, "text/html; charset=utf-8", "style-src 'self' 'unsafe-inline'", `src="/docs/swagger-ui-bundle.js"`},
@@ -70,6 +71,32 @@ func TestWebRoutes(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestPageOwnPath: the page is also served at /index.html, with the same
+// policies, and that path takes GET and HEAD only: an ingress that cannot
+// match methods sends `/` there, and a POST meets 405, never the events door.
+func TestPageOwnPath(t *testing.T) {
+	m := httpx.NewMux()
+	(&api{f: &function.Function{Config: &config.Config{}}}).webRoutes(m)
+	do := func(method, path string) *httptest.ResponseRecorder {
+		w := httptest.NewRecorder()
+		m.ServeHTTP(w, httptest.NewRequest(method, path, strings.NewReader(`{"specversion":"1.0"}`)))
+		return w
+	}
+	root, own := do(http.MethodGet, "/"), do(http.MethodGet, "/index.html")
+	if own.Code != 200 || own.Body.String() != root.Body.String() || own.Header().Get("Referrer-Policy") != "no-referrer" ||
+		own.Header().Get("Content-Security-Policy") != root.Header().Get("Content-Security-Policy") {
+		t.Fatalf("/index.html: %d %v, want the page as at / (%v)", own.Code, own.Header(), root.Header())
+	}
+	if w := do(http.MethodHead, "/index.html"); w.Code != 200 {
+		t.Errorf("HEAD /index.html: %d", w.Code)
+	}
+	for _, method := range []string{http.MethodPost, http.MethodPut, http.MethodDelete} {
+		if w := do(method, "/index.html"); w.Code != http.StatusMethodNotAllowed || w.Header().Get("Allow") != "GET, HEAD" {
+			t.Errorf("%s /index.html: %d Allow %q, want 405 with GET, HEAD", method, w.Code, w.Header().Get("Allow"))
+		}
 	}
 }
 

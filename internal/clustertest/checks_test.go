@@ -21,6 +21,10 @@ type fn struct {
 	object      string // the Knative Service's or Deployment's name
 	concurrency int    // containerConcurrency (Knative)
 	paths       storagePaths
+	events      string // EVENT_AUTH: hmac or oidc (README.md, Authentication and authorization)
+	// brokerAudience is the audience of the token the functions hold for
+	// the Broker (oidc).
+	brokerAudience string
 }
 
 // storagePaths are where the source and the user areas are mounted.
@@ -110,12 +114,31 @@ func checkPod(t *testing.T, where string, spec *corev1.PodSpec, f fn, knative bo
 		errorf("pod security context %+v: want uid 65532, non-root, supplementary group 100, RuntimeDefault seccomp", sc)
 	}
 	if spec.AutomountServiceAccountToken == nil || *spec.AutomountServiceAccountToken {
-		errorf("the pod mounts a service account token")
+		errorf("the pod mounts the default service account token")
 	}
+	// The events' credentials (none for logs, which neither takes nor sends
+	// events): the HMAC secret from a Secret, or (oidc) a token for the
+	// Broker's audience and the API token and CA the verifier reads the
+	// issuer's keys with. Nothing else is projected.
+	var projected []string
 	for _, v := range spec.Volumes {
-		if v.Projected != nil {
+		switch {
+		case v.Projected != nil && f.events == "oidc" && f.name != "logs" && v.Name == "broker-token":
+			s := v.Projected.Sources
+			if len(s) != 1 || s[0].ServiceAccountToken == nil || s[0].ServiceAccountToken.Audience != f.brokerAudience {
+				errorf("volume broker-token %+v: want one token for the Broker's audience %s", s, f.brokerAudience)
+			}
+			projected = append(projected, v.Name)
+		case v.Projected != nil && f.events == "oidc" && f.name != "logs" && v.Name == "api-access":
+			projected = append(projected, v.Name)
+		case v.Projected != nil:
 			errorf("projected volume %s (a service account token?)", v.Name)
+		case v.Secret != nil && (f.events != "hmac" || f.name == "logs" || v.Name != "event-secret"):
+			errorf("Secret volume %s (%s)", v.Name, v.Secret.SecretName)
 		}
+	}
+	if f.events == "oidc" && f.name != "logs" && len(projected) != 2 {
+		errorf("projected volumes %v, want broker-token and api-access", projected)
 	}
 	if len(spec.TopologySpreadConstraints) == 0 {
 		errorf("no topology spread constraints")
@@ -133,12 +156,33 @@ func checkPod(t *testing.T, where string, spec *corev1.PodSpec, f fn, knative bo
 		errorf("container security context %+v", csc)
 	}
 	mounts := map[string]bool{}
+	credentials := map[string]string{} // mount path -> volume
 	for _, m := range u.VolumeMounts {
+		switch m.Name {
+		case "event-secret", "broker-token", "api-access":
+			credentials[m.MountPath] = m.Name
+			if !m.ReadOnly {
+				errorf("%s is mounted writable", m.Name)
+			}
+			continue
+		}
 		if strings.HasPrefix(m.MountPath, "/var/run/secrets") {
 			errorf("mounts %s", m.MountPath)
 			continue
 		}
 		mounts[m.MountPath] = m.ReadOnly
+	}
+	want := map[string]string{}
+	switch {
+	case f.name == "logs":
+	case f.events == "hmac":
+		want["/etc/skao-staging/events"] = "event-secret"
+	case f.events == "oidc":
+		want["/var/run/skao-staging/broker"] = "broker-token"
+		want["/var/run/secrets/kubernetes.io/serviceaccount"] = "api-access"
+	}
+	if fmt.Sprint(credentials) != fmt.Sprint(want) {
+		errorf("the events' credentials are mounted as %v, want %v", credentials, want)
 	}
 	if f.name == "logs" {
 		if len(mounts) != 0 {

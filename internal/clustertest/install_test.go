@@ -62,9 +62,13 @@ func testConfigKnative(t *testing.T, c *cluster) {
 		return string(out)
 	}
 	first := password()
+	events := secretValue(c, "skao-staging", "staging-events", "hmac-secret")
 	out, err := c.run(root, secrets)
 	if err != nil || !strings.Contains(string(out), "kept") || password() != first || len(first) < 40 {
 		t.Fatalf("a second run must keep the Secrets (MySQL keeps its first password): %v %s", err, out)
+	}
+	if again := secretValue(c, "skao-staging", "staging-events", "hmac-secret"); len(events) != 64 || again != events {
+		t.Fatalf("the events secret: %d characters, then %d: want 32 random bytes in hex, kept (its senders sign with it)", len(events), len(again))
 	}
 	overlay := filepath.Join(c.dir, "deploy")
 	if _, err := c.run(root, "make", "--no-print-directory", "-s", "deploy-overlay", "DEPLOY_DIR="+overlay, "IMAGE_REFS="+imageRefs(t, c)); err != nil {
@@ -77,7 +81,7 @@ func testConfigKnative(t *testing.T, c *cluster) {
 	if ns.Labels["pod-security.kubernetes.io/enforce"] != "restricted" {
 		t.Errorf("skao-staging does not enforce the restricted Pod Security Standard: %v", ns.Labels)
 	}
-	fns := []fn{{"stage", "stage", 16, defaultPaths}, {"jupyter", "jupyter", 8, defaultPaths}, {"logs", "logs", 50, defaultPaths}}
+	fns := []fn{{"stage", "stage", 16, defaultPaths, "hmac", ""}, {"jupyter", "jupyter", 8, defaultPaths, "hmac", ""}, {"logs", "logs", 50, defaultPaths, "hmac", ""}}
 	for _, f := range fns {
 		checkDefaulted(t, c, "skao-staging", f)
 		_, dep := waitRevisionDeployment(t, c, "skao-staging", f.object)
@@ -88,8 +92,14 @@ func testConfigKnative(t *testing.T, c *cluster) {
 	waitRevisionDeployment(t, c, "skao-staging", "dead-letters")
 	waitPods(t, c, "skao-staging", "serving.knative.dev/service=dead-letters")
 	waitPods(t, c, "skao-staging", "app.kubernetes.io/name=mysql")
+	for _, f := range []string{"stage", "jupyter", "logs", "dead-letters"} {
+		checkClusterLocal(t, c, "skao-staging", f)
+	}
 	checkRoute(t, c, "skao-staging", "staging", map[string]string{"/logs": "0s", "/stage_data": "600s", "/": "600s"})
 	checkEventing(t, c, "skao-staging", 4, "PT600S")
+	checkTriggerAudiences(t, c, "skao-staging", map[string]string{"stage": "serving.knative.dev/service/skao-staging/stage",
+		"jupyter": "eventing.knative.dev/broker/skao-staging/staging"})
+	checkMySQLPolicy(t, c, "skao-staging", "mysql", labelled("app.kubernetes.io/name", "mysql"), knativeFunction("stage", "jupyter", "logs"))
 }
 
 // checkRoute checks that the HTTPRoute kept its timeouts (a Gateway API
@@ -109,6 +119,14 @@ func checkRoute(t *testing.T, c *cluster, ns, name string, want map[string]strin
 	for path, timeout := range want {
 		if got[path] != timeout {
 			t.Errorf("HTTPRoute %s: the rule for %s has request timeout %q, want %q (all: %v)", name, path, got[path], timeout, got)
+		}
+	}
+	// / is the page's for GET and HEAD only: POST / is the events door.
+	for _, r := range route.Spec.Rules {
+		for _, m := range r.Matches {
+			if m.Path != nil && m.Path.Value != nil && *m.Path.Value == "/" && (m.Method == nil || (*m.Method != "GET" && *m.Method != "HEAD")) {
+				t.Errorf("HTTPRoute %s: a match for / with method %v: only GET and HEAD may reach the page", name, m.Method)
+			}
 		}
 	}
 }
@@ -174,14 +192,18 @@ func helmInstall(t *testing.T, c *cluster, release, ns string, args ...string) s
 func testHelmKnative(t *testing.T, c *cluster) {
 	namespace(t, c, "staging-kn", "pod-security.kubernetes.io/enforce=restricted")
 	out := helmInstall(t, c, "kn", "staging-kn", "--set", "knative.enabled=true",
+		"--set", "config.events.auth=oidc", "--set", "knative.eventing.rucioSenders[0]=system:serviceaccount:rucio:transfer-events",
 		"--set", "storage.source.type=nfs", "--set", "storage.source.local.enabled=false", "--set", "storage.source.nfs.enabled=true",
 		"--set", "storage.userArea.type=nfs", "--set", "storage.userArea.local.enabled=false", "--set", "storage.userArea.nfs.enabled=true")
-	if !strings.Contains(out, "kubernetes.podspec-securitycontext") {
-		t.Errorf("NOTES do not name the Knative feature flags:\n%s", out)
+	for _, want := range []string{"kubernetes.podspec-securitycontext", "Events carry Knative Eventing's OIDC tokens", "authentication-oidc"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("NOTES do not say %q:\n%s", want, out)
+		}
 	}
 	prefix := "kn-skao-staging-service-"
 	nfs := storagePaths{"/mnt/source-nfs", "/mnt/user-area-nfs"}
-	for _, f := range []fn{{"stage", prefix + "stage", 16, nfs}, {"jupyter", prefix + "jupyter", 8, nfs}, {"logs", prefix + "logs", 50, nfs}} {
+	broker := "eventing.knative.dev/broker/staging-kn/kn-skao-staging-service"
+	for _, f := range []fn{{"stage", prefix + "stage", 16, nfs, "oidc", broker}, {"jupyter", prefix + "jupyter", 8, nfs, "oidc", broker}, {"logs", prefix + "logs", 50, nfs, "oidc", broker}} {
 		checkDefaulted(t, c, "staging-kn", f)
 		_, dep := waitRevisionDeployment(t, c, "staging-kn", f.object)
 		checkPod(t, "chart (Knative) Deployment", &dep.Spec.Template.Spec, f, true)
@@ -189,8 +211,16 @@ func testHelmKnative(t *testing.T, c *cluster) {
 		checkPod(t, "chart (Knative) pod", &pod.Spec, f, true)
 	}
 	waitPods(t, c, "staging-kn", "app.kubernetes.io/component=mysql")
+	for _, f := range []string{"stage", "jupyter", "logs", "dead-letters"} {
+		checkClusterLocal(t, c, "staging-kn", prefix+f)
+	}
 	checkRoute(t, c, "staging-kn", "kn-skao-staging-service", map[string]string{"/logs": "0s", "/": "600s"})
 	checkEventing(t, c, "staging-kn", 4, "PT600S")
+	checkTriggerAudiences(t, c, "staging-kn", map[string]string{prefix + "stage": "serving.knative.dev/service/staging-kn/" + prefix + "stage",
+		prefix + "jupyter": broker})
+	checkEventPolicies(t, c, "staging-kn", "kn-skao-staging-service", 3)
+	checkMySQLPolicy(t, c, "staging-kn", prefix+"mysql", labelled("app.kubernetes.io/component", "mysql"),
+		knativeFunction(prefix+"stage", prefix+"jupyter", prefix+"logs"))
 	var cm corev1.ConfigMap
 	c.get(t, &cm, "-n", "staging-kn", "configmap", prefix+"broker")
 	if !strings.Contains(cm.Data["channel-template-spec"], "kind: KafkaChannel") {
@@ -208,7 +238,8 @@ func testHelmDeployments(t *testing.T, c *cluster) {
 	namespace(t, c, "restricted-check", "pod-security.kubernetes.io/enforce=restricted")
 	nodes := []string{"--set", "storage.source.local.node=node-1", "--set", "storage.userArea.local.node=node-1"}
 	notes := helmInstall(t, c, release, ns, nodes...)
-	for _, want := range []string{"http://staging-service.local/", "storage.userArea is a folder on the node node-1", "gives the user area to group 100"} {
+	for _, want := range []string{"http://staging-service.local/", "storage.userArea is a folder on the node node-1", "gives the user area to group 100",
+		"Events carry an HMAC (EVENT_AUTH=hmac) with the secret in the Secret " + prefix + "events"} {
 		if !strings.Contains(notes, want) {
 			t.Errorf("NOTES do not say %q:\n%s", want, notes)
 		}
@@ -221,7 +252,7 @@ func testHelmDeployments(t *testing.T, c *cluster) {
 		t.Errorf("a tag without a digest: %v\n%s", err, out)
 	}
 
-	for _, f := range []fn{{"stage", prefix + "stage", 0, defaultPaths}, {"jupyter", prefix + "jupyter", 0, defaultPaths}, {"logs", prefix + "logs", 0, defaultPaths}} {
+	for _, f := range []fn{{"stage", prefix + "stage", 0, defaultPaths, "hmac", ""}, {"jupyter", prefix + "jupyter", 0, defaultPaths, "hmac", ""}, {"logs", prefix + "logs", 0, defaultPaths, "hmac", ""}} {
 		var dep appsv1.Deployment
 		c.get(t, &dep, "-n", ns, "deployment", f.object)
 		checkPod(t, "chart Deployment", &dep.Spec.Template.Spec, f, false)
@@ -232,6 +263,7 @@ func testHelmDeployments(t *testing.T, c *cluster) {
 	mysql := waitPods(t, c, ns, "app.kubernetes.io/component=mysql")
 	restricted(t, c, "MySQL's pod", mysql.Spec)
 	waitPods(t, c, ns, "app.kubernetes.io/component=prepare-storage")
+	checkMySQLPolicy(t, c, ns, prefix+"mysql", labelled("app.kubernetes.io/component", "mysql"), labelled("app.kubernetes.io/component", "stage", "jupyter", "logs"))
 	for _, claim := range []string{prefix + "source-local", prefix + "user-area-local"} {
 		c.eventually(t, "claim "+claim+" bound", 60*time.Second, func() error {
 			out, _ := c.run(c.dir, c.kubectl, "-n", ns, "get", "pvc", claim, "-o", "jsonpath={.status.phase}")
@@ -267,15 +299,25 @@ func testHelmDeployments(t *testing.T, c *cluster) {
 		return string(out)
 	}
 	before := password()
+	events := secretValue(c, ns, prefix+"events", "hmac-secret")
+	if len(events) < 32 {
+		t.Fatalf("the events secret has %d characters", len(events))
+	}
 	if _, err := c.run(repoRoot(t), c.helm, "uninstall", release, "--namespace", ns, "--wait"); err != nil {
 		t.Fatal(err)
 	}
 	if password() != before || before == "" {
 		t.Fatalf("helm uninstall removed the MySQL Secret: the kept data directory would refuse a new password")
 	}
+	if secretValue(c, ns, prefix+"events", "hmac-secret") != events {
+		t.Fatalf("helm uninstall removed the events secret: its senders would sign with one the functions no longer have")
+	}
 	helmInstall(t, c, release, ns, nodes...)
 	if after := password(); after != before {
 		t.Errorf("a reinstall changed the MySQL password")
+	}
+	if secretValue(c, ns, prefix+"events", "hmac-secret") != events {
+		t.Errorf("a reinstall changed the events secret")
 	}
 }
 

@@ -53,6 +53,9 @@ var knativeFeatures = []string{
 // reference into every revision's pods.
 const queueImage = "ko.local/knative.dev/serving/cmd/queue:v0.42.2"
 
+// externalDomain is Knative's domain for Services it publishes (config-domain).
+const externalDomain = "staging.example.org"
+
 // installKnative installs Knative Serving as its release does (CRDs,
 // namespace, ConfigMaps, webhook configurations), starts its webhook and
 // controller from tools/knative, and the CRDs of Eventing and the Gateway API.
@@ -144,6 +147,11 @@ spec:
 	c.kubectlOK(t, "-n", "knative-serving", "patch", "configmap/config-features", "--type=merge", "-p", string(patch))
 	c.kubectlOK(t, "-n", "knative-serving", "patch", "configmap/config-deployment", "--type=merge",
 		"-p", fmt.Sprintf(`{"data":{"queue-sidecar-image":%q,"registries-skipping-tag-resolving":"kind.local,ko.local,dev.local,gcr.io"}}`, queueImage))
+	// An external domain, as a site has: without one Knative gives every
+	// Service a URL in svc.cluster.local, and a Service it publishes could
+	// not be told from a cluster-local one (checkClusterLocal).
+	c.kubectlOK(t, "-n", "knative-serving", "patch", "configmap/config-domain", "--type=merge",
+		"-p", `{"data":{"`+externalDomain+`":""}}`)
 
 	c.start(t, "knative-controller", binary(t, "controller"), nil, append(env, "POD_NAME=controller-local")...)
 }

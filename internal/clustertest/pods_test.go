@@ -16,6 +16,10 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+
+	"github.com/ska-telescope/skao-staging-service/internal/cetest"
+	"github.com/ska-telescope/skao-staging-service/lib/eventauth"
+	"github.com/ska-telescope/skao-staging-service/lib/staging"
 )
 
 // startNode runs a node on this machine: Debian's containerd (runc, the CNI
@@ -234,6 +238,42 @@ func stageAt(t *testing.T, addr, source, target string) {
 	}
 }
 
+// eventAt sends the function at addr (a pod's address) an
+// org.skao.staging.request for a local_copy, as a Trigger delivers it,
+// signed with secret unless it is nil, and returns the answer's status.
+func eventAt(t *testing.T, addr string, secret []byte, id, source, target string) int {
+	t.Helper()
+	ev := cetest.RequestEvent(t, id, staging.Request{Method: "local_copy", Username: "alice", Source: source, Target: target})
+	ev.SetTime(time.Now())
+	if secret != nil {
+		must(t, eventauth.Sign(&ev, secret))
+	}
+	status, _, _ := cetest.SendEvent(t, "http://"+addr+"/", ev, false)
+	return status
+}
+
+// checkEventDoor checks that a function's events door (POST /) takes only
+// events signed with the secret the deployment generated and mounted
+// (EVENT_AUTH=hmac): an unsigned one gets 401 and stages nothing, a signed
+// one is staged.
+func checkEventDoor(t *testing.T, c *cluster, ns, secretName, addr, storage, dir string) {
+	t.Helper()
+	secret := secretValue(c, ns, secretName, "hmac-secret")
+	if len(secret) < eventauth.MinSecretBytes {
+		t.Fatalf("Secret %s/%s: %d bytes", ns, secretName, len(secret))
+	}
+	if status := eventAt(t, addr, nil, dir+"-unsigned", "vis.dat", dir+"/unsigned.dat"); status != http.StatusUnauthorized {
+		t.Errorf("an unsigned event: %d, want 401", status)
+	}
+	if _, err := os.Stat(filepath.Join(storage, "user_areas", "alice", dir, "unsigned.dat")); err == nil {
+		t.Errorf("an unsigned event was staged")
+	}
+	if status := eventAt(t, addr, []byte(secret), dir+"-signed", "vis.dat", dir+"/signed.dat"); status != http.StatusOK {
+		t.Fatalf("an event signed with the deployment's secret: %d, want 200", status)
+	}
+	checkStaged(t, filepath.Join(storage, "user_areas", "alice", dir, "signed.dat"))
+}
+
 // checkStaged checks a file the function staged in a container: its
 // owner, the shared group (the prepared area's setgid), the chart's mode.
 func checkStaged(t *testing.T, path string) {
@@ -279,6 +319,7 @@ func testPods(t *testing.T, c *cluster) {
 		stage := waitRunning(t, c, "pods", "app.kubernetes.io/component=stage", time.Second)[0]
 		stageAt(t, stage.Status.PodIP+":8080", "vis.dat", "deployment/vis.dat")
 		checkStaged(t, filepath.Join(storage, "user_areas", "alice", "deployment", "vis.dat"))
+		checkEventDoor(t, c, "pods", "pods-skao-staging-service-events", stage.Status.PodIP+":8080", storage, "deployment-events")
 	})
 
 	t.Run("knative", func(t *testing.T) {
@@ -295,5 +336,6 @@ func testPods(t *testing.T, c *cluster) {
 		// gateways reach a revision.
 		stageAt(t, pods[0].Status.PodIP+":8012", "vis.dat", "knative/vis.dat")
 		checkStaged(t, filepath.Join(storage, "user_areas", "alice", "knative", "vis.dat"))
+		checkEventDoor(t, c, "pods-kn", "kn-skao-staging-service-events", pods[0].Status.PodIP+":8012", storage, "knative-events")
 	})
 }

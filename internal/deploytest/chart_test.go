@@ -103,10 +103,17 @@ var chartCases = []chartCase{
 			t.Errorf("the stage Service is %s:%d, want ClusterIP:8000 behind the Ingress", s.Type, s.Ports[0].Port)
 		}
 		ins := ingresses(objs)
-		if len(ins) != 1 || ins[0].Annotations["nginx.ingress.kubernetes.io/rewrite-target"] != "/$1" || ins[0].Spec.Rules[0].Host != "staging-service.local" {
-			t.Fatalf("want one Ingress on staging-service.local with the earlier values' rewrite-target key, now /$1: %v", ins)
+		if len(ins) != 2 || ins[0].Annotations["nginx.ingress.kubernetes.io/rewrite-target"] != "/$1" || ins[0].Spec.Rules[0].Host != "staging-service.local" ||
+			ins[1].Name != fullname("page") || ins[1].Spec.Rules[0].Host != "staging-service.local" {
+			t.Fatalf("want the API's Ingress on staging-service.local with the earlier values' rewrite-target key, now /$1, and the page's: %v", ins)
 		}
-		checkIngress(t, "defaults", ins, fullname)
+		checkIngress(t, "defaults", ins, fullname, true)
+		checkNetworkPolicy(t, "defaults", objs, fullname)
+		checkEventAuth(t, "defaults", objs, fullname, "staging")
+		events, ok := find(objs, "v1", "Secret", fullname("events"))
+		if !ok || events.Meta.Annotations["helm.sh/resource-policy"] != "keep" || len(events.Typed.(*corev1.Secret).Data["hmac-secret"]) < 64 {
+			t.Errorf("the events secret: want one generated once (64 characters) and kept by helm uninstall: %v", events.Meta)
+		}
 		cm, _ := find(objs, "v1", "ConfigMap", fullname("config"))
 		data := cm.Typed.(*corev1.ConfigMap).Data
 		want := map[string]string{"SOURCE_STORAGE_PATH": "/mnt/storage_a", "TARGET_STORAGE_PATH": "/mnt/user_areas",
@@ -144,11 +151,30 @@ var chartCases = []chartCase{
 		}
 	}},
 	// Helm merges maps: a key is removed by setting it to null.
+	// A controller without ingress-nginx's rewrite: one Prefix path per API
+	// prefix, and the page at its own path, /index.html (the page's Ingress
+	// needs the controller's own rewrite of / to it).
 	{name: "portable ingress", values: map[string]any{"ingress": map[string]any{"annotations": map[string]any{"nginx.ingress.kubernetes.io/rewrite-target": nil},
+		"hosts": []any{map[string]any{"host": "staging.example.org", "paths": portablePaths()}},
+		"page":  map[string]any{"enabled": false}}},
+		check: func(t *testing.T, objs []object) {
+			ins := ingresses(objs)
+			checkIngress(t, "portable ingress", ins, fullname, false)
+			if svc, got := nginxRoute(ins, "/index.html"); svc != fullname("stage") || got != "/index.html" {
+				t.Errorf("portable ingress: the page's own path goes to %s as %s", svc, got)
+			}
+		}},
+	// The same paths with the earlier values' Prefix / to the stage
+	// function: every method on / reaches the events door.
+	{name: "portable ingress exposing POST /", values: map[string]any{"ingress": map[string]any{"annotations": map[string]any{"nginx.ingress.kubernetes.io/rewrite-target": nil},
 		"hosts": []any{map[string]any{"host": "staging.example.org", "paths": []any{
-			map[string]any{"path": "/", "pathType": "Prefix", "function": "stage"},
-			map[string]any{"path": "/logs", "pathType": "Prefix", "function": "logs"}}}}}},
-		check: func(t *testing.T, objs []object) { checkIngress(t, "portable ingress", ingresses(objs), fullname) }},
+			map[string]any{"path": "/", "pathType": "Prefix", "function": "stage"}, map[string]any{"path": "/logs", "pathType": "Prefix", "function": "logs"}}}},
+		"page": map[string]any{"enabled": false}}},
+		check: func(t *testing.T, objs []object) {
+			if svc, got := nginxRoute(ingresses(objs), "/"); svc != fullname("stage") || got != "/" {
+				t.Errorf("the model misses the exposure: / goes to %s as %s", svc, got)
+			}
+		}},
 	{name: "nfs", values: storageValues("nfs", nil), check: func(t *testing.T, objs []object) {
 		for area, want := range map[string][3]string{"source": {"nfs-source.example.com", "/source-nfs-exported-path", "/mnt/source-nfs"},
 			"user-area": {"nfs-user-area.example.com", "/user-area-nfs-exported-path", "/mnt/user-area-nfs"}} {
@@ -218,11 +244,15 @@ var chartCases = []chartCase{
 			if u := string(sec.Typed.(*corev1.Secret).Data["DATABASE_URL"]); u != "mysql://staging:s3cret@db.example.org:3306/staging" {
 				t.Errorf("DATABASE_URL is %q", u)
 			}
+			if n := len(byKind(objs, "networking.k8s.io/v1", "NetworkPolicy")); n != 0 {
+				t.Errorf("%d NetworkPolicies for a MySQL the chart does not install", n)
+			}
 		}},
 	{name: "existing secrets", values: map[string]any{"mysql": map[string]any{"enabled": false},
 		"externalDatabase": map[string]any{"existingSecret": "site-db", "existingSecretKey": "url"},
-		"jupyterhub":       map[string]any{"existingSecret": "site-hub", "existingSecretKey": "api-token"}},
-		extSecs: []string{"site-db", "site-hub"},
+		"jupyterhub":       map[string]any{"existingSecret": "site-hub", "existingSecretKey": "api-token"},
+		"config":           map[string]any{"events": map[string]any{"existingSecret": "site-events", "existingSecretKey": "key"}}},
+		extSecs: []string{"site-db", "site-hub", "site-events"},
 		check: func(t *testing.T, objs []object) {
 			for _, o := range byKind(objs, "v1", "Secret") {
 				t.Errorf("Secret %s rendered although existing ones are named", o.Name)
@@ -262,6 +292,22 @@ var chartCases = []chartCase{
 			checkKnativeServices(t, "knative", objs, fullname)
 			checkEventing(t, "knative", objs, fullname)
 			checkRoute(t, "knative", objs, func(f string) string { return fullname(f) + ".staging.svc.cluster.local" })
+			checkNetworkPolicy(t, "knative", objs, fullname)
+			checkEventAuth(t, "knative", objs, fullname, "staging")
+		}},
+	{name: "knative oidc", values: map[string]any{"knative": map[string]any{"enabled": true, "eventing": map[string]any{
+		"rucioSenders": []any{"system:serviceaccount:rucio:transfer-events"}}}, "config": map[string]any{"events": map[string]any{"auth": "oidc"}}},
+		check: func(t *testing.T, objs []object) {
+			checkKnativeServices(t, "knative oidc", objs, fullname)
+			checkEventing(t, "knative oidc", objs, fullname)
+			checkEventAuth(t, "knative oidc", objs, fullname, "staging")
+			checkNetworkPolicy(t, "knative oidc", objs, fullname)
+			if _, ok := find(objs, "v1", "Secret", fullname("events")); ok {
+				t.Error("an events secret rendered with oidc")
+			}
+			if n := len(byKind(objs, "eventing.knative.dev/v1alpha1", "EventPolicy")); n != 3 {
+				t.Errorf("%d EventPolicies, want the functions', the Triggers' replies and the Rucio bridge's", n)
+			}
 		}},
 	{name: "knative kafka broker", values: map[string]any{"knative": map[string]any{"enabled": true, "eventing": map[string]any{
 		"brokerClass": "Kafka", "kafka": map[string]any{"bootstrapServers": "kafka-bootstrap.kafka:9092"}}}},
@@ -272,6 +318,18 @@ var chartCases = []chartCase{
 			}
 			checkEventing(t, "knative kafka broker", objs, fullname)
 		}},
+}
+
+// portablePaths are the API's paths as Prefix paths (Exact for one file),
+// for controllers without ingress-nginx's regular expressions.
+func portablePaths() []any {
+	var out []any
+	for _, p := range []string{"/stage_data", "/stage-data", "/config", "/operations", "/browse", "/create-file", "/assets", "/docs"} {
+		out = append(out, map[string]any{"path": p, "pathType": "Prefix", "function": "stage"})
+	}
+	return append(out, map[string]any{"path": "/openapi.json", "pathType": "Exact", "function": "stage"},
+		map[string]any{"path": "/index.html", "pathType": "Exact", "function": "stage"},
+		map[string]any{"path": "/logs", "pathType": "Prefix", "function": "logs"})
 }
 
 // ingresses are the rendered Ingresses.
@@ -411,6 +469,10 @@ func TestChartRefuses(t *testing.T) {
 		{map[string]any{"mysql": map[string]any{"rootPassword": "change-me"}}, "additional properties 'rootPassword' not allowed"},
 		{map[string]any{"knative": map[string]any{"timeoutSeconds": 900}}, "additional properties 'timeoutSeconds' not allowed"},
 		{map[string]any{"knative": map[string]any{"enabled": true, "eventing": map[string]any{"channel": "NatsChannel"}}}, "value must be one of 'KafkaChannel', 'InMemoryChannel'"},
+		{map[string]any{"config": map[string]any{"events": map[string]any{"auth": "oidc"}}}, "config.events.auth=oidc is Knative Eventing's sender identity: it needs knative.enabled"},
+		{map[string]any{"config": map[string]any{"events": map[string]any{"hmacSecret": "too-short"}}}, "config.events.hmacSecret: a secret of 9 bytes; at least 32 are required"},
+		{map[string]any{"config": map[string]any{"events": map[string]any{"tokenFile": "/var/run/token"}}}, "additional properties 'tokenFile' not allowed"},
+		{map[string]any{"knative": map[string]any{"eventing": map[string]any{"rucioSenders": []any{"rucio-bridge"}}}}, "rucioSenders"},
 	} {
 		args := append([]string{"template", "staging", chartDir}, helmValues(t, merge(baseValues(), tc.values))...)
 		if tc.want == "image.repository is empty: the chart ships no images" {
@@ -419,6 +481,31 @@ func TestChartRefuses(t *testing.T) {
 		_, err := tryRun(root, tool(t, "helm"), args...)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%v: want an error containing %q, got %v", tc.values, tc.want, err)
+		}
+	}
+}
+
+// TestChartTriggerNames: Eventing names a Trigger's OIDC identity after the
+// Trigger and shortens it with a hash beyond 63 characters, which the chart
+// could not compute; so the chart's Trigger names stay within 29: a short
+// fullname keeps them readable, a long one gets a hash of its own. Either
+// way EVENT_SENDERS names the identities Eventing makes.
+func TestChartTriggerNames(t *testing.T) {
+	for _, full := range []string{"skao-staging-service", "a-rather-long-release-of-the-staging-service"} {
+		values := merge(baseValues(), map[string]any{"fullnameOverride": full, "knative": map[string]any{"enabled": true},
+			"config": map[string]any{"events": map[string]any{"auth": "oidc"}}})
+		objs := decodeAll(t, full, renderChart(t, values))
+		prefix := strings.TrimSuffix(full[:min(len(full), 40)], "-")
+		name := func(f string) string { return prefix + "-" + f }
+		checkEventAuth(t, full, objs, name, "staging")
+		triggers := byKind(objs, "eventing.knative.dev/v1", "Trigger")
+		if len(triggers) != 4 {
+			t.Fatalf("%s: %d Triggers", full, len(triggers))
+		}
+		for _, o := range triggers {
+			if len(o.Name) > 29 || (len(full) <= 20 && !strings.HasPrefix(o.Name, full+"-")) {
+				t.Errorf("%s: Trigger %s", full, o.Name)
+			}
 		}
 	}
 }

@@ -3,6 +3,7 @@ package deploytest
 import (
 	"bytes"
 	"os"
+	"path"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -132,6 +133,13 @@ func TestFuncYAML(t *testing.T) {
 				t.Errorf("%s: concurrency limit differs from config/knative's containerConcurrency %v", p, cc)
 			}
 		}
+		local := false
+		for _, l := range fy.Deploy.Labels {
+			local = local || (l.Key == "networking.knative.dev/visibility" && l.Value == "cluster-local")
+		}
+		if !local {
+			t.Errorf("%s: not cluster-local: func would publish the function, POST / included, on Knative's external domain", p)
+		}
 		if fy.Deploy.ServiceAccountName != "staging" {
 			t.Errorf("%s: serviceAccountName %q, want config/knative's staging", p, fy.Deploy.ServiceAccountName)
 		}
@@ -168,14 +176,33 @@ func TestFuncYAML(t *testing.T) {
 		}
 		mounted := map[string]bool{}
 		for _, v := range fy.Run.Volumes {
+			if v.Secret != "" {
+				// The events secret, where EVENT_HMAC_SECRET_FILE reads it.
+				s, ok := find(objs, "v1", "Secret", v.Secret)
+				if !ok || f == "logs" || path.Join(v.Path, "hmac-secret") != data["EVENT_HMAC_SECRET_FILE"] || s.Typed.(*corev1.Secret).StringData["hmac-secret"] == "" {
+					t.Errorf("%s: Secret %s at %s: want the events secret (make deploy's) where EVENT_HMAC_SECRET_FILE (%s) reads it", p, v.Secret, v.Path, data["EVENT_HMAC_SECRET_FILE"])
+				}
+				mounted[data["EVENT_HMAC_SECRET_FILE"]] = true
+				continue
+			}
 			if v.PersistentVolumeClaim == nil {
-				t.Errorf("%s: volume at %s is not a claim", p, v.Path)
+				t.Errorf("%s: volume at %s is neither a claim nor the events secret", p, v.Path)
 				continue
 			}
 			if _, ok := find(objs, "v1", "PersistentVolumeClaim", v.PersistentVolumeClaim.ClaimName); !ok {
 				t.Errorf("%s: claim %s is not in config/knative", p, v.PersistentVolumeClaim.ClaimName)
 			}
 			mounted[v.Path] = true
+		}
+		if data["EVENT_AUTH"] == "hmac" && f != "logs" && !mounted[data["EVENT_HMAC_SECRET_FILE"]] {
+			t.Errorf("%s: EVENT_AUTH=hmac, but the events secret (%s) is not mounted", p, data["EVENT_HMAC_SECRET_FILE"])
+		}
+		if f == "logs" {
+			for _, e := range fy.Run.Envs {
+				if e.Name == "EVENT_HMAC_SECRET_FILE" && e.Value != "" {
+					t.Errorf("%s: the logs function reads an events secret", p)
+				}
+			}
 		}
 		for _, v := range []string{"SOURCE_STORAGE_PATH", "TARGET_STORAGE_PATH"} {
 			if mounted[data[v]] != (f != "logs") {

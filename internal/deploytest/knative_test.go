@@ -39,8 +39,8 @@ func knativeSecrets(t *testing.T) []object {
 		}
 		out = append(out, object{APIVersion: "v1", Kind: "Secret", Namespace: s.Namespace, Name: s.Name, Typed: s, Meta: &s.ObjectMeta})
 	}
-	if len(out) != 2 {
-		t.Fatalf("tools/knative-secrets.sh creates %d Secrets, want staging-mysql and staging-jupyterhub", len(out))
+	if len(out) != 3 {
+		t.Fatalf("tools/knative-secrets.sh creates %d Secrets, want staging-mysql, staging-jupyterhub and staging-events", len(out))
 	}
 	return out
 }
@@ -126,6 +126,8 @@ func TestConfigKnative(t *testing.T) {
 	checkEnvironment(t, "config/knative", objs, name)
 	checkMySQL(t, "config/knative", objs)
 	checkRoute(t, "config/knative", objs, func(f string) string { return f + ".skao-staging.svc.cluster.local" })
+	checkNetworkPolicy(t, "config/knative", objs, name)
+	checkEventAuth(t, "config/knative", objs, name, "skao-staging")
 	for _, o := range objs {
 		if o.Namespace == "" && o.Kind != "Namespace" {
 			t.Errorf("%s has no namespace", o)
@@ -144,16 +146,22 @@ func TestConfigKnative(t *testing.T) {
 	}
 }
 
-func TestConfigKnativeTLS(t *testing.T) {
+// withComponent builds config/knative with one of its components, over
+// base (a directory holding a kustomization, such as the deploy overlay).
+func withComponent(t *testing.T, base, component string) []object {
 	root := repoRoot(t)
 	overlay := t.TempDir()
-	base, _ := filepath.Rel(overlay, filepath.Join(root, "config", "knative"))
-	comp, _ := filepath.Rel(overlay, filepath.Join(root, "config", "knative", "tls"))
-	kz := fmt.Sprintf("apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources: [%s]\ncomponents: [%s]\n", base, comp)
+	rel, _ := filepath.Rel(overlay, base)
+	comp, _ := filepath.Rel(overlay, filepath.Join(root, "config", "knative", component))
+	kz := fmt.Sprintf("apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources: [%s]\ncomponents: [%s]\n", rel, comp)
 	if err := os.WriteFile(filepath.Join(overlay, "kustomization.yaml"), []byte(kz), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	objs := decodeAll(t, "config/knative with tls", run(t, overlay, "kustomize", "build", "--load-restrictor", "LoadRestrictionsNone", "."))
+	return decodeAll(t, "config/knative with "+component, run(t, overlay, "kustomize", "build", "--load-restrictor", "LoadRestrictionsNone", "."))
+}
+
+func TestConfigKnativeTLS(t *testing.T) {
+	objs := withComponent(t, filepath.Join(repoRoot(t), "config", "knative"), "tls")
 	gw, ok := find(objs, "gateway.networking.k8s.io/v1", "Gateway", "staging")
 	if !ok {
 		t.Fatal("no Gateway")
@@ -187,5 +195,41 @@ func TestReadmeKnativeFeatures(t *testing.T) {
 		if !strings.Contains(cmd, `"`+f+`":"enabled"`) {
 			t.Errorf("README.md's config-features command does not enable %s", f)
 		}
+	}
+}
+
+// TestConfigKnativeOIDC builds what `make deploy` applies with the oidc
+// component (Knative Eventing's sender identity) and checks it as the base:
+// Knative's validation, references, the workloads, and who may send events.
+func TestConfigKnativeOIDC(t *testing.T) {
+	root := repoRoot(t)
+	dir := t.TempDir()
+	refs := filepath.Join(dir, "images.txt")
+	var b strings.Builder
+	for i, f := range functionNames {
+		fmt.Fprintf(&b, "registry.example.org:5000/skao/%s:latest@sha256:%064x\n", f, i+1)
+	}
+	if err := os.WriteFile(refs, []byte(b.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	run(t, root, "make", "--no-print-directory", "-s", "deploy-overlay", "DEPLOY_DIR="+dir, "IMAGE_REFS="+refs)
+	objs := append(withComponent(t, dir, "oidc"), knativeSecrets(t)...)
+	name := func(f string) string { return f }
+	checkReferences(t, "config/knative with oidc", objs)
+	validateKnative(t, "config/knative with oidc", objs)
+	checkKnativeServices(t, "config/knative with oidc", objs, name)
+	checkFunctionWorkloads(t, "config/knative with oidc", objs, name)
+	checkEventing(t, "config/knative with oidc", objs, name)
+	checkEnvironment(t, "config/knative with oidc", objs, name)
+	checkEventAuth(t, "config/knative with oidc", objs, name, "skao-staging")
+	for _, f := range []string{"stage", "jupyter"} {
+		for _, v := range functionSpec(objs, f).Volumes {
+			if v.Secret != nil {
+				t.Errorf("%s still mounts Secret %s: the events secret is not used with oidc", f, v.Secret.SecretName)
+			}
+		}
+	}
+	if n := len(byKind(objs, "eventing.knative.dev/v1alpha1", "EventPolicy")); n != 3 {
+		t.Errorf("%d EventPolicies, want the functions', the Triggers' replies and the Rucio bridge's", n)
 	}
 }

@@ -116,6 +116,8 @@ func newTyped(apiVersion, kind string) (any, error) {
 		return &autoscalingv2.HorizontalPodAutoscaler{}, nil
 	case "networking.k8s.io/v1 Ingress":
 		return &networkingv1.Ingress{}, nil
+	case "networking.k8s.io/v1 NetworkPolicy":
+		return &networkingv1.NetworkPolicy{}, nil
 	case "serving.knative.dev/v1 Service":
 		return &servingv1.Service{}, nil
 	case "gateway.networking.k8s.io/v1 Gateway":
@@ -130,6 +132,8 @@ func newTyped(apiVersion, kind string) (any, error) {
 		return &trigger{}, nil
 	case "sources.knative.dev/v1 SinkBinding":
 		return &sinkBinding{}, nil
+	case "eventing.knative.dev/v1alpha1 EventPolicy":
+		return &eventPolicy{}, nil
 	}
 	return nil, fmt.Errorf("no Go type known for apiVersion %q kind %q", apiVersion, kind)
 }
@@ -304,6 +308,28 @@ func checkReferences(t testing.TB, src string, objs []object, external ...string
 			if c := v.PersistentVolumeClaim; c != nil {
 				if _, ok := find(objs, "v1", "PersistentVolumeClaim", c.ClaimName); !ok {
 					t.Errorf("%s: %s mounts claim %q, which is not defined", src, name, c.ClaimName)
+				}
+			}
+			if s := v.Secret; s != nil {
+				if len(s.Items) == 0 && !hasSecret(s.SecretName, "") {
+					t.Errorf("%s: %s mounts Secret %q, which is not defined", src, name, s.SecretName)
+				}
+				for _, item := range s.Items {
+					if !hasSecret(s.SecretName, item.Key) {
+						t.Errorf("%s: %s mounts key %q of Secret %q, which is not defined", src, name, item.Key, s.SecretName)
+					}
+				}
+			}
+			if p := v.Projected; p != nil {
+				for _, src2 := range p.Sources {
+					// kube-root-ca.crt is in every namespace (Kubernetes puts it there).
+					if c := src2.ConfigMap; c != nil && c.Name != "kube-root-ca.crt" {
+						for _, item := range c.Items {
+							if !hasConfigMap(c.Name, item.Key) {
+								t.Errorf("%s: %s projects key %q of ConfigMap %q, which is not defined", src, name, item.Key, c.Name)
+							}
+						}
+					}
 				}
 			}
 		}

@@ -146,6 +146,9 @@ func leafContext(key string) map[string]any {
 		}
 	}
 	switch {
+	case key == "knative.eventing.rucioSenders":
+		set("knative.enabled", true)
+		set("config.events.auth", "oidc")
 	case strings.HasPrefix(key, "knative.eventing.kafka.") && key != "knative.eventing.kafka.bootstrapServers":
 		set("knative.enabled", true)
 	case key == "knative.eventing.kafka.bootstrapServers":
@@ -165,6 +168,9 @@ func leafContext(key string) map[string]any {
 		set("ingress.enabled", false) // the ingress refuses paths to a disabled function
 	case key == "jupyterhub.existingSecretKey":
 		set("jupyterhub.existingSecret", "site-hub")
+	case key == "config.events.existingSecretKey":
+		set("config.events.existingSecret", "site-events")
+
 	case key == "podDisruptionBudget.maxUnavailable" || strings.HasPrefix(key, "autoscaling.target"):
 		// rendered in Deployment mode, the default
 	}
@@ -198,7 +204,13 @@ func changedValue(key string, def any, n int) (v any, sentinel string) {
 	case key == "config.authMode":
 		return "jupyterhub", ""
 	case key == "config.events.auth":
-		return "hmac", ""
+		return "none", ""
+	case key == "config.events.hmacSecret":
+		return strings.Repeat(s, 6), s
+	case key == "config.events.oidcIssuer":
+		return "https://" + s, s
+	case key == "knative.eventing.rucioSenders":
+		return []any{"system:serviceaccount:rucio:" + s}, s
 	case key == "config.maxPathDepth":
 		return 37, "37"
 	case key == "service.type":
@@ -319,7 +331,7 @@ func TestChartReadme(t *testing.T) {
 	}
 	rows := map[string]string{} // key -> default as written
 	for _, m := range regexp.MustCompile("(?m)^\\| `([^`]+)` \\| [a-z]+ \\| `([^`]*)` \\|").FindAllStringSubmatch(string(readme), -1) {
-		rows[m[1]] = m[2]
+		rows[m[1]] = strings.ReplaceAll(m[2], `\|`, "|") // a | in a table cell is written \|
 	}
 	for _, l := range leaves(values, nil) {
 		key := readmeKey(l.path)

@@ -142,10 +142,15 @@ func checkRestrictedContainer(t *testing.T, what string, c *corev1.Container) {
 // checkKnativeServices checks the Knative Services of the functions: scale
 // to zero with a ceiling, a hard concurrency limit and a target below it,
 // the request timeout within Knative's default maximum, readiness without
-// a period (Knative's aggressive probing at cold start), jupyter
-// cluster-local.
+// a period (Knative's aggressive probing at cold start), every function
+// cluster-local (and every other Knative Service: the dead-letter sink).
 func checkKnativeServices(t *testing.T, src string, objs []object, name func(string) string) {
 	t.Helper()
+	for _, o := range byKind(objs, "serving.knative.dev/v1", "Service") {
+		if o.Meta.Labels["networking.knative.dev/visibility"] != "cluster-local" {
+			t.Errorf("%s: Knative Service %s is not cluster-local", src, o.Name)
+		}
+	}
 	for _, f := range functionNames {
 		o, ok := find(objs, "serving.knative.dev/v1", "Service", name(f))
 		if !ok {
@@ -170,13 +175,13 @@ func checkKnativeServices(t *testing.T, src string, objs []object, name func(str
 		if p := spec.Containers[0].ReadinessProbe; p != nil && (p.PeriodSeconds != 0 || p.FailureThreshold != 0 || p.TimeoutSeconds != 0) {
 			t.Errorf("%s: %s: readiness probe period %d: Knative probes aggressively only when it is unset", src, f, p.PeriodSeconds)
 		}
-		local := svc.Labels["networking.knative.dev/visibility"] == "cluster-local"
-		if local != (f == "jupyter") {
-			t.Errorf("%s: %s: cluster-local is %v", src, f, local)
+		// Not on Knative's external domain: the route publishes what is public.
+		if svc.Labels["networking.knative.dev/visibility"] != "cluster-local" {
+			t.Errorf("%s: %s is not cluster-local: Knative would publish it, POST / included, on its external domain", src, f)
 		}
 		for _, v := range spec.Volumes {
-			if v.PersistentVolumeClaim == nil {
-				t.Errorf("%s: %s: volume %s is not a claim", src, f, v.Name)
+			if v.PersistentVolumeClaim == nil && v.Secret == nil && v.Projected == nil {
+				t.Errorf("%s: %s: volume %s is neither a claim nor the events' credentials", src, f, v.Name)
 			}
 		}
 	}

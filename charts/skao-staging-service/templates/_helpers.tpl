@@ -170,7 +170,7 @@ after changing it.
 */}}
 {{- define "staging.checksums" -}}
 checksum/config: {{ include (print .Template.BasePath "/configmap.yaml") . | sha256sum }}
-checksum/secrets: {{ pick .Values "mysql" "externalDatabase" "jupyterhub" | toJson | sha256sum }}
+checksum/secrets: {{ dict "v" (pick .Values "mysql" "externalDatabase" "jupyterhub") "events" .Values.config.events | toJson | sha256sum }}
 {{- end -}}
 
 {{/* What every function's pod spec shares besides its container. */}}
@@ -228,6 +228,17 @@ env:
         name: {{ $v.externalDatabase.existingSecret | default (printf "%s-database" (include "staging.fullname" $root)) }}
         key: {{ if $v.externalDatabase.existingSecret }}{{ $v.externalDatabase.existingSecretKey }}{{ else }}DATABASE_URL{{ end }}
   {{- end }}
+  {{- if and (eq $f.name "logs") (eq $v.config.events.auth "hmac") }}
+  # The logs function neither takes nor sends events: it does not get the
+  # events' secret (EVENT_AUTH's checks never run there).
+  - name: EVENT_HMAC_SECRET_FILE
+    value: ""
+  {{- end }}
+  {{- if and (ne $f.name "logs") (eq $v.config.events.auth "oidc") }}
+  # This function's audience: the one its Triggers name (eventing.yaml).
+  - name: EVENT_OIDC_AUDIENCE
+    value: {{ include "staging.eventAudience" (dict "root" $root "f" $f.name) | quote }}
+  {{- end }}
   {{- if eq $f.name "jupyter" }}
   - name: JUPYTERHUB_API_TOKEN
     valueFrom:
@@ -277,12 +288,29 @@ volumeMounts:
     readOnly: true
     {{- end }}
   {{- end }}
+  {{- if eq $v.config.events.auth "hmac" }}
+  # EVENT_HMAC_SECRET_FILE: the secret that signs and verifies events.
+  - name: event-secret
+    mountPath: {{ include "staging.eventSecretDir" . }}
+    readOnly: true
+  {{- else if eq $v.config.events.auth "oidc" }}
+  # EVENT_TOKEN_FILE: a token for the Broker's audience, which this
+  # function's own events carry; and the pod's API token and the cluster's
+  # CA, with which it reads the issuer's keys from the API server.
+  - name: broker-token
+    mountPath: {{ include "staging.brokerTokenDir" . }}
+    readOnly: true
+  - name: api-access
+    mountPath: /var/run/secrets/kubernetes.io/serviceaccount
+    readOnly: true
+  {{- end }}
 {{- end }}
 {{- end -}}
 
-{{/* A function's volumes: one claim per mounted storage; none for logs, which reads only the store. */}}
+{{/* A function's volumes: one claim per mounted storage and the events' credentials; none for logs, which reads only the store. */}}
 {{- define "staging.volumes" -}}
 {{- $root := .root -}}
+{{- $v := $root.Values -}}
 {{- if ne .f.name "logs" }}
 volumes:
 {{- range $s := include "staging.storages" $root | fromJsonArray }}
@@ -293,7 +321,123 @@ volumes:
       readOnly: true
       {{- end }}
 {{- end }}
+{{- if eq $v.config.events.auth "hmac" }}
+  - name: event-secret
+    secret:
+      secretName: {{ include "staging.eventSecret" $root }}
+      items:
+        - key: {{ if $v.config.events.existingSecret }}{{ $v.config.events.existingSecretKey }}{{ else }}hmac-secret{{ end }}
+          path: hmac-secret
+{{- else if eq $v.config.events.auth "oidc" }}
+  - name: broker-token
+    projected:
+      sources:
+        - serviceAccountToken:
+            audience: {{ include "staging.brokerAudience" $root }}
+            expirationSeconds: 3600
+            path: token
+  - name: api-access
+    projected:
+      sources:
+        - serviceAccountToken:
+            expirationSeconds: 3600
+            path: token
+        - configMap:
+            name: kube-root-ca.crt
+            items:
+              - key: ca.crt
+                path: ca.crt
 {{- end }}
+{{- end }}
+{{- end -}}
+
+{{/* Where the events' secret and the Broker's token are mounted. */}}
+{{- define "staging.eventSecretDir" -}}/etc/skao-staging/events{{- end -}}
+{{- define "staging.brokerTokenDir" -}}/var/run/skao-staging/broker{{- end -}}
+
+{{/* The Secret holding the events' HMAC secret (config.events.auth=hmac). */}}
+{{- define "staging.eventSecret" -}}
+{{- .Values.config.events.existingSecret | default (printf "%s-events" (include "staging.fullname" .)) -}}
+{{- end -}}
+
+{{/*
+The Broker's OIDC audience, as Knative Eventing names it
+(<group>/<kind>/<namespace>/<name>, lower case): what the functions' tokens
+for K_SINK carry.
+*/}}
+{{- define "staging.brokerAudience" -}}
+{{- printf "eventing.knative.dev/broker/%s/%s" .Release.Namespace (include "staging.fullname" .) | lower -}}
+{{- end -}}
+
+{{/*
+A function's audience for events (EVENT_OIDC_AUDIENCE), which its Triggers
+name as their subscriber's: in Eventing's form for its Knative Service; the
+jupyter function's is the Broker's, because it also takes the stage
+function's hand-offs, which carry the one token the functions hold (for
+the Broker). Pass (dict "root" $ "f" "stage").
+*/}}
+{{- define "staging.eventAudience" -}}
+{{- if eq .f "jupyter" -}}
+{{- include "staging.brokerAudience" .root -}}
+{{- else -}}
+{{- printf "serving.knative.dev/service/%s/%s-%s" .root.Release.Namespace (include "staging.fullname" .root) .f | lower -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+A Trigger's name, pass (dict "root" $ "t" "copy"; t at most 7 characters):
+at most 29 characters,
+so that the OIDC service account Knative Eventing makes for it,
+<name>-oidc-eventing.knative.dev-trigger, stays within 63 characters and is
+not shortened with a hash (which EVENT_SENDERS could not name). A longer
+<fullname>-<t> keeps the start of the fullname and a hash of all of it.
+*/}}
+{{- define "staging.triggerName" -}}
+{{- $fullname := include "staging.fullname" .root -}}
+{{- $name := printf "%s-%s" $fullname .t -}}
+{{- if gt (len $name) 29 -}}
+{{- /* 29 - 8 (the hash) - 2 (dashes) - 7 (the longest suffix, symlink, jupyter) */ -}}
+{{- $name = printf "%s-%s-%s" ($fullname | trunc 12 | trimSuffix "-") (sha256sum $fullname | trunc 8) .t -}}
+{{- end -}}
+{{- $name -}}
+{{- end -}}
+
+{{/* The Triggers, as a list of [name suffix, function, stagingmethod ("" for Rucio's transfer-done)]. */}}
+{{- define "staging.triggers" -}}
+{{- $triggers := list (list "copy" "stage" "local_copy") (list "symlink" "stage" "local_symlink") -}}
+{{- if .Values.functions.jupyter.enabled -}}
+{{- $triggers = append $triggers (list "jupyter" "jupyter" "jupyter_copy") -}}
+{{- end -}}
+{{- $triggers = append $triggers (list "rucio" "stage" "") -}}
+{{- toJson $triggers -}}
+{{- end -}}
+
+{{/*
+EVENT_SENDERS with config.events.auth=oidc: config.events.senders, else who
+sends the events the functions take: the Triggers, with the service
+accounts Eventing makes for them, and the functions' own (the stage
+function's hand-offs of jupyter_copy).
+*/}}
+{{- define "staging.eventSenders" -}}
+{{- $v := .Values -}}
+{{- if or $v.config.events.senders (ne $v.config.events.auth "oidc") -}}
+{{- $v.config.events.senders -}}
+{{- else -}}
+{{- $root := . -}}
+{{- $sa := printf "system:serviceaccount:%s:" .Release.Namespace -}}
+{{- $requests := list -}}
+{{- $rucio := list -}}
+{{- range $t := include "staging.triggers" . | fromJsonArray -}}
+{{- $sub := printf "%s%s-oidc-eventing.knative.dev-trigger" $sa (include "staging.triggerName" (dict "root" $root "t" (index $t 0))) -}}
+{{- if index $t 2 -}}
+{{- $requests = append $requests $sub -}}
+{{- else -}}
+{{- $rucio = append $rucio $sub -}}
+{{- end -}}
+{{- end -}}
+{{- $requests = append $requests (printf "%s%s" $sa (include "staging.serviceAccountName" .)) -}}
+{{- printf "org.skao.staging.request=%s;io.rucio.transfer-done=%s" (join "," $requests) (join "," $rucio) -}}
+{{- end -}}
 {{- end -}}
 
 {{/* The function an ingress path goes to: its `function`, else stage. */}}
@@ -311,4 +455,23 @@ volumes:
 {{/* A duration in seconds in ISO 8601, as Knative Eventing's delivery takes it. */}}
 {{- define "staging.isoSeconds" -}}
 PT{{ . }}S
+{{- end -}}
+
+{{/*
+config.events must be something the functions and the cluster can do: oidc
+is Knative Eventing's sender identity (a Broker and Triggers); an HMAC
+secret has at least 32 bytes a line.
+*/}}
+{{- define "staging.checkEvents" -}}
+{{- $e := .Values.config.events -}}
+{{- if and (eq $e.auth "oidc") (not (and .Values.knative.enabled .Values.knative.eventing.enabled)) -}}
+{{- fail "config.events.auth=oidc is Knative Eventing's sender identity: it needs knative.enabled and knative.eventing.enabled; use hmac otherwise" -}}
+{{- end -}}
+{{- if and (eq $e.auth "hmac") $e.hmacSecret -}}
+{{- range $line := splitList "\n" $e.hmacSecret -}}
+{{- if and (trim $line) (lt (len (trim $line)) 32) -}}
+{{- fail (printf "config.events.hmacSecret: a secret of %d bytes; at least 32 are required (e.g. openssl rand -hex 32)" (len (trim $line))) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
 {{- end -}}
