@@ -228,7 +228,7 @@ func TestOpenAPIContract(t *testing.T) {
 	t.Run("operations pages", func(t *testing.T) {
 		type page struct {
 			Operations []struct{ ID string } `json:"operations"`
-			Next       *string              `json:"next"`
+			Next       *string               `json:"next"`
 		}
 		var first, second page
 		must(t, json.Unmarshal(c.check(t, s.URL, exchange{method: "GET", path: "/operations?limit=1", status: 200}), &first))
