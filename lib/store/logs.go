@@ -100,8 +100,9 @@ func (s *Store) appendLogsInTx(ctx context.Context, records []logging.Record) er
 }
 
 // QueryLogs returns the records matching q, oldest first: the newest
-// q.Limit of them by time, or, when q.After is set, the first q.Limit after
-// that id in id order, so a follower pages through every new record.
+// q.Limit of them by time, or, when q.After or q.Ascending is set, the
+// first q.Limit after that id in id order, so a follower pages through
+// every new record.
 func (s *Store) QueryLogs(ctx context.Context, q logging.Query) ([]logging.Record, error) {
 	limit := q.Limit
 	if limit <= 0 {
@@ -120,7 +121,8 @@ func (s *Store) QueryLogs(ctx context.Context, q logging.Query) ([]logging.Recor
 		where = append(where, goqu.C("time").Gte(s.timeValue(q.Since)))
 	}
 	ds := s.gq.From(logTable).Prepared(true).Select(logColumns...).Where(where...).Limit(uint(limit))
-	if q.After > 0 {
+	ascending := q.After > 0 || q.Ascending
+	if ascending {
 		ds = ds.Where(goqu.C("id").Gt(q.After)).Order(goqu.C("id").Asc())
 	} else {
 		ds = ds.Order(goqu.C("time").Desc(), goqu.C("id").Desc())
@@ -145,7 +147,7 @@ func (s *Store) QueryLogs(ctx context.Context, q logging.Query) ([]logging.Recor
 	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("query logs: %w", err)
 	}
-	if q.After <= 0 {
+	if !ascending {
 		slices.Reverse(out)
 	}
 	return out, nil
