@@ -287,6 +287,7 @@ func checkLogsContract(t *testing.T, c *contract, s *stack) {
 			env[k] = v
 		}
 	}
+	env["MAX_LOG_STREAMS"] = "1"
 	logs := testenv.StartFunction(t, "logs", env)
 	for _, e := range []exchange{
 		{method: "GET", path: "/logs", status: 200},
@@ -330,4 +331,6 @@ func checkLogsContract(t *testing.T, c *contract, s *stack) {
 	if err := openapi3filter.ValidateResponse(ctx, out); err != nil {
 		t.Errorf("GET /logs?follow=true: the answer does not match openapi.json: %v", err)
 	}
+	// That stream is the one MAX_LOG_STREAMS allows.
+	c.check(t, logs.URL, exchange{method: "GET", path: "/logs?follow=true", status: 503})
 }
