@@ -68,7 +68,11 @@ func Open(ctx context.Context, databaseURL string) (*Store, error) {
 }
 
 func newStore(db *sql.DB, dialect string) *Store {
-	return &Store{db: db, dialect: dialect, gq: goqu.Dialect(dialect)}
+	s := &Store{db: db, dialect: dialect, gq: goqu.Dialect(dialect)}
+	if dialect == DialectSQLite {
+		s.commits = newCommitter(s)
+	}
+	return s
 }
 
 // mysqlConfig turns a mysql:// URL into a driver configuration. Errors never
