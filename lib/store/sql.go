@@ -30,7 +30,7 @@ type Store struct {
 	db      *sql.DB
 	dialect string
 	gq      goqu.DialectWrapper
-	stmts   sync.Map // query text -> *sql.Stmt, prepared once
+	stmts   sync.Map   // query text -> *sql.Stmt, prepared once
 	commits *committer // SQLite: writes committed in groups; nil for MySQL
 }
 
