@@ -38,9 +38,10 @@ const (
 var logInsertColumns = []any{"time", "level", "message", "function", "instance",
 	"operation_id", "username", "trace_id", "span_id", "attributes"}
 
-// logArgs are r's values in logInsertColumns order.
+// logArgs are r's values in logInsertColumns order. Levels above ERROR
+// are stored as ERROR, the highest level the service names.
 func (s *Store) logArgs(r logging.Record) []any {
-	return []any{s.timeValue(r.Time), int(r.Level), clip(r.Message, maxLogMessage), clip(r.Function, 64),
+	return []any{s.timeValue(r.Time), int(min(r.Level, slog.LevelError)), clip(r.Message, maxLogMessage), clip(r.Function, 64),
 		clip(r.Instance, 255), clip(r.Operation, 64), clip(r.Username, 255), clip(r.TraceID, 32),
 		clip(r.SpanID, 16), attrsText(r.Attrs)}
 }
@@ -104,29 +105,7 @@ func (s *Store) appendLogsInTx(ctx context.Context, records []logging.Record) er
 // first q.Limit after that id in id order, so a follower pages through
 // every new record.
 func (s *Store) QueryLogs(ctx context.Context, q logging.Query) ([]logging.Record, error) {
-	limit := q.Limit
-	if limit <= 0 {
-		limit = 1000
-	}
-	var where []exp.Expression
-	if q.Level != nil {
-		where = append(where, goqu.C("level").Gte(int(q.Level.Level())))
-	}
-	for col, v := range map[string]string{"username": q.Username, "operation_id": q.Operation, "function": q.Function} {
-		if v != "" {
-			where = append(where, goqu.C(col).Eq(v))
-		}
-	}
-	if !q.Since.IsZero() {
-		where = append(where, goqu.C("time").Gte(s.timeValue(q.Since)))
-	}
-	ds := s.gq.From(logTable).Prepared(true).Select(logColumns...).Where(where...).Limit(uint(limit))
-	ascending := q.After > 0 || q.Ascending
-	if ascending {
-		ds = ds.Where(goqu.C("id").Gt(q.After)).Order(goqu.C("id").Asc())
-	} else {
-		ds = ds.Order(goqu.C("time").Desc(), goqu.C("id").Desc())
-	}
+	ds, ascending := s.logsQuery(q)
 	query, args, err := ds.ToSQL()
 	if err != nil {
 		return nil, fmt.Errorf("query logs: build query: %w", err)
@@ -151,6 +130,41 @@ func (s *Store) QueryLogs(ctx context.Context, q logging.Query) ([]logging.Recor
 		slices.Reverse(out)
 	}
 	return out, nil
+}
+
+// logsQuery is QueryLogs's query, and whether it reads in id order.
+func (s *Store) logsQuery(q logging.Query) (*goqu.SelectDataset, bool) {
+	limit := q.Limit
+	if limit <= 0 {
+		limit = 1000
+	}
+	var where []exp.Expression
+	switch {
+	case q.Level == nil:
+	case q.Level.Level() >= slog.LevelError:
+		// Levels are stored up to ERROR (logArgs), so at least ERROR is
+		// exactly ERROR: one value of the (level, time) index, which then
+		// gives the order, however many such records there are.
+		where = append(where, goqu.C("level").Eq(int(slog.LevelError)))
+	default:
+		where = append(where, goqu.C("level").Gte(int(q.Level.Level())))
+	}
+	for col, v := range map[string]string{"username": q.Username, "operation_id": q.Operation, "function": q.Function} {
+		if v != "" {
+			where = append(where, goqu.C(col).Eq(v))
+		}
+	}
+	if !q.Since.IsZero() {
+		where = append(where, goqu.C("time").Gte(s.timeValue(q.Since)))
+	}
+	ds := s.gq.From(logTable).Prepared(true).Select(logColumns...).Where(where...).Limit(uint(limit))
+	ascending := q.After > 0 || q.Ascending
+	if ascending {
+		ds = ds.Where(goqu.C("id").Gt(q.After)).Order(goqu.C("id").Asc())
+	} else {
+		ds = ds.Order(goqu.C("time").Desc(), goqu.C("id").Desc())
+	}
+	return ds, ascending
 }
 
 // LastLogID returns the highest log id, 0 when there is none.

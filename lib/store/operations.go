@@ -237,6 +237,11 @@ const DefaultLimit = 100
 // f.After when it is set: keyset pagination on (created_at, id), which the
 // indexes of migration 00005 serve for every filter the API offers.
 func (s *Store) List(ctx context.Context, f staging.Filter) ([]staging.Operation, error) {
+	return s.query(ctx, "list operations", s.listQuery(f))
+}
+
+// listQuery is List's query.
+func (s *Store) listQuery(f staging.Filter) *goqu.SelectDataset {
 	limit := f.Limit
 	if limit <= 0 {
 		limit = DefaultLimit
@@ -257,7 +262,7 @@ func (s *Store) List(ctx context.Context, f staging.Filter) ([]staging.Operation
 		ds = ds.Where(goqu.C("created_at").Lte(t), goqu.Or(
 			goqu.C("created_at").Lt(t), goqu.C("id").Lt(f.After.ID)))
 	}
-	return s.query(ctx, "list operations", ds)
+	return ds
 }
 
 // Stale returns up to limit running operations whose heartbeat is older
@@ -286,10 +291,13 @@ func (s *Store) PendingBefore(ctx context.Context, before time.Time, waiting boo
 // PendingByDID returns up to limit operations waiting for did's replica,
 // oldest first.
 func (s *Store) PendingByDID(ctx context.Context, did string, limit int) ([]staging.Operation, error) {
-	ds := s.gq.From(table).Prepared(true).Select(columns...).
+	return s.query(ctx, "pending operations for "+did, s.pendingByDIDQuery(did, limit))
+}
+
+func (s *Store) pendingByDIDQuery(did string, limit int) *goqu.SelectDataset {
+	return s.gq.From(table).Prepared(true).Select(columns...).
 		Where(goqu.C("did").Eq(did), goqu.C("status").Eq(string(staging.StatusPending))).
 		Order(goqu.C("created_at").Asc(), goqu.C("id").Asc()).Limit(uint(limit))
-	return s.query(ctx, "pending operations for "+did, ds)
 }
 
 // query runs a select of columns and scans the operations.
