@@ -226,13 +226,13 @@ func (m *MemStore) List(ctx context.Context, f staging.Filter) ([]staging.Operat
 	}
 	return m.list("List", func(o *staging.Operation) bool {
 		return (f.Username == "" || o.Username == f.Username) && (f.Status == "" || o.Status == f.Status) &&
-			(f.After.IsZero() || before(o, f.After))
+			(f.After.IsZero() || pastCursor(o, f.After))
 	}, true, limit)
 }
 
-// before reports whether o comes after c in the newest-first order, at
-// the microseconds the SQL store keeps.
-func before(o *staging.Operation, c staging.Cursor) bool {
+// pastCursor reports whether o comes after c in the newest-first order,
+// at the microseconds the SQL store keeps.
+func pastCursor(o *staging.Operation, c staging.Cursor) bool {
 	t := o.CreatedAt.UTC().Truncate(time.Microsecond)
 	return t.Before(c.CreatedAt) || (t.Equal(c.CreatedAt) && o.ID < c.ID)
 }
