@@ -5,7 +5,7 @@
 GO ?= go
 FUNCTIONS := stage logs jupyter
 
-.PHONY: run test test-deps bench build vet clean reliability
+.PHONY: run test test-deps bench build vet clean reliability scale
 
 ## run: the service on http://127.0.0.1:$${PORT:-8000} with sample data under ./.data
 run: build
@@ -28,6 +28,11 @@ test-deps:
 ## bench: performance figures side by side with cp, as a table
 bench: build
 	$(GO) run ./internal/bench
+
+## scale: a store of millions (10M operations, 50M log records in a throwaway MariaDB under .data) vs a small one, the same requests side by side; table into README.md. SCALE_FACTOR=0.1 for a tenth
+SCALE_FACTOR ?= 1
+scale: build
+	$(GO) run ./internal/scale -factor $(SCALE_FACTOR)
 
 ## reliability: the fault, load and hostile-input suite at full size, then every fuzz target for $$FUZZTIME (30s); figures in internal/reliability/last-run.md
 reliability: test-deps

@@ -13,7 +13,7 @@ targets=(
 	lib/methods:FuzzStagePaths
 	lib/rucio:FuzzParseDID
 	lib/rucio:FuzzParseTransferDone
-	lib/events:FuzzDecode
+	lib/events:FuzzDecodeRequest
 	functions/stage:FuzzDecodeItems
 	functions/stage:FuzzStageRequest
 )

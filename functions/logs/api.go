@@ -1,10 +1,7 @@
 package main
 
 import (
-	"context"
-	"encoding/json"
 	"fmt"
-	"log/slog"
 	"mime"
 	"net/http"
 	"regexp"
@@ -14,6 +11,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/ska-telescope/skao-staging-service/lib/auth"
 	"github.com/ska-telescope/skao-staging-service/lib/httpx"
 	"github.com/ska-telescope/skao-staging-service/lib/logging"
 	"github.com/ska-telescope/skao-staging-service/lib/staging"
@@ -25,10 +23,11 @@ const (
 	maxLimit     = 10_000
 )
 
-// Following: how often the store is asked for new records, how long a
-// record may take to become visible after a later id did (concurrent MySQL
-// inserts may commit out of id order), and how often an idle stream gets a
-// comment so proxies keep it open.
+// Following: how often the process's poller asks the store for new
+// records (once for every stream), how long a record may take to become
+// visible after a later id did (concurrent MySQL inserts may commit out of
+// id order), and how often an idle stream gets a comment so proxies keep
+// it open.
 var (
 	pollEvery   = 250 * time.Millisecond
 	settle      = time.Second
@@ -38,10 +37,23 @@ var (
 
 var functionName = regexp.MustCompile(`^[a-z][a-z0-9-]{0,63}$`)
 
-type api struct{ store logging.Store }
+type api struct {
+	store logging.Store
+	auth  auth.Authenticator
+	hub   *hub
+}
 
-func routes(store logging.Store) http.Handler {
-	a := &api{store: store}
+// routes serves GET /logs over store to the callers authn establishes, with
+// at most maxStreams live streams at once.
+func routes(store logging.Store, authn auth.Authenticator, maxStreams int) http.Handler {
+	return newAPI(store, authn, maxStreams).handler()
+}
+
+func newAPI(store logging.Store, authn auth.Authenticator, maxStreams int) *api {
+	return &api{store: store, auth: authn, hub: newHub(store, maxStreams)}
+}
+
+func (a *api) handler() http.Handler {
 	m := httpx.NewMux()
 	m.Route(http.MethodGet, "/logs", a.logs)
 	return m
@@ -132,11 +144,27 @@ func acceptsJSON(r *http.Request) bool {
 }
 
 // logs is GET /logs: the newest records, oldest first, or a live stream.
+// Reads are scoped like writes: a caller sees the records about
+// themselves, an admin everyone's.
 func (a *api) logs(w http.ResponseWriter, r *http.Request) {
 	req, err := parse(r)
 	if err != nil {
 		httpx.Error(w, err)
 		return
+	}
+	caller, err := a.auth.Caller(r.Context(), auth.Token(r, ""))
+	if err != nil {
+		httpx.Error(w, err)
+		return
+	}
+	if !caller.Admin {
+		if req.query.Username == "" {
+			req.query.Username = caller.Name
+		}
+		if err := staging.AuthorizeRead(caller, req.query.Username); err != nil {
+			httpx.Error(w, err)
+			return
+		}
 	}
 	if req.follow {
 		a.follow(w, r, req)
@@ -163,6 +191,8 @@ func (a *api) logs(w http.ResponseWriter, r *http.Request) {
 // follow streams the newest records, then every new one, as server-sent
 // events (id = record id, data = the text line or the JSON record) until the
 // client leaves. A client reconnecting with Last-Event-ID resumes after it.
+// New records come from the process's one poller (hub); the stream itself
+// reads the store only when it starts.
 func (a *api) follow(w http.ResponseWriter, r *http.Request, req *request) {
 	ctx := r.Context()
 	flusher, ok := w.(http.Flusher)
@@ -170,27 +200,35 @@ func (a *api) follow(w http.ResponseWriter, r *http.Request, req *request) {
 		httpx.Error(w, staging.Errorf(staging.Internal, "streaming is not supported here"))
 		return
 	}
-	var cursor int64
-	var first []logging.Record
+	resume := int64(-1)
 	if v := r.Header.Get("Last-Event-ID"); v != "" {
 		n, err := strconv.ParseInt(v, 10, 64)
 		if err != nil || n < 0 {
 			httpx.Error(w, staging.Errorf(staging.Invalid, "Last-Event-ID must be a record id"))
 			return
 		}
-		cursor = n
-	} else {
-		last, err := a.store.LastLogID(ctx)
-		if err == nil {
-			first, err = a.store.QueryLogs(ctx, req.query)
-		}
-		if err != nil {
+		resume = n
+	}
+	filters := req.query
+	filters.Limit, filters.After = 0, 0
+	s, floor, cursor, err := a.hub.subscribe(ctx, filters, max(resume, 0))
+	if err != nil {
+		httpx.Error(w, err)
+		return
+	}
+	defer a.hub.unsubscribe(s)
+	// after: what the stream has covered; caught: ids it read itself that
+	// the hub may still hand out (those above the hub's settled floor).
+	after, caught := resume, map[int64]bool{}
+	var first []logging.Record
+	if resume < 0 {
+		if first, err = a.store.QueryLogs(ctx, req.query); err != nil {
 			httpx.Error(w, staging.DatabaseUnavailable(err))
 			return
 		}
-		cursor = last
+		after = cursor
 		for _, rec := range first {
-			cursor = max(cursor, rec.ID)
+			after = max(after, rec.ID)
 		}
 	}
 	h := w.Header()
@@ -198,104 +236,73 @@ func (a *api) follow(w http.ResponseWriter, r *http.Request, req *request) {
 	h.Set("Cache-Control", "no-cache")
 	h.Set("X-Accel-Buffering", "no") // proxies must not hold events back
 	w.WriteHeader(http.StatusOK)
-	send := func(rec logging.Record) error {
-		data := rec.Text()
-		if req.json {
-			b, err := json.Marshal(rec)
-			if err != nil {
-				return err
-			}
-			data = string(b)
+	send := func(rec *entry) error {
+		data, err := rec.data(req.json)
+		if err != nil {
+			return err
 		}
-		_, err := fmt.Fprintf(w, "id: %d\ndata: %s\n\n", rec.ID, data)
+		_, err = fmt.Fprintf(w, "id: %d\ndata: %s\n\n", rec.ID, data)
 		return err
 	}
-	for _, rec := range first {
-		if send(rec) != nil {
+	for i := range first {
+		if send(&entry{Record: first[i]}) != nil {
 			return
+		}
+	}
+	// A resumed stream reads what the hub handed out before it joined.
+	if after < cursor {
+		q := filters
+		q.Limit, q.After, q.Ascending = followBatch, after, true
+		for {
+			recs, err := a.store.QueryLogs(ctx, q)
+			if err != nil {
+				return // the client reconnects with its Last-Event-ID
+			}
+			for i := range recs {
+				if send(&entry{Record: recs[i]}) != nil {
+					return
+				}
+				if recs[i].ID > floor {
+					caught[recs[i].ID] = true
+				}
+			}
+			if len(recs) < q.Limit || recs[len(recs)-1].ID >= cursor {
+				break
+			}
+			q.After = recs[len(recs)-1].ID
 		}
 	}
 	flusher.Flush()
 
-	t := &tail{floor: cursor, cursor: cursor, sent: map[int64]bool{}}
-	poll := time.NewTicker(pollEvery)
-	defer poll.Stop()
-	idle := time.Now()
+	idle := time.NewTicker(keepAlive)
+	defer idle.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case <-poll.C:
-		}
-		recs, err := t.next(ctx, a.store, req.query)
-		if err != nil {
-			if ctx.Err() == nil {
-				slog.WarnContext(ctx, "follow logs", "error", err) // the store is back soon; keep the stream
-			}
-			continue
-		}
-		for _, rec := range recs {
-			if send(rec) != nil {
-				return
-			}
-		}
-		if len(recs) > 0 {
-			idle = time.Now()
-		} else if time.Since(idle) >= keepAlive {
+		case <-s.gone:
+			return // too slow: the client reconnects and catches up
+		case <-idle.C:
 			if _, err := fmt.Fprint(w, ": keep-alive\n\n"); err != nil {
 				return
 			}
-			idle = time.Now()
-		}
-		flusher.Flush()
-	}
-}
-
-// tail finds records not sent yet. It re-reads the last settle's worth of
-// ids, because a record inserted concurrently may become visible after one
-// with a higher id; sent remembers what it already gave out in that window.
-type tail struct {
-	floor, cursor int64 // everything up to floor is settled; cursor is the highest id sent
-	sent          map[int64]bool
-	marks         []mark
-}
-
-type mark struct {
-	at     time.Time
-	cursor int64
-}
-
-// next returns the matching records above floor not sent yet, in id order.
-func (t *tail) next(ctx context.Context, store logging.Store, q logging.Query) ([]logging.Record, error) {
-	var out []logging.Record
-	q.Limit, q.After = followBatch, t.floor
-	for {
-		recs, err := store.QueryLogs(ctx, q)
-		if err != nil {
-			return out, err
-		}
-		for _, rec := range recs {
-			if !t.sent[rec.ID] && rec.ID > t.floor {
-				t.sent[rec.ID] = true
-				t.cursor = max(t.cursor, rec.ID)
-				out = append(out, rec)
+			flusher.Flush()
+			continue
+		case rec := <-s.ch:
+			for more := true; more; {
+				if rec.ID > after && !caught[rec.ID] {
+					if send(rec) != nil {
+						return
+					}
+				}
+				select {
+				case rec = <-s.ch:
+				default:
+					more = false
+				}
 			}
 		}
-		if len(recs) < q.Limit {
-			break
-		}
-		q.After = recs[len(recs)-1].ID
+		flusher.Flush()
+		idle.Reset(keepAlive)
 	}
-	now := time.Now()
-	t.marks = append(t.marks, mark{now, t.cursor})
-	for len(t.marks) > 0 && now.Sub(t.marks[0].at) >= settle {
-		t.floor = max(t.floor, t.marks[0].cursor)
-		t.marks = t.marks[1:]
-	}
-	for id := range t.sent {
-		if id <= t.floor {
-			delete(t.sent, id)
-		}
-	}
-	return out, nil
 }

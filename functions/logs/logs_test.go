@@ -33,7 +33,7 @@ type cluster struct {
 	logs   *testenv.Process
 }
 
-func newCluster(t *testing.T) *cluster {
+func newCluster(t *testing.T, extra ...map[string]string) *cluster {
 	t.Helper()
 	dir := t.TempDir()
 	c := &cluster{db: testenv.MariaDB(t), source: filepath.Join(dir, "source")}
@@ -50,6 +50,11 @@ func newCluster(t *testing.T) *cluster {
 		"TARGET_STORAGE_PATH": filepath.Join(dir, "user_areas"),
 		"DATABASE_URL":        c.db,
 		"LOGGING_LEVEL":       "INFO",
+	}
+	for _, e := range extra {
+		for k, v := range e {
+			c.env[k] = v
+		}
 	}
 	c.logs = c.start(t, "logs", nil)
 	return c

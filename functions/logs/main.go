@@ -11,6 +11,10 @@ import (
 
 func main() {
 	function.Main("logs", func(f *function.Function) (http.Handler, error) {
-		return routes(f.Store), nil
+		authn, err := f.Authenticator()
+		if err != nil {
+			return nil, err
+		}
+		return routes(f.Store, authn, f.Config.MaxLogStreams), nil
 	})
 }

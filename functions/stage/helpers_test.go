@@ -99,7 +99,7 @@ func (s *stack) countOperations(t *testing.T) int {
 	return len(ops)
 }
 
-func must(t *testing.T, err error) {
+func must(t testing.TB, err error) {
 	t.Helper()
 	if err != nil {
 		t.Fatal(err)

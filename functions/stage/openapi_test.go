@@ -193,6 +193,7 @@ func TestOpenAPIContract(t *testing.T) {
 		{name: "operations by status", method: "GET", path: "/operations?status=failed", status: 200},
 		{name: "operations bad status", method: "GET", path: "/operations?status=bogus", status: 422, badRequest: true},
 		{name: "operations bad limit", method: "GET", path: "/operations?limit=0", status: 422, badRequest: true},
+		{name: "operations bad cursor", method: "GET", path: "/operations?cursor=bm90LWEtY3Vyc29y", status: 422},
 		{name: "unknown operation", method: "GET", path: "/operations/0d0f6b2e-4a8c-4a51-9f55-2a8b1d3c9e10", status: 404},
 
 		{name: "browse root", method: "GET", path: "/browse", status: 200},
@@ -226,6 +227,30 @@ func TestOpenAPIContract(t *testing.T) {
 			t.Fatalf("no operations: %+v", list)
 		}
 		c.check(t, s.URL, exchange{method: "GET", path: "/operations/" + url.PathEscape(list.Operations[0].ID), status: 200})
+	})
+
+	t.Run("operations pages", func(t *testing.T) {
+		type page struct {
+			Operations []struct{ ID string } `json:"operations"`
+			Next       *string               `json:"next"`
+		}
+		var first, second page
+		must(t, json.Unmarshal(c.check(t, s.URL, exchange{method: "GET", path: "/operations?limit=1", status: 200}), &first))
+		if first.Next == nil {
+			t.Fatalf("first page of one has no next: %+v", first)
+		}
+		must(t, json.Unmarshal(c.check(t, s.URL, exchange{method: "GET", path: "/operations?limit=1&cursor=" + url.QueryEscape(*first.Next), status: 200}), &second))
+		if len(second.Operations) != 1 || second.Operations[0].ID == first.Operations[0].ID {
+			t.Fatalf("second page %+v after %+v", second, first)
+		}
+		resp, err := http.Get(s.URL + "/operations?limit=1")
+		must(t, err)
+		resp.Body.Close()
+		etag := resp.Header.Get("ETag")
+		if etag == "" {
+			t.Fatal("no ETag")
+		}
+		c.check(t, s.URL, exchange{method: "GET", path: "/operations?limit=1", header: []string{"If-None-Match", etag}, status: 304})
 	})
 
 	t.Run("create-file disabled", func(t *testing.T) {
@@ -266,6 +291,7 @@ func checkLogsContract(t *testing.T, c *contract, s *stack) {
 			env[k] = v
 		}
 	}
+	env["MAX_LOG_STREAMS"] = "1"
 	logs := testenv.StartFunction(t, "logs", env)
 	for _, e := range []exchange{
 		{method: "GET", path: "/logs", status: 200},
@@ -309,4 +335,6 @@ func checkLogsContract(t *testing.T, c *contract, s *stack) {
 	if err := openapi3filter.ValidateResponse(ctx, out); err != nil {
 		t.Errorf("GET /logs?follow=true: the answer does not match openapi.json: %v", err)
 	}
+	// That stream is the one MAX_LOG_STREAMS allows.
+	c.check(t, logs.URL, exchange{method: "GET", path: "/logs?follow=true", status: 503})
 }

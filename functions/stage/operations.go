@@ -1,8 +1,12 @@
 package main
 
 import (
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/json"
 	"net/http"
 	"strconv"
+	"strings"
 
 	"github.com/ska-telescope/skao-staging-service/lib/httpx"
 	"github.com/ska-telescope/skao-staging-service/lib/staging"
@@ -48,8 +52,11 @@ func (a *api) allowedMethods(w http.ResponseWriter, r *http.Request) {
 	httpx.JSON(w, http.StatusOK, map[string]any{"allowed_methods": names})
 }
 
-// listOperations is GET /operations?username=&status=&limit=: the
-// caller's operations (anyone's for an admin), newest first.
+// listOperations is GET /operations?username=&status=&limit=&cursor=: one
+// page of the caller's operations (anyone's for an admin), newest first,
+// and the cursor of the next page. The answer carries an ETag of its
+// bytes: a client polling with If-None-Match gets 304 and no body while
+// nothing changed.
 func (a *api) listOperations(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	f := staging.Filter{Username: q.Get("username"), Status: staging.Status(q.Get("status")), Limit: 100}
@@ -61,17 +68,62 @@ func (a *api) listOperations(w http.ResponseWriter, r *http.Request) {
 		}
 		f.Limit = n
 	}
+	if v, ok := q["cursor"]; ok {
+		c, err := staging.DecodeCursor(v[0])
+		if err != nil {
+			httpx.Error(w, err)
+			return
+		}
+		f.After = c
+	}
 	caller, err := a.caller(r, "")
 	if err != nil {
 		httpx.Error(w, err)
 		return
 	}
-	ops, err := a.svc.Operations(r.Context(), caller, f)
+	page, err := a.svc.OperationsPage(r.Context(), caller, f, 0)
 	if err != nil {
 		httpx.Error(w, err)
 		return
 	}
-	httpx.JSON(w, http.StatusOK, map[string]any{"operations": ops})
+	var next *string
+	if page.Next != nil {
+		token := page.Next.Encode()
+		next = &token
+	}
+	body, err := json.Marshal(map[string]any{"operations": page.Operations, "next": next})
+	if err != nil {
+		httpx.Error(w, staging.Wrap(staging.Internal, "Cannot list operations", err))
+		return
+	}
+	sum := sha256.Sum256(body)
+	etag := `"` + base64.RawURLEncoding.EncodeToString(sum[:18]) + `"`
+	h := w.Header()
+	h.Set("ETag", etag)
+	h.Set("Cache-Control", "no-cache")
+	h.Set("Vary", "Authorization")
+	if matchesETag(r.Header.Values("If-None-Match"), etag) {
+		w.WriteHeader(http.StatusNotModified)
+		return
+	}
+	h.Set("Content-Type", "application/json")
+	h.Set("Content-Length", strconv.Itoa(len(body)+1))
+	w.WriteHeader(http.StatusOK)
+	w.Write(append(body, '\n'))
+}
+
+// matchesETag reports whether an If-None-Match header names etag (weak
+// comparison, as RFC 9110 asks for If-None-Match).
+func matchesETag(headers []string, etag string) bool {
+	for _, h := range headers {
+		for _, v := range strings.Split(h, ",") {
+			v = strings.TrimPrefix(strings.TrimSpace(v), "W/")
+			if v == etag || v == "*" {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // getOperation is GET /operations/<id>: one of the caller's operations.

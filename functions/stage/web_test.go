@@ -241,6 +241,21 @@ func TestWebPage(t *testing.T) {
 		}
 	})
 
+	t.Run("the history asks with its ETag and is answered 304 while nothing changes", func(t *testing.T) {
+		p.wait(t, "three 304 answers in a row to the history's polls", `(() => {
+			const polls = performance.getEntriesByType("resource").filter((e) => e.name.includes("/operations?"));
+			return polls.length >= 3 && polls.slice(-3).every((e) => e.responseStatus === 304);
+		})()`)
+		// An answer with content comes again once something changes.
+		p.set(t, "#source", "samples/hello.txt")
+		p.set(t, "#target", "hello-again.txt")
+		if kind, text := p.submit(t); kind != "success" {
+			t.Fatalf("answer %s %q", kind, text)
+		}
+		p.historyRow(t, "the new history row", "#history-table tbody tr",
+			`row.dataset.status === "success" && row.innerText.includes("hello-again.txt")`)
+	})
+
 	t.Run("direct_download saves the identical file", func(t *testing.T) {
 		dir := t.TempDir()
 		_, err := chromedp.CallBrowser(p.ctx, browser.SetDownloadBehavior, browser.SetDownloadBehaviorParams{

@@ -11,15 +11,18 @@
 //     store vs to stdout only (requests/s)
 //  7. jupyter_copy of a 200 MiB file through a real JupyterHub vs curl
 //     uploading the same chunks (MB/s), with the jupyter function's peak RSS
+//  8. row 3's requests from 32 clients over two stage processes sharing one
+//     MariaDB vs io.Copy on 32 goroutines
 //
 // It runs bin/stage (so `make build` first; `make bench` does both) from the
 // repository root, works in a temporary directory on the repository's
 // filesystem (the system's temporary folder if it is there, else .data),
 // removes it afterwards, logs progress to stderr, prints the table to stdout
-// and writes it to bench-results/latest.md. The ratio is always service /
-// baseline.
+// and writes it to bench-results/latest.md and, after a full run of every
+// row, into README.md between the bench markers. The ratio is always
+// service / baseline.
 //
-//	go run ./internal/bench [-quick] [-only=N]
+//	go run ./internal/bench [-quick] [-only=N] [-readme=false]
 package main
 
 import (
@@ -62,22 +65,23 @@ type row struct {
 
 func main() {
 	quickFlag := flag.Bool("quick", false, "smaller run for trying it out (64 MiB file, 1,000 files, 2,000 requests)")
-	only := flag.Int("only", 0, "run only this row (1-7)")
+	only := flag.Int("only", 0, "run only this row (1-8)")
+	readme := flag.Bool("readme", true, "after a full run of every row, write the table into README.md")
 	flag.Parse()
-	if *only < 0 || *only > 7 {
-		fmt.Fprintln(os.Stderr, "bench: -only must be 1 to 7")
+	if *only < 0 || *only > 8 {
+		fmt.Fprintln(os.Stderr, "bench: -only must be 1 to 8")
 		os.Exit(2)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := run(ctx, *quickFlag, *only); err != nil {
+	if err := run(ctx, *quickFlag, *only, *readme); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
 	}
 }
 
-func run(ctx context.Context, quickRun bool, only int) error {
-	start := time.Now()
+func run(ctx context.Context, quickRun bool, only int, readme bool) error {
+	start, startLoad := time.Now(), loadAvg()
 	sz := full
 	if quickRun {
 		sz = quick
@@ -87,21 +91,23 @@ func run(ctx context.Context, quickRun bool, only int) error {
 		return err
 	}
 	defer b.close()
-	measures := []func(context.Context) (row, error){b.fileCopy, b.treeCopy, b.smallRequests, b.coldStart, b.peakMemory, b.loggingCost, b.jupyterCopy}
+	measures := []func(context.Context) (row, error){b.fileCopy, b.treeCopy, b.smallRequests, b.coldStart, b.peakMemory, b.loggingCost, b.jupyterCopy, b.replicas}
 	var rows []row
 	for i, measure := range measures {
 		if only != 0 && only != i+1 {
 			continue
 		}
+		logf("row %d of %d, load average %s", i+1, len(measures), loadAvg())
 		r, err := measure(ctx)
 		if err != nil {
 			return fmt.Errorf("row %d: %w", i+1, err)
 		}
 		rows = append(rows, r)
+		fmt.Fprint(os.Stderr, table([]row{r}))
 	}
-	out := table(rows) + fmt.Sprintf("\nratio = service / baseline. %s run of %s, %s, %s/%s, %d CPUs, took %s.\n",
+	out := table(rows) + fmt.Sprintf("\nratio = service / baseline. %s run of %s, %s, %s/%s, %d CPUs, load average %s at the start and %s at the end, took %s.\n",
 		map[bool]string{true: "Quick", false: "Full"}[quickRun], start.Format(time.RFC3339),
-		runtime.Version(), runtime.GOOS, runtime.GOARCH, runtime.NumCPU(), time.Since(start).Round(time.Second))
+		runtime.Version(), runtime.GOOS, runtime.GOARCH, runtime.NumCPU(), startLoad, loadAvg(), time.Since(start).Round(time.Second))
 	fmt.Print(out)
 	dir := filepath.Join(b.root, "bench-results")
 	if err := os.MkdirAll(dir, 0o755); err != nil {
@@ -110,7 +116,36 @@ func run(ctx context.Context, quickRun bool, only int) error {
 	if err := os.WriteFile(filepath.Join(dir, "latest.md"), []byte(out), 0o644); err != nil {
 		return fmt.Errorf("save results: %w", err)
 	}
+	if readme && !quickRun && only == 0 {
+		if err := replaceBetween(filepath.Join(b.root, "README.md"), "<!-- bench:start -->", "<!-- bench:end -->", out); err != nil {
+			return fmt.Errorf("write the table into README.md: %w", err)
+		}
+		logf("table written into README.md")
+	}
 	return nil
+}
+
+// loadAvg is the system's load average over 1, 5 and 15 minutes.
+func loadAvg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if f := strings.Fields(string(b)); err == nil && len(f) >= 3 {
+		return strings.Join(f[:3], ", ")
+	}
+	return "?"
+}
+
+// replaceBetween puts text between the marker lines start and end of path.
+func replaceBetween(path, start, end, text string) error {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	s := string(b)
+	i, j := strings.Index(s, start), strings.Index(s, end)
+	if i < 0 || j < i {
+		return fmt.Errorf("%s: no %s ... %s markers", path, start, end)
+	}
+	return os.WriteFile(path, []byte(s[:i+len(start)]+"\n"+text+s[j:]), 0o644)
 }
 
 // table renders rows as Markdown.

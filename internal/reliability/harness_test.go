@@ -157,6 +157,7 @@ func randomBytes(n int) []byte {
 // answer is one HTTP answer, decoded when it is JSON.
 type answer struct {
 	Status int
+	Header http.Header
 	Body   []byte
 	JSON   map[string]any
 	Took   time.Duration
@@ -202,7 +203,7 @@ func call(c *http.Client, method, url string, body any, header ...string) *answe
 		return &answer{Err: err, Took: time.Since(start)}
 	}
 	defer resp.Body.Close()
-	a := &answer{Status: resp.StatusCode}
+	a := &answer{Status: resp.StatusCode, Header: resp.Header}
 	a.Body, a.Err = io.ReadAll(resp.Body)
 	a.Took = time.Since(start)
 	if strings.HasPrefix(resp.Header.Get("Content-Type"), "application/json") {

@@ -157,6 +157,7 @@ func requireMariaDB(tb testing.TB) {
 type MariaDBServer struct {
 	dir   string
 	port  int
+	pool  string // innodb-buffer-pool-size
 	admin *sql.DB
 	seq   atomic.Int64
 
@@ -166,8 +167,14 @@ type MariaDBServer struct {
 }
 
 // startMariaDB creates a data directory and starts a server on it.
-func startMariaDB() (*MariaDBServer, error) {
-	dir, err := os.MkdirTemp("", "testenv-mariadb-")
+func startMariaDB() (*MariaDBServer, error) { return StartMariaDB("", "32M") }
+
+// StartMariaDB starts a throwaway server for a command (make bench, make
+// scale): its files in a new folder under parent (the system's temporary
+// folder when ""), an InnoDB buffer pool of pool (such as "32M" or "2G").
+// Remove stops it and deletes its files.
+func StartMariaDB(parent, pool string) (*MariaDBServer, error) {
+	dir, err := os.MkdirTemp(parent, "testenv-mariadb-")
 	if err != nil {
 		return nil, err
 	}
@@ -176,7 +183,7 @@ func startMariaDB() (*MariaDBServer, error) {
 		os.RemoveAll(dir)
 		return nil, err
 	}
-	s := &MariaDBServer{dir: dir, port: port}
+	s := &MariaDBServer{dir: dir, port: port, pool: pool}
 	cfg := mysql.NewConfig()
 	cfg.User = "root"
 	cfg.Net = "tcp"
@@ -214,7 +221,7 @@ func (s *MariaDBServer) serverOptions() []string {
 		"--datadir=" + filepath.Join(s.dir, "data"),
 		"--user=root",
 		"--skip-name-resolve",
-		"--innodb-buffer-pool-size=32M",
+		"--innodb-buffer-pool-size=" + s.pool,
 		"--innodb-log-file-size=16M",
 		"--character-set-server=utf8mb4",
 		"--collation-server=utf8mb4_general_ci",
@@ -358,6 +365,20 @@ func (s *MariaDBServer) Database(tb testing.TB) string {
 	}
 	return s.url(name)
 }
+
+// Remove kills the server and deletes its files.
+func (s *MariaDBServer) Remove() { s.remove() }
+
+// CreateDatabase makes database name and returns its URL.
+func (s *MariaDBServer) CreateDatabase(name string) (string, error) {
+	if _, err := s.admin.Exec("CREATE DATABASE `" + name + "`"); err != nil {
+		return "", fmt.Errorf("create database %s: %w", name, err)
+	}
+	return s.url(name), nil
+}
+
+// Dir is the folder of the server's files.
+func (s *MariaDBServer) Dir() string { return s.dir }
 
 // remove kills the server and deletes its files.
 func (s *MariaDBServer) remove() {

@@ -58,6 +58,7 @@ type Config struct {
 	PendingTTL         time.Duration // PENDING_TTL: how long a request waits for its replica, default 168h
 	HandoffTimeout     time.Duration // HANDOFF_TIMEOUT: how long an async request may wait to be picked up, default 15m
 	MaxPathDepth       int           // MAX_PATH_DEPTH: most folders in a request's path, default 64
+	MaxLogStreams      int           // MAX_LOG_STREAMS: most live log streams (GET /logs?follow=true) one logs function serves, default 1000
 
 	OIDC OIDC // AUTH_MODE=oidc
 	// Events says who may send events (EVENT_AUTH and the EVENT_* variables).
@@ -172,6 +173,9 @@ func Load(lookup func(string) (string, bool)) (*Config, error) {
 		return nil, fmt.Errorf("HANDOFF_TIMEOUT: %q is not a duration of at least 1s, such as 15m", get("HANDOFF_TIMEOUT", ""))
 	}
 	if c.MaxPathDepth, err = intVar("MAX_PATH_DEPTH", get("MAX_PATH_DEPTH", "64"), 1, 2048); err != nil {
+		return nil, err
+	}
+	if c.MaxLogStreams, err = intVar("MAX_LOG_STREAMS", get("MAX_LOG_STREAMS", "1000"), 1, 100_000); err != nil {
 		return nil, err
 	}
 	if c.SourceStoragePath != "" {

@@ -41,6 +41,9 @@ func TestLoadDefaults(t *testing.T) {
 	if c.HandoffTimeout != 15*time.Minute || c.MaxPathDepth != 64 {
 		t.Errorf("HandoffTimeout = %s, MaxPathDepth = %d, want 15m and 64", c.HandoffTimeout, c.MaxPathDepth)
 	}
+	if c.MaxLogStreams != 1000 {
+		t.Errorf("MaxLogStreams = %d, want 1000", c.MaxLogStreams)
+	}
 	if c.DatabaseURL != DefaultDatabaseURL || !strings.HasPrefix(c.DatabaseURL, "sqlite://") {
 		t.Errorf("DatabaseURL = %q, want %q", c.DatabaseURL, DefaultDatabaseURL)
 	}
@@ -236,6 +239,8 @@ func TestLoadErrors(t *testing.T) {
 		{"handoff timeout not a duration", base(env{"HANDOFF_TIMEOUT": "15"}), "HANDOFF_TIMEOUT", `"15"`},
 		{"handoff timeout too short", base(env{"HANDOFF_TIMEOUT": "10ms"}), "HANDOFF_TIMEOUT", ""},
 		{"path depth zero", base(env{"MAX_PATH_DEPTH": "0"}), "MAX_PATH_DEPTH", ""},
+		{"log streams zero", base(env{"MAX_LOG_STREAMS": "0"}), "MAX_LOG_STREAMS", ""},
+		{"log streams not a number", base(env{"MAX_LOG_STREAMS": "many"}), "MAX_LOG_STREAMS", ""},
 		{"path depth not a number", base(env{"MAX_PATH_DEPTH": "deep"}), "MAX_PATH_DEPTH", ""},
 		{"database postgres", base(env{"DATABASE_URL": "postgres://u:p@db/staging"}), "DATABASE_URL", ""},
 		{"database bare path", base(env{"DATABASE_URL": "/var/lib/staging.db"}), "DATABASE_URL", ""},

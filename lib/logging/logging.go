@@ -85,6 +85,9 @@ type Query struct {
 	Since     time.Time
 	After     int64
 	Limit     int
+	// Ascending asks for the first Limit records above After in id order
+	// (as any After above 0 does), also when After is 0.
+	Ascending bool
 }
 
 // Store keeps log records. It is separate from staging.Store: logs are not

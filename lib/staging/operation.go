@@ -74,6 +74,9 @@ type Filter struct {
 	Username string
 	Status   Status
 	Limit    int
+	// After continues a listing after that position (the last operation
+	// of the page before); the zero Cursor starts at the newest.
+	After Cursor
 }
 
 // Store keeps operations. It is the only state replicas share besides the
@@ -106,7 +109,9 @@ type Store interface {
 	// and no heartbeat since before, releasing its lock, and reports whether
 	// it did.
 	Abandon(ctx context.Context, id string, status Status, before time.Time, kind Kind, reason string) (bool, error)
-	// List returns operations matching f, newest first.
+	// List returns up to f.Limit operations matching f, newest first by
+	// (CreatedAt, ID), those after f.After when it is set. It reads only
+	// what it returns, through an index, however many operations there are.
 	List(ctx context.Context, f Filter) ([]Operation, error)
 	// Stale returns up to limit running operations whose heartbeat is
 	// older than before: their replicas died mid-staging.

@@ -141,6 +141,10 @@ func testLogsAfter(t *testing.T, s *Store) {
 	if page = mustQuery(t, s, logging.Query{After: page[1].ID}); len(page) != 0 {
 		t.Errorf("after the last id: %q, want nothing", messages(page))
 	}
+	// Ascending from the start: the first ids, not the newest times.
+	if page = mustQuery(t, s, logging.Query{Ascending: true, Limit: 2}); messages(page) != "a,b" {
+		t.Errorf("ascending from the start = %q, want a,b", messages(page))
+	}
 }
 
 func testLogsPrune(t *testing.T, s *Store) {

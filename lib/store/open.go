@@ -99,7 +99,11 @@ func (s *Store) Migrate(ctx context.Context) error {
 }
 
 func newStore(db *sql.DB, dialect, where string) *Store {
-	return &Store{db: db, dialect: dialect, gq: goqu.Dialect(dialect), where: where}
+	s := &Store{db: db, dialect: dialect, gq: goqu.Dialect(dialect), where: where}
+	if dialect == DialectSQLite {
+		s.commits = newCommitter(s)
+	}
+	return s
 }
 
 // mysqlConfig turns a mysql:// URL into a driver configuration. Errors never

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"strconv"
 	"time"
 
 	"github.com/doug-martin/goqu/v9"
@@ -29,6 +30,23 @@ var columns = []any{
 	"status", "message", "error_reason", "error_kind", "bytes", "bytes_done",
 	"created_at", "updated_at", "finished_at", "event_key", "target_lock", "did", "lease_owner",
 }
+
+// listColumns are columns as List reads them: the free texts cut short in
+// the database (to a few characters more than a listing shows), so that a
+// record written before requests had limits, with a path or a reason of
+// megabytes, costs a listing no more memory than any other.
+var listColumns = func() []any {
+	cut := map[string]int{"local_path_on_storage": 4100, "relative_path": 4100, "message": 1100,
+		"error_reason": 1100, "did": 400}
+	out := make([]any, len(columns))
+	for i, c := range columns {
+		out[i] = c
+		if n, ok := cut[c.(string)]; ok {
+			out[i] = goqu.L("SUBSTR(?, 1, "+strconv.Itoa(n)+")", goqu.C(c.(string))).As(c.(string))
+		}
+	}
+	return out
+}()
 
 // unfinished matches operations whose status is not final.
 var unfinished = goqu.C("status").In(string(staging.StatusPending), string(staging.StatusRunning))
@@ -215,13 +233,20 @@ func (s *Store) update(ctx context.Context, record goqu.Record, where ...exp.Exp
 // DefaultLimit is how many operations List returns when Filter.Limit is 0.
 const DefaultLimit = 100
 
-// List returns operations matching f, newest first.
+// List returns up to f.Limit operations matching f, newest first, after
+// f.After when it is set: keyset pagination on (created_at, id), which the
+// indexes of migration 00005 serve for every filter the API offers.
 func (s *Store) List(ctx context.Context, f staging.Filter) ([]staging.Operation, error) {
+	return s.query(ctx, "list operations", s.listQuery(f))
+}
+
+// listQuery is List's query.
+func (s *Store) listQuery(f staging.Filter) *goqu.SelectDataset {
 	limit := f.Limit
 	if limit <= 0 {
 		limit = DefaultLimit
 	}
-	ds := s.gq.From(table).Prepared(true).Select(columns...).
+	ds := s.gq.From(table).Prepared(true).Select(listColumns...).
 		Order(goqu.C("created_at").Desc(), goqu.C("id").Desc()).
 		Limit(uint(limit))
 	if f.Username != "" {
@@ -230,7 +255,14 @@ func (s *Store) List(ctx context.Context, f staging.Filter) ([]staging.Operation
 	if f.Status != "" {
 		ds = ds.Where(goqu.C("status").Eq(string(f.Status)))
 	}
-	return s.query(ctx, "list operations", ds)
+	if !f.After.IsZero() {
+		// (created_at, id) < (t, id), written so that both databases
+		// take it as a range on the index's created_at.
+		t := s.timeValue(f.After.CreatedAt)
+		ds = ds.Where(goqu.C("created_at").Lte(t), goqu.Or(
+			goqu.C("created_at").Lt(t), goqu.C("id").Lt(f.After.ID)))
+	}
+	return ds
 }
 
 // Stale returns up to limit running operations whose heartbeat is older
@@ -259,10 +291,13 @@ func (s *Store) PendingBefore(ctx context.Context, before time.Time, waiting boo
 // PendingByDID returns up to limit operations waiting for did's replica,
 // oldest first.
 func (s *Store) PendingByDID(ctx context.Context, did string, limit int) ([]staging.Operation, error) {
-	ds := s.gq.From(table).Prepared(true).Select(columns...).
+	return s.query(ctx, "pending operations for "+did, s.pendingByDIDQuery(did, limit))
+}
+
+func (s *Store) pendingByDIDQuery(did string, limit int) *goqu.SelectDataset {
+	return s.gq.From(table).Prepared(true).Select(columns...).
 		Where(goqu.C("did").Eq(did), goqu.C("status").Eq(string(staging.StatusPending))).
 		Order(goqu.C("created_at").Asc(), goqu.C("id").Asc()).Limit(uint(limit))
-	return s.query(ctx, "pending operations for "+did, ds)
 }
 
 // query runs a select of columns and scans the operations.

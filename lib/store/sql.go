@@ -31,7 +31,8 @@ type Store struct {
 	dialect string
 	where   string // the database, for messages (never the password)
 	gq      goqu.DialectWrapper
-	stmts   sync.Map // query text -> *sql.Stmt, prepared once
+	stmts   sync.Map   // query text -> *sql.Stmt, prepared once
+	commits *committer // SQLite: writes committed in groups; nil for MySQL
 }
 
 // Dialect returns "mysql" or "sqlite3".
@@ -47,6 +48,9 @@ func (s *Store) Ping(ctx context.Context) error {
 
 // Close closes the prepared statements and the database.
 func (s *Store) Close() error {
+	if s.commits != nil {
+		s.commits.close()
+	}
 	s.stmts.Range(func(_, st any) bool { st.(*sql.Stmt).Close(); return true })
 	return s.db.Close()
 }
@@ -71,6 +75,10 @@ func (s *Store) stmt(ctx context.Context, q string) (*sql.Stmt, error) {
 
 // exec runs a statement and returns the rows it matched.
 func (s *Store) exec(ctx context.Context, q string, args []any) (int64, error) {
+	if s.commits != nil {
+		n, err := s.commits.exec(ctx, q, args)
+		return n, s.classify(err)
+	}
 	for attempt := 1; ; attempt++ {
 		st, err := s.stmt(ctx, q)
 		if err != nil {
@@ -104,7 +112,7 @@ func isRetryable(err error) bool {
 // classify makes a unique-key violation match staging.ErrDuplicate while
 // keeping the driver's error.
 func (s *Store) classify(err error) error {
-	if isDuplicate(err) {
+	if err != nil && isDuplicate(err) {
 		return fmt.Errorf("%w: %w", staging.ErrDuplicate, err)
 	}
 	return err

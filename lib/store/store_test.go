@@ -44,6 +44,7 @@ var cases = []struct {
 	{"Progress", testProgress},
 	{"Abandon", testAbandon},
 	{"List", testList},
+	{"ListPages", testListPages},
 	{"PendingDIDs", testPendingDIDs},
 	{"Stale", testStale},
 	{"ConcurrentOpen", testConcurrentOpen},

@@ -288,6 +288,10 @@ function parentOf(path) {
 // ---- history ----
 
 let historyTimer = 0;
+// The history is polled with the ETag of the last answer: while nothing
+// changed the service answers 304 with no body and the table stays as it is.
+let historyQuery = "";
+let historyETag = "";
 
 async function refreshHistory() {
   clearTimeout(historyTimer);
@@ -298,12 +302,26 @@ async function refreshHistory() {
     ? `Newest operations of ${username}, refreshed every second.`
     : "Newest operations of all users, refreshed every second; enter a username to see yours.";
   const error = $("#history-error");
+  if (document.hidden) {
+    // Nobody looks: ask again once the page is shown (visibilitychange).
+    return;
+  }
+  if (String(query) !== historyQuery) {
+    historyQuery = String(query);
+    historyETag = "";
+  }
   try {
-    const answer = await call(`/operations?${query}`);
-    if (!answer.ok) throw new Error(detailOf(answer));
+    const headers = historyETag ? { "If-None-Match": historyETag } : {};
+    const response = await fetch(`/operations?${query}`, { headers, cache: "no-store" });
+    if (response.status !== 304) {
+      const answer = { status: response.status, ok: response.ok, body: await response.json().catch(() => null) };
+      if (!answer.ok || !answer.body) throw new Error(detailOf(answer));
+      renderHistory(answer.body.operations);
+      historyETag = response.headers.get("ETag") || "";
+    }
     error.hidden = true;
-    renderHistory(answer.body.operations);
   } catch (err) {
+    historyETag = "";
     error.hidden = false;
     error.textContent = `Cannot load the history: ${err.message}`;
   }

@@ -225,8 +225,16 @@ func (m *MemStore) List(ctx context.Context, f staging.Filter) ([]staging.Operat
 		limit = 100
 	}
 	return m.list("List", func(o *staging.Operation) bool {
-		return (f.Username == "" || o.Username == f.Username) && (f.Status == "" || o.Status == f.Status)
+		return (f.Username == "" || o.Username == f.Username) && (f.Status == "" || o.Status == f.Status) &&
+			(f.After.IsZero() || pastCursor(o, f.After))
 	}, true, limit)
+}
+
+// pastCursor reports whether o comes after c in the newest-first order,
+// at the microseconds the SQL store keeps.
+func pastCursor(o *staging.Operation, c staging.Cursor) bool {
+	t := o.CreatedAt.UTC().Truncate(time.Microsecond)
+	return t.Before(c.CreatedAt) || (t.Equal(c.CreatedAt) && o.ID < c.ID)
 }
 
 func (m *MemStore) Stale(ctx context.Context, before time.Time, limit int) ([]staging.Operation, error) {

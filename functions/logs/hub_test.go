@@ -1,0 +1,269 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/ska-telescope/skao-staging-service/lib/auth"
+	"github.com/ska-telescope/skao-staging-service/lib/logging"
+)
+
+// memLogs is a logging.Store in memory that counts its queries.
+type memLogs struct {
+	mu      sync.Mutex
+	recs    []logging.Record
+	queries atomic.Int64
+}
+
+func (m *memLogs) add(user, msg string) int64 {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	id := int64(len(m.recs) + 1)
+	m.recs = append(m.recs, logging.Record{ID: id, Time: time.Now().UTC(), Level: slog.LevelInfo,
+		Message: msg, Function: "stage", Username: user})
+	return id
+}
+
+func (m *memLogs) AppendLogs(ctx context.Context, records []logging.Record) error { return nil }
+
+func (m *memLogs) QueryLogs(ctx context.Context, q logging.Query) ([]logging.Record, error) {
+	m.queries.Add(1)
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var out []logging.Record
+	for i := range m.recs {
+		r := m.recs[i]
+		if r.ID > q.After && matches(q, &r) {
+			out = append(out, r)
+		}
+	}
+	if q.After > 0 || q.Ascending {
+		return out[:min(len(out), q.Limit)], nil
+	}
+	return out[max(0, len(out)-q.Limit):], nil
+}
+
+func (m *memLogs) LastLogID(ctx context.Context) (int64, error) {
+	m.queries.Add(1)
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return int64(len(m.recs)), nil
+}
+
+func (m *memLogs) PruneLogs(ctx context.Context, before time.Time) (int64, error) { return 0, nil }
+
+// stream is one follower of /logs.
+type stream struct {
+	resp *http.Response
+	ids  chan int64
+}
+
+func openStream(t *testing.T, ctx context.Context, url string, header ...string) (*stream, int) {
+	t.Helper()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	for i := 0; i+1 < len(header); i += 2 {
+		req.Header.Set(header[i], header[i+1])
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		resp.Body.Close()
+		return nil, resp.StatusCode
+	}
+	s := &stream{resp: resp, ids: make(chan int64, 10_000)}
+	go func() {
+		defer close(s.ids)
+		sc := bufio.NewScanner(resp.Body)
+		for sc.Scan() {
+			if v, ok := strings.CutPrefix(sc.Text(), "id: "); ok {
+				n, _ := strconv.ParseInt(v, 10, 64)
+				s.ids <- n
+			}
+		}
+	}()
+	return s, http.StatusOK
+}
+
+// await collects ids until it has want (in order) or fails after 5 s.
+func (s *stream) await(t *testing.T, want []int64) {
+	t.Helper()
+	var got []int64
+	timeout := time.After(5 * time.Second)
+	for len(got) < len(want) {
+		select {
+		case id, ok := <-s.ids:
+			if !ok {
+				t.Fatalf("stream ended after %v, want %v", got, want)
+			}
+			got = append(got, id)
+		case <-timeout:
+			t.Fatalf("stream gave %v, want %v", got, want)
+		}
+	}
+	if !slices.Equal(got, want) {
+		t.Fatalf("stream gave %v, want %v", got, want)
+	}
+}
+
+// TestOnePollerForAllStreams: hundreds of streams cost the store the
+// queries of one; each stream gets the records its filter matches, once;
+// beyond the cap a stream is refused with 503; with no stream left the
+// poller stops.
+func TestOnePollerForAllStreams(t *testing.T) {
+	store := &memLogs{}
+	store.add("alice", "before")
+	const streams, cap = 300, 302
+	a := newAPI(store, auth.None{}, cap)
+	srv := httptest.NewServer(a.handler())
+	defer srv.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var all []*stream
+	for i := range streams {
+		user := []string{"alice", "bob"}[i%2]
+		s, status := openStream(t, ctx, srv.URL+"/logs?follow=true&username="+user)
+		if status != http.StatusOK {
+			t.Fatalf("stream %d: %d", i, status)
+		}
+		all = append(all, s)
+	}
+	// Every alice stream starts with the record already there.
+	for i, s := range all {
+		if i%2 == 0 {
+			s.await(t, []int64{1})
+		}
+	}
+	before := store.queries.Load()
+	start := time.Now()
+	var alice, bob []int64
+	for i := range 20 {
+		alice = append(alice, store.add("alice", fmt.Sprint("a", i)))
+		bob = append(bob, store.add("bob", fmt.Sprint("b", i)))
+		time.Sleep(50 * time.Millisecond)
+	}
+	for i, s := range all {
+		if i%2 == 0 {
+			s.await(t, alice)
+		} else {
+			s.await(t, bob)
+		}
+	}
+	took := time.Since(start)
+	queries := store.queries.Load() - before
+	// One query per poll, whatever the number of streams.
+	if most := int64(took/pollEvery) + 2; queries > most {
+		t.Errorf("%d streams made %d store queries in %s, want at most %d (one per poll)", streams, queries, took, most)
+	}
+	t.Logf("%d streams, %d store queries in %s", streams, queries, took.Round(time.Millisecond))
+
+	// The cap.
+	extra := []*stream{}
+	for range cap - streams {
+		s, status := openStream(t, ctx, srv.URL+"/logs?follow=true")
+		if status != http.StatusOK {
+			t.Fatalf("stream below the cap: %d", status)
+		}
+		extra = append(extra, s)
+	}
+	if _, status := openStream(t, ctx, srv.URL+"/logs?follow=true"); status != http.StatusServiceUnavailable {
+		t.Errorf("stream beyond the cap: %d, want 503", status)
+	}
+	// A plain read is not a stream.
+	if resp, err := http.Get(srv.URL + "/logs?limit=1"); err != nil || resp.StatusCode != http.StatusOK {
+		t.Errorf("plain read at the cap: %v %v", resp, err)
+	} else {
+		resp.Body.Close()
+	}
+
+	// A stream resuming with Last-Event-ID gets what came after it.
+	cancel()
+	for _, s := range append(all, extra...) {
+		for range s.ids {
+		}
+	}
+	waitFor(t, func() bool { return a.hub.streams() == 0 })
+	ctx2, cancel2 := context.WithCancel(context.Background())
+	defer cancel2()
+	s, status := openStream(t, ctx2, srv.URL+"/logs?follow=true&username=alice", "Last-Event-ID", strconv.FormatInt(alice[9], 10))
+	if status != http.StatusOK {
+		t.Fatalf("resume: %d", status)
+	}
+	s.await(t, alice[10:])
+	next := store.add("alice", "after")
+	s.await(t, []int64{next})
+	cancel2()
+	for range s.ids {
+	}
+	// With nobody following, the store is left alone.
+	waitFor(t, func() bool { return a.hub.streams() == 0 })
+	time.Sleep(2 * pollEvery)
+	idle := store.queries.Load()
+	time.Sleep(4 * pollEvery)
+	if n := store.queries.Load() - idle; n != 0 {
+		t.Errorf("%d store queries with no stream", n)
+	}
+}
+
+// TestSlowStreamIsCutOff: a stream whose client does not read is cut off
+// once its queue is full; the others go on.
+func TestSlowStreamIsCutOff(t *testing.T) {
+	store := &memLogs{}
+	defer func(every time.Duration) { pollEvery = every }(pollEvery)
+	pollEvery = 20 * time.Millisecond
+	h := newHub(store, 10)
+	slow, _, _, err := h.subscribe(context.Background(), logging.Query{}, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fast, _, _, _ := h.subscribe(context.Background(), logging.Query{}, 0)
+	got := 0
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for range fast.ch {
+			if got++; got == subQueue+100 {
+				return
+			}
+		}
+	}()
+	// A hundred records a poll: the reading stream keeps up.
+	for i := range subQueue + 100 {
+		store.add("u", fmt.Sprint(i))
+		if i%100 == 99 {
+			time.Sleep(2 * pollEvery)
+		}
+	}
+	select {
+	case <-slow.gone:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the slow stream was not cut off")
+	}
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatalf("the reading stream got %d records", got)
+	}
+	h.unsubscribe(fast)
+}
+
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(5 * time.Second); !cond(); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not met within 5 s")
+		}
+	}
+}

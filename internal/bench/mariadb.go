@@ -1,0 +1,96 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/ska-telescope/skao-staging-service/internal/testenv"
+)
+
+// replicas is row 8: one local_copy request per 64 KiB file, as in row 3,
+// from 32 keep-alive clients spread over two stage processes sharing one
+// MariaDB, as replicas do, vs io.Copy on 32 goroutines.
+func (b *bench) replicas(ctx context.Context) (row, error) {
+	const clients = 32
+	n := b.smallFiles
+	dir := filepath.Join(b.src, "replicas")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return row{}, fmt.Errorf("source folder: %w", err)
+	}
+	name := func(i int) string { return fmt.Sprintf("replicas/f%05d", i) }
+	logf("writing %d files of 64 KiB", n)
+	for i := range n {
+		if err := writeRandom(filepath.Join(b.src, name(i)), 64<<10, uint64(i)); err != nil {
+			return row{}, err
+		}
+	}
+	syscall.Sync()
+	out := filepath.Join(b.dir, "gocopy32")
+	if err := os.MkdirAll(filepath.Join(out, "replicas"), 0o755); err != nil {
+		return row{}, fmt.Errorf("baseline folder: %w", err)
+	}
+	logf("row 8: baseline, %d copies by io.Copy on %d goroutines", n, clients)
+	d, errs := parallel(ctx, n, clients, func(i int) error {
+		return copyFile(filepath.Join(b.src, name(i)), filepath.Join(out, name(i)))
+	})
+	if len(errs) > 0 {
+		return row{}, fmt.Errorf("row 8 baseline: %d copies failed, the first: %w", len(errs), errs[0])
+	}
+	base := perSecond(float64(n), d)
+	logf("row 8: baseline: %s files/s", commas(base))
+	syscall.Sync()
+
+	logf("row 8: starting MariaDB")
+	server, err := testenv.StartMariaDB(b.dir, "256M")
+	if err != nil {
+		return row{}, err
+	}
+	defer server.Remove()
+	url, err := server.CreateDatabase("staging")
+	if err != nil {
+		return row{}, err
+	}
+	var procs []*proc
+	for i := range 2 {
+		procName := fmt.Sprintf("row8-%d", i)
+		env := append(b.stageEnv(procName), "DATABASE_URL="+url)
+		p, err := startProc(procName, b.stage, filepath.Join(b.dir, "logs", procName+".log"), env...)
+		if err != nil {
+			return row{}, err
+		}
+		defer p.stopOrWarn()
+		if err := p.waitReady(ctx, 60*time.Second); err != nil {
+			return row{}, err
+		}
+		procs = append(procs, p)
+	}
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.MaxIdleConns, t.MaxIdleConnsPerHost = clients, clients
+	client := &http.Client{Transport: t, Timeout: time.Minute}
+	defer t.CloseIdleConnections()
+	logf("row 8: service, %d requests from %d clients over 2 processes", n, clients)
+	d, errs = parallel(ctx, n, clients, func(i int) error {
+		return localCopy(ctx, client, procs[i%2].url, name(i), name(i))
+	})
+	if err := ctx.Err(); err != nil {
+		return row{}, err
+	}
+	for i, err := range errs {
+		if i == 5 {
+			logf("row 8: ... and %d more errors", len(errs)-5)
+			break
+		}
+		logf("row 8: error: %v", err)
+	}
+	svc := perSecond(float64(n), d)
+	logf("row 8: service: %s requests/s, %d errors", commas(svc), len(errs))
+	return row{n: 8, name: fmt.Sprintf("%s × 64 KiB files, one local_copy request each, %d keep-alive clients over two stage processes sharing one MariaDB, vs Go `io.Copy` on %d goroutines",
+		commas(float64(n)), clients, clients),
+		service: fmt.Sprintf("%s req/s, %d errors", commas(svc), len(errs)), baseline: commas(base) + " files/s",
+		ratio: svc / base, target: "≥ 0.35×, no errors", met: svc/base >= 0.35 && len(errs) == 0}, nil
+}
