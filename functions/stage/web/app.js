@@ -34,7 +34,7 @@ async function call(url, options = {}) {
   if (url !== "/config") {
     await session.ready;
     const lacking = session.lacking();
-    if (lacking) return { status: 401, ok: false, body: { detail: lacking } };
+    if (lacking) return { status: 401, ok: false, body: { detail: lacking }, headers: new Headers() };
   }
   const sent = session.withCredentials(options);
   const response = await fetch(url, sent);
@@ -42,7 +42,7 @@ async function call(url, options = {}) {
   if ((response.headers.get("Content-Type") || "").startsWith("application/json")) {
     body = await response.json().catch(() => null);
   }
-  const answer = { status: response.status, ok: response.ok, body };
+  const answer = { status: response.status, ok: response.ok, body, headers: response.headers };
   if (response.status === 401) session.refused(sent, detailOf(answer));
   return answer;
 }
@@ -312,12 +312,12 @@ async function refreshHistory() {
   }
   try {
     const headers = historyETag ? { "If-None-Match": historyETag } : {};
-    const response = await fetch(`/operations?${query}`, { headers, cache: "no-store" });
-    if (response.status !== 304) {
-      const answer = { status: response.status, ok: response.ok, body: await response.json().catch(() => null) };
+    const answer = await call(`/operations?${query}`, { headers, cache: "no-store" });
+    if (answer.status !== 304) {
+      if (answer.status === 401) $("#history-table tbody").replaceChildren(); // nobody's history to show
       if (!answer.ok || !answer.body) throw new Error(detailOf(answer));
       renderHistory(answer.body.operations);
-      historyETag = response.headers.get("ETag") || "";
+      historyETag = answer.headers.get("ETag") || "";
     }
     error.hidden = true;
   } catch (err) {
