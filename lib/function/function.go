@@ -162,6 +162,7 @@ func (f *Function) setupStaging(all func(methods.Env) []staging.Method) (*stagin
 	}
 	env := methods.Env{Storage: st, Logger: f.Logger, Alive: svc.Alive, Options: methods.Options{
 		FileMode: c.StagedFileMode, DirMode: c.StagedDirMode, Workers: c.CopyWorkers, SymlinkTargetRoot: c.SymlinkTargetRoot,
+		MaxDepth: c.MaxPathDepth,
 		Owner: methods.Owner{ByName: c.StagedOwner.Mode == "user", Fixed: c.StagedOwner.Mode == "ids",
 			UID: c.StagedOwner.UID, GID: c.StagedOwner.GID}}}
 	if c.JupyterHubURL != "" {

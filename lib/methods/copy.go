@@ -11,6 +11,9 @@ import (
 	"sync"
 	"syscall"
 	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/ska-telescope/skao-staging-service/lib/staging"
 	"github.com/ska-telescope/skao-staging-service/lib/storage"
@@ -27,37 +30,39 @@ type copier struct {
 	job      *staging.Job
 }
 
-// copyFile copies src (in srcDir) to a new file dst (in dstDir) with
-// copy_file_range (io.Copy between files), then sets mode, owner and times.
+// copyFile copies the regular file src (in srcDir) to a new file dst (in
+// dstDir). The source is opened without blocking and checked on its handle
+// (storage.OpenFile): a FIFO, socket or device is refused, never opened.
 func (c *copier) copyFile(ctx context.Context, srcDir *os.Root, src string, dstDir *os.Root, dst string) error {
-	in, err := srcDir.Open(src)
+	in, info, err := storage.OpenFile(srcDir, src)
 	if err != nil {
 		return sourceError(err, src)
 	}
 	defer in.Close()
-	info, err := in.Stat()
-	if err != nil {
-		return sourceError(err, src)
-	}
-	if !info.Mode().IsRegular() {
-		return unsupported(src)
-	}
+	c.job.SetTotal(info.Size())
 	out, err := dstDir.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
 		return targetError(err, dst)
 	}
-	err = c.fill(ctx, out, in)
+	return c.finishFile(ctx, out, in, info, src)
+}
+
+// finishFile fills out, a new file, from in with copy_file_range (io.Copy
+// between files), then sets its mode, owner and modification time on the
+// handle, and closes it.
+func (c *copier) finishFile(ctx context.Context, out, in *os.File, info fs.FileInfo, src string) error {
+	err := c.fill(ctx, out, in)
 	if err == nil {
 		err = out.Chmod(c.opts.FileMode)
 	}
 	if err == nil && c.uid >= 0 {
 		err = out.Chown(c.uid, c.gid)
 	}
+	if err == nil {
+		err = setModTime(out, info.ModTime())
+	}
 	if cerr := out.Close(); err == nil {
 		err = cerr
-	}
-	if err == nil {
-		err = dstDir.Chtimes(dst, time.Time{}, info.ModTime())
 	}
 	if err != nil {
 		return copyError(err, src)
@@ -81,138 +86,174 @@ func (c *copier) fill(ctx context.Context, out *os.File, in *os.File) error {
 	}
 }
 
-type entry struct {
-	rel  string
-	dir  bool
-	size int64
-	mod  time.Time
-}
-
-// copyTree copies the directory src (in srcRoot) to a new directory dst (in
-// dstDir): folders first, files by a bounded pool of workers, then folder
-// modes and times from the deepest up.
-func (c *copier) copyTree(ctx context.Context, srcRoot *os.Root, src string, dstDir *os.Root, dst string) error {
-	tree, err := srcRoot.OpenRoot(src)
-	if err != nil {
-		return sourceError(err, src)
-	}
-	defer tree.Close()
-	entries, total, err := walk(tree, src)
-	if err != nil {
-		return err
-	}
-	c.job.SetTotal(total)
+// copyTree copies the folder tree (open as a root; src names it in
+// messages) to a new folder dst in dstDir. The walk streams: each folder
+// is made when the walk reaches it, its files go through a small queue to
+// a bounded pool of workers, and a folder gets its mode, owner and time
+// once everything under it is in place. What it holds does not grow with
+// the tree: the queue, one open folder per level, and the folders whose
+// files are being copied.
+func (c *copier) copyTree(ctx context.Context, tree *os.Root, src string, dstDir *os.Root, dst string) error {
 	if err := dstDir.Mkdir(dst, 0o700); err != nil {
 		return targetError(err, dst)
 	}
-	out, err := dstDir.OpenRoot(dst)
+	top, err := dstDir.OpenFile(dst, os.O_RDONLY|syscall.O_DIRECTORY|syscall.O_NOFOLLOW, 0)
 	if err != nil {
 		return targetError(err, dst)
 	}
-	defer out.Close()
-	for _, e := range entries[1:] {
-		if e.dir {
-			if err := out.Mkdir(e.rel, 0o700); err != nil {
-				return targetError(err, e.rel)
-			}
-		}
-	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	files := make(chan entry)
 	var (
-		wg       sync.WaitGroup
 		once     sync.Once
 		firstErr error
 	)
+	fail := func(err error) {
+		once.Do(func() { firstErr = err })
+		cancel()
+	}
+	type file struct {
+		in   *storage.Folder
+		name string
+	}
+	files := make(chan file, 4*max(c.opts.Workers, 1))
+	var wg sync.WaitGroup
 	for range max(c.opts.Workers, 1) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for e := range files {
-				if err := c.copyFile(ctx, tree, e.rel, out, e.rel); err != nil {
-					once.Do(func() { firstErr = err; cancel() })
+			for f := range files {
+				if ctx.Err() == nil {
+					if err := c.copyEntry(ctx, f.in, f.name, src); err != nil {
+						fail(err)
+					}
 				}
+				f.in.Release()
 			}
 		}()
 	}
-feed:
-	for _, e := range entries {
-		if !e.dir {
-			select {
-			case files <- e:
-			case <-ctx.Done():
-				break feed
+	err = storage.Walk(ctx, tree, c.opts.MaxDepth, storage.Visitor{
+		Folder: func(f *storage.Folder) error {
+			out := top
+			if f.Parent != nil {
+				var err error
+				if out, err = mkdirAt(f.Parent.Value.(*os.File), path.Base(f.Rel), path.Join(dst, f.Rel)); err != nil {
+					return targetError(err, f.Rel)
+				}
 			}
-		}
+			f.Value = out
+			mod := f.Info.ModTime()
+			f.Done = func() {
+				if ctx.Err() == nil {
+					if err := c.finishDir(out, mod); err != nil {
+						fail(copyError(err, path.Join(src, f.Rel)))
+					}
+				}
+				out.Close()
+			}
+			return nil
+		},
+		File: func(in *storage.Folder, name string, _ bool) error {
+			in.Hold()
+			select {
+			case files <- file{in, name}:
+				return nil
+			case <-ctx.Done():
+				in.Release()
+				return ctx.Err()
+			}
+		},
+	})
+	if err != nil {
+		fail(walkError(err, src))
 	}
 	close(files)
 	wg.Wait()
 	if firstErr != nil {
 		return firstErr
 	}
-	if err := ctx.Err(); err != nil {
-		return copyError(err, src)
+	return nil
+}
+
+// copyEntry copies the entry name of the source folder in to the same
+// name in the target folder made for it.
+func (c *copier) copyEntry(ctx context.Context, in *storage.Folder, name, src string) error {
+	r, info, err := in.Open(name)
+	if err != nil {
+		return walkError(err, src)
 	}
-	for i := len(entries) - 1; i >= 0; i-- {
-		e := entries[i]
-		if !e.dir {
-			continue
+	defer r.Close()
+	dir := in.Value.(*os.File)
+	fd, err := unix.Openat(int(dir.Fd()), name, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
+	if err != nil {
+		return targetError(err, path.Join(in.Rel, name))
+	}
+	return c.finishFile(ctx, os.NewFile(uintptr(fd), name), r, info, path.Join(src, in.Rel, name))
+}
+
+// finishDir gives a copied folder its owner, time and mode, the mode last
+// since it usually takes the write permission away.
+func (c *copier) finishDir(dir *os.File, mod time.Time) error {
+	if c.uid >= 0 {
+		if err := dir.Chown(c.uid, c.gid); err != nil {
+			return err
 		}
-		if c.uid >= 0 {
-			if err := out.Lchown(e.rel, c.uid, c.gid); err != nil {
-				return copyError(err, e.rel)
-			}
-		}
-		if err := out.Chtimes(e.rel, time.Time{}, e.mod); err != nil {
-			return copyError(err, e.rel)
-		}
-		if err := out.Chmod(e.rel, c.opts.DirMode); err != nil {
-			return copyError(err, e.rel)
-		}
+	}
+	if err := setModTime(dir, mod); err != nil {
+		return err
+	}
+	return dir.Chmod(c.opts.DirMode)
+}
+
+// mkdirAt makes the folder name in dir and opens it, not following a link.
+func mkdirAt(dir *os.File, name, rel string) (*os.File, error) {
+	if err := unix.Mkdirat(int(dir.Fd()), name, 0o700); err != nil {
+		return nil, &fs.PathError{Op: "mkdir", Path: rel, Err: err}
+	}
+	fd, err := unix.Openat(int(dir.Fd()), name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, &fs.PathError{Op: "open", Path: rel, Err: err}
+	}
+	return os.NewFile(uintptr(fd), rel), nil
+}
+
+// setModTime sets f's modification time on its handle, leaving its access
+// time (utimensat with no path, as the C library's futimens).
+func setModTime(f *os.File, mod time.Time) error {
+	ts := [2]unix.Timespec{{Nsec: unix.UTIME_OMIT}, unix.NsecToTimespec(mod.UnixNano())}
+	_, _, errno := unix.Syscall6(unix.SYS_UTIMENSAT, f.Fd(), 0, uintptr(unsafe.Pointer(&ts[0])), 0, 0, 0)
+	if errno != 0 {
+		return &fs.PathError{Op: "futimens", Path: f.Name(), Err: errno}
 	}
 	return nil
 }
 
-// walk lists a tree, the root first and every folder before its content. A
-// symlink is followed only to a regular file inside the source root.
-func walk(tree *os.Root, src string) ([]entry, int64, error) {
-	var entries []entry
-	var total int64
-	err := fs.WalkDir(tree.FS(), ".", func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return sourceError(err, path.Join(src, p))
-		}
-		info, err := d.Info()
-		if err != nil {
-			return sourceError(err, path.Join(src, p))
-		}
-		if info.Mode()&fs.ModeSymlink != 0 {
-			if info, err = tree.Stat(p); err != nil {
-				return sourceError(err, path.Join(src, p))
-			}
-			if !info.Mode().IsRegular() {
-				return staging.Errorf(staging.Rejected, "Unsupported link to a directory in the source: %s", path.Join(src, p))
-			}
-		}
-		switch {
-		case info.IsDir():
-			entries = append(entries, entry{rel: p, dir: true, mod: info.ModTime()})
-		case info.Mode().IsRegular():
-			entries = append(entries, entry{rel: p, size: info.Size(), mod: info.ModTime()})
-			total += info.Size()
-		default:
-			return unsupported(path.Join(src, p))
-		}
-		return nil
-	})
-	return entries, total, err
+// walkError names the source path of a walk's error: err's path is
+// relative to the tree src.
+func walkError(err error, src string) error {
+	p := src
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		p = path.Join(src, pe.Path)
+	}
+	return sourceError(err, p)
 }
+
+// unsupportedLink is why a link that leads to info cannot be staged.
+func unsupportedLink(info fs.FileInfo) error {
+	if info.IsDir() {
+		return storage.ErrLinkToFolder
+	}
+	return storage.ErrUnsupported
+}
+
+// errDiffer ends a comparison at the first difference.
+var errDiffer = errors.New("trees differ")
 
 // sameContent reports whether the target already holds what src holds:
 // the same tree of names with equal sizes and modification times (to the
 // second, like rsync's quick check); staged copies keep modification times.
-func sameContent(srcRoot *os.Root, src string, dstDir *os.Root, dst string) (bool, error) {
+// Both trees are walked, not listed whole.
+func sameContent(ctx context.Context, srcRoot *os.Root, src string, dstDir *os.Root, dst string, maxDepth int) (bool, error) {
 	si, err := srcRoot.Stat(src)
 	if err != nil {
 		return false, sourceError(err, src)
@@ -227,49 +268,61 @@ func sameContent(srcRoot *os.Root, src string, dstDir *os.Root, dst string) (boo
 	if !di.IsDir() {
 		return false, nil
 	}
-	a, err := srcRoot.OpenRoot(src)
+	a, err := storage.OpenTree(srcRoot, src)
 	if err != nil {
-		return false, sourceError(err, src)
+		return false, walkError(err, src)
 	}
 	defer a.Close()
-	b, err := dstDir.OpenRoot(dst)
+	b, err := storage.OpenTree(dstDir, dst)
 	if err != nil {
-		return false, targetError(err, dst)
+		return false, nil // not a folder that can be read: not the same
 	}
 	defer b.Close()
-	ea, _, err := walk(a, src)
-	if err != nil {
-		return false, err
-	}
-	eb, _, err := walk(b, dst)
-	if err != nil || len(ea) != len(eb) {
+	var folders, files int64
+	err = storage.Walk(ctx, a, maxDepth, storage.Visitor{
+		Folder: func(f *storage.Folder) error {
+			folders++
+			if info, err := b.Lstat(f.Rel); err != nil || !info.IsDir() {
+				return errDiffer
+			}
+			return nil
+		},
+		File: func(f *storage.Folder, name string, _ bool) error {
+			files++
+			x, err := f.Stat(name)
+			if err != nil {
+				return walkError(&fs.PathError{Op: "stat", Path: path.Join(f.Rel, name), Err: err}, src)
+			}
+			y, err := b.Lstat(path.Join(f.Rel, name))
+			if err != nil || !y.Mode().IsRegular() || !sameFile(x, y) {
+				return errDiffer
+			}
+			return nil
+		},
+	})
+	if errors.Is(err, errDiffer) {
 		return false, nil
 	}
-	for i := range ea {
-		x, y := ea[i], eb[i]
-		if x.rel != y.rel || x.dir != y.dir || (!x.dir && (x.size != y.size || !x.mod.Truncate(time.Second).Equal(y.mod.Truncate(time.Second)))) {
-			return false, nil
-		}
+	if err != nil {
+		return false, walkError(err, src)
 	}
-	return true, nil
+	bf, bfiles, err := storage.Count(ctx, b, maxDepth)
+	return err == nil && bf == folders && bfiles == files, nil
 }
 
 func sameFile(a, b fs.FileInfo) bool {
 	return a.Size() == b.Size() && a.ModTime().Truncate(time.Second).Equal(b.ModTime().Truncate(time.Second))
 }
 
-// removeTemp removes a temporary file or tree, making read-only folders
+// removeTemp removes a temporary file or tree, making its folders
 // writable first so a non-root service can remove what it made.
 func removeTemp(dir *os.Root, name string) error {
 	if info, err := dir.Lstat(name); err == nil && info.IsDir() {
-		if sub, err := dir.OpenRoot(name); err == nil {
-			fs.WalkDir(sub.FS(), ".", func(p string, d fs.DirEntry, err error) error {
-				if err == nil && d.IsDir() {
-					sub.Chmod(p, 0o700)
-				}
-				return nil
+		if tree, err := storage.OpenTree(dir, name); err == nil {
+			storage.Walk(context.Background(), tree, maxTempDepth, storage.Visitor{
+				Folder: func(f *storage.Folder) error { f.Dir.Chmod(0o700); return nil },
 			})
-			sub.Close()
+			tree.Close()
 		}
 	}
 	err := dir.RemoveAll(name)
@@ -278,6 +331,10 @@ func removeTemp(dir *os.Root, name string) error {
 	}
 	return nil
 }
+
+// maxTempDepth bounds the walk that makes a temporary tree removable: as
+// deep as any copy can make one.
+const maxTempDepth = 2048
 
 // RemoveTemp removes a leftover temporary output in dir (used by the sweep).
 func RemoveTemp(dir *os.Root, name string) error {
@@ -292,6 +349,12 @@ func sourceError(err error, p string) error {
 	switch {
 	case errors.As(err, &se):
 		return err
+	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		return staging.Wrap(staging.Unavailable, "Staging was cancelled", err)
+	case errors.Is(err, storage.ErrLinkToFolder):
+		return staging.Wrap(staging.Rejected, "Unsupported link to a directory in the source: "+p, err)
+	case errors.Is(err, storage.ErrUnsupported):
+		return unsupported(p)
 	case storage.IsEscape(err):
 		return staging.Wrap(staging.Forbidden, "Source path is outside the source storage: "+p, err)
 	case errors.Is(err, fs.ErrNotExist), errors.Is(err, syscall.ELOOP), errors.Is(err, syscall.ENAMETOOLONG):

@@ -17,6 +17,8 @@ import (
 // serves Range requests), a directory as a tar stream built on the fly.
 type DirectDownload struct {
 	Storage *storage.Storage
+	// MaxDepth bounds how many folders deep a tree may go (MAX_PATH_DEPTH).
+	MaxDepth int
 }
 
 func (DirectDownload) Name() string { return "direct_download" }
@@ -34,36 +36,29 @@ func (m DirectDownload) Prepare(ctx context.Context, req *staging.Request) (*sta
 	name := filepath.Base(src.Path)
 	run := func(ctx context.Context, job *staging.Job) (*staging.Result, error) {
 		if !src.Info.IsDir() {
-			f, err := m.Storage.SourceRoot().Open(src.Rel)
+			f, info, err := storage.OpenFile(m.Storage.SourceRoot(), src.Rel)
 			if err != nil {
 				return nil, sourceError(err, req.Source)
-			}
-			info, err := f.Stat()
-			if err != nil {
-				f.Close()
-				return nil, sourceError(err, req.Source)
-			}
-			if !info.Mode().IsRegular() {
-				f.Close()
-				return nil, sourceError(fs.ErrInvalid, req.Source)
 			}
 			job.SetTotal(info.Size())
 			return &staging.Result{Download: &staging.Download{Name: name, Size: info.Size(),
 				ModTime: info.ModTime(), File: f}}, nil
 		}
-		tree, err := m.Storage.SourceRoot().OpenRoot(src.Rel)
+		tree, err := storage.OpenTree(m.Storage.SourceRoot(), src.Rel)
 		if err != nil {
 			return nil, sourceError(err, req.Source)
 		}
-		entries, total, err := walk(tree, req.Source)
-		if err != nil {
+		// The tree is checked before the answer starts, so what cannot be
+		// sent (a FIFO, a device, a link to a folder, too deep) is a 400,
+		// not a cut-off stream; the check reads the folders' listings and
+		// looks where links lead, it opens no file.
+		if err := checkTree(ctx, tree, m.MaxDepth); err != nil {
 			tree.Close()
-			return nil, err
+			return nil, walkError(err, req.Source)
 		}
-		job.SetTotal(total)
 		write := func(ctx context.Context, w io.Writer) error {
 			defer tree.Close()
-			return writeTar(ctx, w, tree, name, entries)
+			return writeTar(ctx, w, tree, name, m.MaxDepth)
 		}
 		return &staging.Result{Download: &staging.Download{Name: name + ".tar", Size: -1,
 			ModTime: src.Info.ModTime(), WriteTo: write}}, nil
@@ -71,32 +66,51 @@ func (m DirectDownload) Prepare(ctx context.Context, req *staging.Request) (*sta
 	return &staging.Plan{Run: run}, nil
 }
 
-// writeTar streams entries as a tar archive under the folder name prefix.
-func writeTar(ctx context.Context, w io.Writer, tree *os.Root, prefix string, entries []entry) error {
+// checkTree walks a tree and refuses what a tar of it could not hold.
+func checkTree(ctx context.Context, tree *os.Root, maxDepth int) error {
+	return storage.Walk(ctx, tree, maxDepth, storage.Visitor{
+		File: func(f *storage.Folder, name string, link bool) error {
+			if !link {
+				return nil
+			}
+			info, err := f.Stat(name)
+			if err != nil {
+				return &fs.PathError{Op: "stat", Path: path.Join(f.Rel, name), Err: err}
+			}
+			if !info.Mode().IsRegular() {
+				return &fs.PathError{Op: "stat", Path: path.Join(f.Rel, name), Err: unsupportedLink(info)}
+			}
+			return nil
+		},
+	})
+}
+
+// writeTar streams the tree as a tar archive under the folder name prefix,
+// as the walk reaches each entry: what it holds does not grow with the
+// tree. Each file is opened and checked on its handle as it is sent.
+func writeTar(ctx context.Context, w io.Writer, tree *os.Root, prefix string, maxDepth int) error {
 	tw := tar.NewWriter(w)
-	for _, e := range entries {
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		name := path.Join(prefix, e.rel)
-		if e.dir {
-			if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeDir, Name: name + "/", Mode: 0o755, ModTime: e.mod}); err != nil {
+	err := storage.Walk(ctx, tree, maxDepth, storage.Visitor{
+		Folder: func(f *storage.Folder) error {
+			return tw.WriteHeader(&tar.Header{Typeflag: tar.TypeDir, Name: path.Join(prefix, f.Rel) + "/",
+				Mode: 0o755, ModTime: f.Info.ModTime()})
+		},
+		File: func(f *storage.Folder, name string, _ bool) error {
+			in, info, err := f.Open(name)
+			if err != nil {
 				return err
 			}
-			continue
-		}
-		f, err := tree.Open(e.rel)
-		if err != nil {
+			defer in.Close()
+			err = tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: path.Join(prefix, f.Rel, name),
+				Size: info.Size(), Mode: 0o644, ModTime: info.ModTime()})
+			if err == nil {
+				_, err = io.Copy(tw, io.LimitReader(in, info.Size()))
+			}
 			return err
-		}
-		err = tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: name, Size: e.size, Mode: 0o644, ModTime: e.mod})
-		if err == nil {
-			_, err = io.Copy(tw, io.LimitReader(f, e.size))
-		}
-		f.Close()
-		if err != nil {
-			return err
-		}
+		},
+	})
+	if err != nil {
+		return err
 	}
 	return tw.Close()
 }

@@ -92,8 +92,9 @@ func TestDirectDownloadDirectory(t *testing.T) {
 	if d.Name != "run1.tar" || d.Size != -1 || !d.ModTime.Equal(dirTime) {
 		t.Errorf("Download = %q, size %d, %v", d.Name, d.Size, d.ModTime)
 	}
-	if jt, _ := job.Counts(); jt != total {
-		t.Errorf("job total = %d, want %d", jt, total)
+	// The tree is streamed as it is walked: its size is not known before.
+	if jt, _ := job.Counts(); jt != 0 {
+		t.Errorf("job total = %d, want 0 (unknown)", jt)
 	}
 	var buf bytes.Buffer
 	if err := d.WriteTo(context.Background(), &buf); err != nil {

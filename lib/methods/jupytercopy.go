@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"net/http"
 	"os"
@@ -32,6 +33,8 @@ type JupyterCopy struct {
 	// temporary uploads of operations that are not are removed from the
 	// workspace before the next upload. nil: nothing is removed.
 	Alive func(ctx context.Context, operationID string) bool
+	// MaxDepth bounds how many folders deep a tree may go (MAX_PATH_DEPTH).
+	MaxDepth int
 }
 
 // Jupyter is how jupyter_copy reaches JupyterHub.
@@ -123,12 +126,12 @@ func (w *workspace) run(ctx context.Context, job *staging.Job) (*staging.Result,
 	var entries []entry
 	var total int64
 	if w.src.Info.IsDir() {
-		tree, err := w.m.Storage.SourceRoot().OpenRoot(w.src.Rel)
+		tree, err := storage.OpenTree(w.m.Storage.SourceRoot(), w.src.Rel)
 		if err != nil {
 			return nil, sourceError(err, w.src.Rel)
 		}
 		defer tree.Close()
-		if entries, total, err = walk(tree, w.src.Rel); err != nil {
+		if entries, total, err = listUpload(ctx, tree, w.src.Rel, w.m.MaxDepth); err != nil {
 			return nil, err
 		}
 		for _, e := range entries {
@@ -290,7 +293,7 @@ func (w *workspace) list(ctx context.Context, p, rel string, into map[string]int
 
 // uploadTree creates the tree under tmp: folders first, then every file.
 func (w *workspace) uploadTree(ctx context.Context, job *staging.Job, entries []entry, tmp string) error {
-	tree, err := w.m.Storage.SourceRoot().OpenRoot(w.src.Rel)
+	tree, err := storage.OpenTree(w.m.Storage.SourceRoot(), w.src.Rel)
 	if err != nil {
 		return sourceError(err, w.src.Rel)
 	}
@@ -313,15 +316,11 @@ func (w *workspace) uploadTree(ctx context.Context, job *staging.Job, entries []
 // uploadFile streams one source file to dst and checks that the server
 // holds all of it.
 func (w *workspace) uploadFile(ctx context.Context, job *staging.Job, root *os.Root, rel, dst string) error {
-	f, err := root.Open(rel)
+	f, info, err := storage.OpenFile(root, rel)
 	if err != nil {
 		return sourceError(err, rel)
 	}
 	defer f.Close()
-	info, err := f.Stat()
-	if err != nil {
-		return sourceError(err, rel)
-	}
 	var sent int64
 	m, err := w.c.Upload(ctx, dst, f, info.Size(), w.m.Jupyter.ChunkSize, func(n int64) {
 		job.Add(n - sent)
@@ -450,4 +449,50 @@ func sizeText(n *int64) string {
 		return "an unknown number of"
 	}
 	return fmt.Sprint(*n)
+}
+
+// maxUploadEntries bounds the files and folders of one jupyter_copy: the
+// tree is listed before anything is uploaded (names Jupyter refuses are
+// found first, and a retry compares the workspace with it), and every entry
+// is one or more HTTP requests to the user's server.
+const maxUploadEntries = 100_000
+
+// entry is a file or folder of a tree to upload, relative to its top.
+type entry struct {
+	rel  string
+	dir  bool
+	size int64
+}
+
+// listUpload lists a tree to upload, each folder before its content, and the
+// bytes of its files; links are followed to files inside the tree only.
+func listUpload(ctx context.Context, tree *os.Root, src string, maxDepth int) ([]entry, int64, error) {
+	var entries []entry
+	var total int64
+	add := func(e entry) error {
+		if len(entries) == maxUploadEntries {
+			return staging.Errorf(staging.Rejected, "jupyter_copy stages at most %d files and folders at once: %s holds more", maxUploadEntries, src)
+		}
+		entries = append(entries, e)
+		total += e.size
+		return nil
+	}
+	err := storage.Walk(ctx, tree, maxDepth, storage.Visitor{
+		Folder: func(f *storage.Folder) error { return add(entry{rel: f.Rel, dir: true}) },
+		File: func(f *storage.Folder, name string, _ bool) error {
+			rel := path.Join(f.Rel, name)
+			info, err := f.Stat(name)
+			if err != nil {
+				return &fs.PathError{Op: "stat", Path: rel, Err: err}
+			}
+			if !info.Mode().IsRegular() {
+				return &fs.PathError{Op: "stat", Path: rel, Err: unsupportedLink(info)}
+			}
+			return add(entry{rel: rel, size: info.Size()})
+		},
+	})
+	if err != nil {
+		return nil, 0, walkError(err, src)
+	}
+	return entries, total, nil
 }

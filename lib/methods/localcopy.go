@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io/fs"
+	"os"
 	"path/filepath"
 
 	"github.com/ska-telescope/skao-staging-service/lib/staging"
@@ -40,15 +41,14 @@ func (m LocalCopy) Prepare(ctx context.Context, req *staging.Request) (*staging.
 			return nil, err
 		}
 		defer t.Close()
-		if done, err := m.present(src, t); done || err != nil {
+		if done, err := m.present(ctx, src, t); done || err != nil {
 			return &staging.Result{Message: alreadyAvailable(t.rel)}, err
 		}
 		c := &copier{opts: m.Options, uid: uid, gid: gid, job: job}
 		tmp := storage.TempName(job.Operation.ID)
 		if src.Info.IsDir() {
-			err = c.copyTree(ctx, m.Storage.SourceRoot(), src.Rel, t.dir, tmp)
+			err = m.copyTree(ctx, c, src, t.dir, tmp)
 		} else {
-			job.SetTotal(src.Info.Size())
 			err = c.copyFile(ctx, m.Storage.SourceRoot(), src.Rel, t.dir, tmp)
 		}
 		if err == nil {
@@ -60,28 +60,41 @@ func (m LocalCopy) Prepare(ctx context.Context, req *staging.Request) (*staging.
 			removeTemp(t.dir, tmp)
 			if errors.Is(err, fs.ErrExist) {
 				// Someone put something there while we copied.
-				if done, perr := m.present(src, t); done || perr != nil {
+				if done, perr := m.present(ctx, src, t); done || perr != nil {
 					return &staging.Result{Message: alreadyAvailable(t.rel)}, perr
 				}
 				return nil, conflict(t.rel)
 			}
 			return nil, err
 		}
-		total, _ := job.Counts()
-		return &staging.Result{Message: staged(req.Username, m.Name()), Bytes: total}, nil
+		// A tree's size is known once it is copied: its walk streams.
+		_, done := job.Counts()
+		job.SetTotal(done)
+		return &staging.Result{Message: staged(req.Username, m.Name()), Bytes: done}, nil
 	}
 	return &staging.Plan{Lock: staging.LockKey(req.Username, rel), Run: run}, nil
 }
 
+// copyTree opens the source folder, checked to be a folder on its handle,
+// and copies it to tmp in dir.
+func (m LocalCopy) copyTree(ctx context.Context, c *copier, src *storage.Source, dir *os.Root, tmp string) error {
+	tree, err := storage.OpenTree(m.Storage.SourceRoot(), src.Rel)
+	if err != nil {
+		return sourceError(err, src.Rel)
+	}
+	defer tree.Close()
+	return c.copyTree(ctx, tree, src.Rel, dir, tmp)
+}
+
 // present reports whether the target already holds the source's content; a
 // different file or link there is a conflict.
-func (m LocalCopy) present(src *storage.Source, t *target) (bool, error) {
+func (m LocalCopy) present(ctx context.Context, src *storage.Source, t *target) (bool, error) {
 	if _, err := t.dir.Lstat(t.name); errors.Is(err, fs.ErrNotExist) {
 		return false, nil
 	} else if err != nil {
 		return false, targetError(err, t.rel)
 	}
-	same, err := sameContent(m.Storage.SourceRoot(), src.Rel, t.dir, t.name)
+	same, err := sameContent(ctx, m.Storage.SourceRoot(), src.Rel, t.dir, t.name, m.Options.MaxDepth)
 	if err != nil {
 		return false, err
 	}

@@ -39,8 +39,8 @@ func All(env Env) []staging.Method {
 	return []staging.Method{
 		LocalCopy{Storage: env.Storage, Options: env.Options},
 		LocalSymlink{Storage: env.Storage, Options: env.Options},
-		DirectDownload{Storage: env.Storage},
-		JupyterCopy{Storage: env.Storage, Jupyter: env.Jupyter, Logger: env.Logger, Alive: env.Alive},
+		DirectDownload{Storage: env.Storage, MaxDepth: env.Options.MaxDepth},
+		JupyterCopy{Storage: env.Storage, Jupyter: env.Jupyter, Logger: env.Logger, Alive: env.Alive, MaxDepth: env.Options.MaxDepth},
 	}
 }
 
@@ -60,6 +60,9 @@ type Options struct {
 	Owner             Owner       // STAGED_OWNER
 	Workers           int         // parallel file copies (COPY_WORKERS)
 	SymlinkTargetRoot string      // SYMLINK_TARGET_ROOT
+	// MaxDepth bounds how many folders deep a source tree may go
+	// (MAX_PATH_DEPTH): a walk holds one open folder per level.
+	MaxDepth int
 }
 
 // Owner says who owns staged files: the service's own user (the zero

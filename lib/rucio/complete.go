@@ -138,10 +138,13 @@ func (c *Completer) verify(td *TransferDone, path string) error {
 	if !src.Info.Mode().IsRegular() {
 		return staging.Errorf(staging.Conflict, "Replica of %s is not a file: %s", td.DID(), path)
 	}
-	f, err := c.RSE.Storage.SourceRoot().Open(src.Rel)
+	f, info, err := storage.OpenFile(c.RSE.Storage.SourceRoot(), src.Rel)
+	if errors.Is(err, storage.ErrUnsupported) {
+		return staging.Errorf(staging.Conflict, "Replica of %s is not a file: %s", td.DID(), path)
+	}
 	if err != nil {
 		return staging.Wrap(staging.Internal, "Cannot open the replica of "+td.DID().String(), err)
 	}
 	defer f.Close()
-	return td.Verify(f, src.Info.Size())
+	return td.Verify(f, info.Size())
 }

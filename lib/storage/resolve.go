@@ -10,10 +10,6 @@ import (
 	"github.com/ska-telescope/skao-staging-service/lib/staging"
 )
 
-// maxLinks bounds the links one resolution follows, as the kernel does
-// (ELOOP after 40).
-const maxLinks = 40
-
 // Resolve says where the source path p leads: its path relative to the
 // source storage with every link resolved ("." for the root), and whether
 // it is a folder. Links are followed as os.Root follows them, so a link

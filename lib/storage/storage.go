@@ -77,6 +77,11 @@ func (s *Storage) Source(p string) (*Source, error) {
 	if err != nil {
 		return nil, classify(err, "Source path does not exist: "+p, "Source path is outside the source storage: "+p)
 	}
+	// Only files and folders are staged, by every method: a FIFO, a
+	// socket or a device is refused here, before anything opens it.
+	if !info.Mode().IsRegular() && !info.IsDir() {
+		return nil, staging.Errorf(staging.Rejected, "Unsupported source type (not a file or directory): %s", p)
+	}
 	return &Source{Rel: rel, Path: filepath.Join(s.SourcePath, rel), Info: info}, nil
 }
 
