@@ -46,8 +46,8 @@ func TestSpecialFilesRefused(t *testing.T) {
 	must(t, syscall.Mkfifo(src("treeinlink/p"), 0o644))
 	must(t, os.Symlink("p", src("treeinlink/plink")))
 	sources := map[string]string{
-		"fifo": "Unsupported source type (not a file or directory): fifo",
-		"sock": "Unsupported source type (not a file or directory): sock",
+		"fifo":     "Unsupported source type (not a file or directory): fifo",
+		"sock":     "Unsupported source type (not a file or directory): sock",
 		"fifolink": "Unsupported source type (not a file or directory): fifolink",
 		"treefifo": "Unsupported source type (not a file or directory): treefifo/a/pipe",
 	}
