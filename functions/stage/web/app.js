@@ -330,7 +330,10 @@ async function refreshHistory() {
 
 function progressCell(op) {
   const cell = el("td", { className: "num" });
-  if (op.bytes > 0 || op.status === "running") {
+  if (op.bytes <= 0 && op.status === "running") {
+    // A folder's size is known once it is copied: show what has moved.
+    cell.textContent = `${formatBytes(op.bytes_done || 0)} so far`;
+  } else if (op.bytes > 0) {
     const done = op.status === "success" ? op.bytes : op.bytes_done;
     const percent = op.bytes > 0 ? Math.floor((100 * done) / op.bytes) : 0;
     const bar = el("progress", { max: op.bytes || 1, value: done });
