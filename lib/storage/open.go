@@ -102,15 +102,18 @@ func upgrade(p *os.File, viaLink bool) (f *os.File, info fs.FileInfo, target str
 	case !info.Mode().IsRegular():
 		return nil, info, "", ErrUnsupported
 	}
-	f, err = os.OpenFile("/proc/self/fd/"+strconv.Itoa(int(p.Fd())), os.O_RDONLY|syscall.O_NOCTTY, 0)
-	if errors.Is(err, fs.ErrNotExist) {
+	// unix.Open and os.NewFile, not os.OpenFile: a regular file gains
+	// nothing from Go's poller, and os.OpenFile would try to add it (four
+	// fcntl calls and an epoll_ctl per file).
+	fd, err := unix.Open("/proc/self/fd/"+strconv.Itoa(int(p.Fd())), unix.O_RDONLY|unix.O_NOCTTY|unix.O_CLOEXEC, 0)
+	if errors.Is(err, syscall.ENOENT) {
 		// No /proc: the file cannot be opened through the handle checked.
-		err = fmt.Errorf("open %s for reading: /proc is not mounted: %w", p.Name(), errors.ErrUnsupported)
+		return nil, nil, "", fmt.Errorf("open %s for reading: /proc is not mounted: %w", p.Name(), errors.ErrUnsupported)
 	}
 	if err != nil {
-		return nil, nil, "", err
+		return nil, nil, "", &fs.PathError{Op: "open", Path: p.Name(), Err: err}
 	}
-	return f, info, "", nil
+	return os.NewFile(uintptr(fd), p.Name()), info, "", nil
 }
 
 // OpenDir opens name in root as a folder. It opens nothing else: the kernel
