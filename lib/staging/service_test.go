@@ -641,7 +641,9 @@ func (n *notes) Notify(ctx context.Context, op *staging.Operation) {
 // takes it for dead.
 func TestDownloadLongerThanTheLease(t *testing.T) {
 	fx := newFixture(t)
-	fx.svc.Lease = 50 * time.Millisecond
+	// A lease long enough that a loaded machine's scheduling delays do not
+	// miss a heartbeat, and a stream over three of them.
+	fx.svc.Lease = 300 * time.Millisecond
 	sweeper := fx.service("stage") // another replica sweeping
 	sweeper.Lease = fx.svc.Lease
 	out, err := fx.svc.Handle(context.Background(), alice, staging.Request{Method: "download", Username: "alice", Source: "big"}, staging.Options{Stream: true})
@@ -651,7 +653,7 @@ func TestDownloadLongerThanTheLease(t *testing.T) {
 	var last int64
 	for i := range 10 {
 		out.Add(100)
-		time.Sleep(30 * time.Millisecond) // six leases in all
+		time.Sleep(100 * time.Millisecond) // three leases in all
 		if n, _ := sweeper.Sweep(context.Background()); n != 0 {
 			t.Fatalf("swept the streaming download after %d pieces", i+1)
 		}
