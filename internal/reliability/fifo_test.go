@@ -14,7 +14,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -165,7 +164,6 @@ func TestFIFOFlood(t *testing.T) {
 	floodClient, probeClient := newClient(answerWithin), newClient(5*time.Second)
 	var answers []*answer
 	done := make(chan struct{})
-	var peakThreads atomic.Int64
 	began := time.Now()
 	go func() {
 		defer close(done)
@@ -174,20 +172,35 @@ func TestFIFOFlood(t *testing.T) {
 			return ask(floodClient, k.method, k.src, k.verb, i)
 		})
 	}()
+	// A probe copy may be deferred by MAX_INFLIGHT (429 with Retry-After)
+	// while the flood fills the process; it must still answer in time, and
+	// some must stage.
 	var health, copies latencies
 	var probeErrs []string
-probing:
-	for k := 0; ; k++ {
-		peakThreads.Store(max(peakThreads.Load(), int64(threads(t, pid))))
+	var staged []string // probe copies made
+	deferredProbes := 0
+	probe := func(k int) {
 		h := call(probeClient, http.MethodGet, p.URL+"/healthz", nil)
-		c := call(probeClient, http.MethodPost, stageURL(p.URL, "local_copy", "probe"), stageBody(probeSrc, fmt.Sprintf("c%04d", k)))
+		dst := fmt.Sprintf("c%04d", k)
+		c := call(probeClient, http.MethodPost, stageURL(p.URL, "local_copy", "probe"), stageBody(probeSrc, dst))
 		health, copies = append(health, h.Took), append(copies, c.Took)
 		if h.Status != 200 {
 			probeErrs = append(probeErrs, "/healthz: "+h.String())
 		}
-		if c.Status != 200 || c.str("status") != "success" {
+		switch {
+		case c.Status == 200 && c.str("status") == "success":
+			staged = append(staged, dst)
+		case c.Status == 429 && c.Header.Get("Retry-After") != "":
+			deferredProbes++
+		default:
 			probeErrs = append(probeErrs, "local_copy: "+c.String())
 		}
+	}
+	peakThreads := 0
+probing:
+	for k := 0; ; k++ {
+		peakThreads = max(peakThreads, threads(t, pid))
+		probe(k)
 		select {
 		case <-done:
 			break probing
@@ -195,6 +208,15 @@ probing:
 		}
 	}
 	floodTook := time.Since(began)
+	probes := len(copies)
+	if len(staged) == 0 {
+		t.Errorf("no probe copy staged during the flood (%d deferred 429)", deferredProbes)
+	}
+	// And once it is over, a copy stages at once.
+	probe(probes)
+	if len(staged) == 0 || staged[len(staged)-1] != fmt.Sprintf("c%04d", probes) {
+		t.Errorf("a 4 KiB local_copy after the flood was not staged")
+	}
 
 	// Every request refused, none left waiting.
 	type tally struct {
@@ -270,9 +292,9 @@ probing:
 	if len(made) > 0 {
 		t.Errorf("%d names made in the flood's user area, e.g. %v", len(made), made[:min(len(made), 5)])
 	}
-	for k := range copies {
-		if got, err := os.ReadFile(s.userPath("probe", fmt.Sprintf("c%04d", k))); err != nil || !bytes.Equal(got, probeContent) {
-			t.Errorf("probe copy c%04d: %d bytes (%v), want the source's", k, len(got), err)
+	for _, dst := range staged {
+		if got, err := os.ReadFile(s.userPath("probe", dst)); err != nil || !bytes.Equal(got, probeContent) {
+			t.Errorf("probe copy %s: %d bytes (%v), want the source's", dst, len(got), err)
 			break
 		}
 	}
@@ -302,10 +324,10 @@ probing:
 	record(t,
 		fmt.Sprintf("%d requests at once naming FIFOs, a unix socket, a tree with a FIFO inside and links to FIFOs, %s, by local_copy, local_symlink and direct_download (file and tar), %d kinds: %d refused 400 with a detail, %d deferred 429, %d other answers, %d unanswered after %s; the slowest answer %s, all in %.1f s",
 			n, device, len(kinds), refused, deferred, other, hung, answerWithin, ms(slowest), floodTook.Seconds()),
-		fmt.Sprintf("meanwhile %d probes: /healthz p50 %s, max %s; a 4 KiB local_copy p50 %s, max %s (bound %s)",
-			len(health), ms(health.percentile(50)), ms(health.percentile(100)), ms(copies.percentile(50)), ms(copies.percentile(100)), ms(probeBound)),
+		fmt.Sprintf("meanwhile %d probes and one after the flood: /healthz p50 %s, max %s; a 4 KiB local_copy p50 %s, max %s (bound %s), %d staged, %d deferred 429",
+			probes, ms(health.percentile(50)), ms(health.percentile(100)), ms(copies.percentile(50)), ms(copies.percentile(100)), ms(probeBound), len(staged), deferredProbes),
 		fmt.Sprintf("threads: %d at the start, %d after an equal flood of missing paths, %d after this one (%d at its peak); open files: %d, %d, %d",
-			threads0, threads1, threads2, peakThreads.Load(), files0, files1, files2),
+			threads0, threads1, threads2, peakThreads, files0, files1, files2),
 		fmt.Sprintf("afterwards: %d names in the flood's user area, %d temporary files, %d operations left running; the source unchanged", len(made), len(left), running))
 }
 
