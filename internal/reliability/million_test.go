@@ -42,7 +42,11 @@ func TestMillionFileTree(t *testing.T) {
 	longest := size(5*time.Minute, 40*time.Minute) // any one phase
 	tree := testenv.NewTree(files, fileSize)
 	s := newSite(t, "")
-	t.Cleanup(func() { must(t, testenv.RemoveTree(filepath.Join(s.Source, "million"), 4)) })
+	t.Cleanup(func() {
+		start := time.Now()
+		must(t, testenv.RemoveTree(filepath.Join(s.Source, "million"), 4))
+		t.Logf("tree removed in %.1f s", time.Since(start).Seconds())
+	})
 
 	began := time.Now()
 	step := max(files/10, 1)
@@ -100,6 +104,7 @@ func TestMillionFileTree(t *testing.T) {
 	})
 	checkPeak("local_copy", copyPeak, oneBound)
 	copyRoot := s.userPath("tree", "copy")
+	checkStart := time.Now()
 	copied, folders, checked, bad := 0, 0, 0, []string{}
 	stride := max(1, files/10_000)
 	filepath.WalkDir(copyRoot, func(p string, d fs.DirEntry, err error) error {
@@ -127,7 +132,10 @@ func TestMillionFileTree(t *testing.T) {
 		t.Errorf("the copy holds %d files and %d folders, want %d and %d; %d wrong, e.g. %v",
 			copied, folders, files, tree.Folders(), len(bad), bad[:min(len(bad), 3)])
 	}
+	t.Logf("copy checked in %.1f s", time.Since(checkStart).Seconds())
+	removeStart := time.Now()
 	must(t, testenv.RemoveTree(copyRoot, 4))
+	t.Logf("copy removed in %.1f s", time.Since(removeStart).Seconds())
 
 	// 2. One tar download, then 3. many at once.
 	var oneTook time.Duration
