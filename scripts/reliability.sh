@@ -19,7 +19,7 @@ targets=(
 )
 start=$(date +%s)
 
-RELIABILITY=full RELIABILITY_RESULTS="$PWD/$results" "$GO" test -count=1 -timeout 15m -v ./internal/reliability
+RELIABILITY=full RELIABILITY_RESULTS="$PWD/$results" "$GO" test -count=1 -timeout 40m -v ./internal/reliability
 
 printf '\n## Fuzzing (go test -fuzz, %s per target)\n\n' "$FUZZTIME" >>"$results"
 out=$(mktemp)

@@ -23,6 +23,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/ska-telescope/skao-staging-service/internal/testenv"
 )
 
 // user is the username every request stages for.
@@ -37,6 +39,8 @@ type bench struct {
 	src   string // SOURCE_STORAGE_PATH
 	dst   string // TARGET_STORAGE_PATH
 	big   string // the big file, relative to src, once made
+	// manyMade: the tree of rows 9 to 11 is under src/million.
+	manyMade bool
 }
 
 func newBench(sz sizes) (*bench, error) {
@@ -65,6 +69,11 @@ func newBench(sz sizes) (*bench, error) {
 }
 
 func (b *bench) close() {
+	if b.manyMade { // a million files: removed in parallel first
+		if err := testenv.RemoveTree(filepath.Join(b.src, "million"), 4); err != nil {
+			logf("warning: %v", err)
+		}
+	}
 	if err := removeAll(b.dir); err != nil {
 		logf("warning: %v", err)
 	}
@@ -265,21 +274,26 @@ func (p *proc) logTail() string {
 }
 
 // vmHWM is the peak resident set size of process pid, in bytes.
-func vmHWM(pid int) (int64, error) {
+func vmHWM(pid int) (int64, error) { return vmStatus(pid, "VmHWM:") }
+
+// vmStatus is a size in bytes from process pid's /proc status, by its
+// field name ("VmHWM:", "VmRSS:").
+func vmStatus(pid int, field string) (int64, error) {
+	name := strings.TrimSuffix(field, ":")
 	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
-		return 0, fmt.Errorf("read VmHWM: %w", err)
+		return 0, fmt.Errorf("read %s: %w", name, err)
 	}
 	for _, line := range strings.Split(string(data), "\n") {
-		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+		if v, ok := strings.CutPrefix(line, field); ok {
 			kb, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
 			if err != nil {
-				return 0, fmt.Errorf("read VmHWM: %q: %w", line, err)
+				return 0, fmt.Errorf("read %s: %q: %w", name, line, err)
 			}
 			return kb << 10, nil
 		}
 	}
-	return 0, fmt.Errorf("read VmHWM: not in /proc/%d/status", pid)
+	return 0, fmt.Errorf("read %s: not in /proc/%d/status", name, pid)
 }
 
 func freePort() (int, error) {

@@ -13,6 +13,16 @@
 //     uploading the same chunks (MB/s), with the jupyter function's peak RSS
 //  8. row 3's requests from 32 clients over two stage processes sharing one
 //     MariaDB vs io.Copy on 32 goroutines
+//  9. local_copy of a tree of 1,000,000 files of 100 bytes (100 × 100
+//     folders of 100) vs cp -r (files/s), with the stage process's peak RSS
+//  10. that tree downloaded as a tar (direct_download of the folder) vs
+//     tar -cf - into a pipe (files/s), with the peak RSS
+//  11. 16 such downloads at once vs 16 tar processes at once, with the
+//     peak RSS
+//
+// Rows 9 to 11 share one tree; BENCH_TREE_FILES sets its number of files
+// (for trying them out: BENCH_TREE_FILES=50000 go run ./internal/bench
+// -only=9). Each row's peak RSS is that of a stage process started for it.
 //
 // It runs bin/stage (so `make build` first; `make bench` does both) from the
 // repository root, works in a temporary directory on the repository's
@@ -46,11 +56,12 @@ type sizes struct {
 	smallFiles int   // 64 KiB files (one request each) in row 3
 	clients    int   // concurrent clients in row 3
 	coldRuns   int   // starts of each binary in row 4 (median reported)
+	manyFiles  int   // 100-byte files in the tree of rows 9 to 11
 }
 
 var (
-	full  = sizes{bigSize: 1 << 30, reps: 5, treeFiles: 10_000, smallFiles: 20_000, clients: 8, coldRuns: 10}
-	quick = sizes{bigSize: 64 << 20, reps: 3, treeFiles: 1_000, smallFiles: 2_000, clients: 8, coldRuns: 5}
+	full  = sizes{bigSize: 1 << 30, reps: 5, treeFiles: 10_000, smallFiles: 20_000, clients: 8, coldRuns: 10, manyFiles: 1_000_000}
+	quick = sizes{bigSize: 64 << 20, reps: 3, treeFiles: 1_000, smallFiles: 2_000, clients: 8, coldRuns: 5, manyFiles: 50_000}
 )
 
 // row is one line of the table.
@@ -64,12 +75,12 @@ type row struct {
 }
 
 func main() {
-	quickFlag := flag.Bool("quick", false, "smaller run for trying it out (64 MiB file, 1,000 files, 2,000 requests)")
-	only := flag.Int("only", 0, "run only this row (1-8)")
-	readme := flag.Bool("readme", true, "after a full run of every row, write the table into README.md")
+	quickFlag := flag.Bool("quick", false, "smaller run for trying it out (64 MiB file, 1,000 files, 2,000 requests, a tree of 50,000 files)")
+	only := flag.Int("only", 0, "run only this row (1-11)")
+	readme := flag.Bool("readme", true, "after a full run of every row (BENCH_TREE_FILES unset), write the table into README.md")
 	flag.Parse()
-	if *only < 0 || *only > 8 {
-		fmt.Fprintln(os.Stderr, "bench: -only must be 1 to 8")
+	if *only < 0 || *only > 11 {
+		fmt.Fprintln(os.Stderr, "bench: -only must be 1 to 11")
 		os.Exit(2)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -86,12 +97,17 @@ func run(ctx context.Context, quickRun bool, only int, readme bool) error {
 	if quickRun {
 		sz = quick
 	}
+	var err error
+	if sz.manyFiles, err = treeFilesFromEnv(sz.manyFiles); err != nil {
+		return err
+	}
 	b, err := newBench(sz)
 	if err != nil {
 		return err
 	}
 	defer b.close()
-	measures := []func(context.Context) (row, error){b.fileCopy, b.treeCopy, b.smallRequests, b.coldStart, b.peakMemory, b.loggingCost, b.jupyterCopy, b.replicas}
+	measures := []func(context.Context) (row, error){b.fileCopy, b.treeCopy, b.smallRequests, b.coldStart, b.peakMemory, b.loggingCost, b.jupyterCopy, b.replicas,
+		b.treeCopyMany, b.treeTar, b.manyTar}
 	var rows []row
 	for i, measure := range measures {
 		if only != 0 && only != i+1 {
@@ -116,7 +132,7 @@ func run(ctx context.Context, quickRun bool, only int, readme bool) error {
 	if err := os.WriteFile(filepath.Join(dir, "latest.md"), []byte(out), 0o644); err != nil {
 		return fmt.Errorf("save results: %w", err)
 	}
-	if readme && !quickRun && only == 0 {
+	if readme && !quickRun && only == 0 && sz.manyFiles == full.manyFiles {
 		if err := replaceBetween(filepath.Join(b.root, "README.md"), "<!-- bench:start -->", "<!-- bench:end -->", out); err != nil {
 			return fmt.Errorf("write the table into README.md: %w", err)
 		}

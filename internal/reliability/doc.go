@@ -3,7 +3,8 @@
 // servers (internal/testenv) and real clients, then take things away: a
 // replica killed mid-copy or stopped under load, the database stopped, the
 // user area full, events redelivered, paths and bodies built to escape or
-// exhaust. Each test asserts what the service promises in that case.
+// exhaust, FIFOs and devices named by floods of requests, a tree of a
+// million files. Each test asserts what the service promises in that case.
 //
 // `go test ./internal/reliability` (part of `make test`) runs the fast
 // variant of every scenario, a few seconds each. With RELIABILITY=full
