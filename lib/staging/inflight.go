@@ -26,8 +26,9 @@ import (
 // broker or from the stage function, a request completed by its DID's
 // replica) is refused with its record left pending, and its sender
 // redelivers it (brokers retry 429). The share is let go when the work ends
-// here: when the outcome is recorded, when a download has streamed, when a
-// background run ends.
+// here: when a run is over (just before its outcome is recorded), when a
+// download has streamed, when a background run ends, when the request is
+// answered otherwise.
 
 // DefaultFiles is what a plan that declares no Files holds open at once:
 // the file it reads, the one it writes, the target folder, and the folder
