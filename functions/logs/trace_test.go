@@ -7,6 +7,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -134,13 +135,22 @@ func TestTraceAcrossFunctions(t *testing.T) {
 		if resp.StatusCode != http.StatusAccepted {
 			t.Fatalf("async staging: %d", resp.StatusCode)
 		}
-		spans := col.await(t, trace, "skao-staging-stage/front", "skao-staging-stage/worker")
-		names := map[string]bool{}
-		for _, s := range spans {
-			names[s.instance+": "+s.name] = true
+		wanted := []string{"front: POST /stage_data", "front: send org.skao.staging.request",
+			"worker: receive org.skao.staging.request", "worker: stage local_copy", "worker: run local_copy", "worker: store finish"}
+		// Each function exports its spans in batches as they end: the
+		// front's server span ends after its answer, maybe after the
+		// worker's spans are in.
+		var names map[string]bool
+		for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+			names = map[string]bool{}
+			for _, s := range col.await(t, trace, "skao-staging-stage/front", "skao-staging-stage/worker") {
+				names[s.instance+": "+s.name] = true
+			}
+			if !slices.ContainsFunc(wanted, func(w string) bool { return !names[w] }) || time.Now().After(deadline) {
+				break
+			}
 		}
-		for _, want := range []string{"front: POST /stage_data", "front: send org.skao.staging.request",
-			"worker: receive org.skao.staging.request", "worker: stage local_copy", "worker: run local_copy", "worker: store finish"} {
+		for _, want := range wanted {
 			if !names[want] {
 				t.Errorf("no span %q in the trace: %v", want, names)
 			}

@@ -84,9 +84,9 @@ func serveDownload(w http.ResponseWriter, r *http.Request, out *staging.Outcome)
 	h.Set("X-Operation-Id", out.Operation.ID)
 	cw := &countingWriter{ResponseWriter: w, out: out}
 	if d.File != nil {
-		defer d.File.Close()
 		h.Set("Content-Type", "application/octet-stream")
 		http.ServeContent(cw, r, d.Name, d.ModTime, d.File)
+		d.File.Close() // before Done, which gives back the files the operation held
 		want, _ := strconv.ParseInt(h.Get("Content-Length"), 10, 64)
 		var err error
 		if r.Method != http.MethodHead && cw.n < want {

@@ -13,6 +13,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/ska-telescope/skao-staging-service/lib/logging"
@@ -59,6 +60,8 @@ type Config struct {
 	HandoffTimeout     time.Duration // HANDOFF_TIMEOUT: how long an async request may wait to be picked up, default 15m
 	MaxPathDepth       int           // MAX_PATH_DEPTH: most folders in a request's path, default 64
 	MaxLogStreams      int           // MAX_LOG_STREAMS: most live log streams (GET /logs?follow=true) one logs function serves, default 1000
+	MaxInflight        int           // MAX_INFLIGHT: most staging operations in flight in one function process, default 64 (429 beyond)
+	MaxOpenFiles       int           // MAX_OPEN_FILES: most files they may hold open at once, default half the process's open-file limit
 
 	OIDC OIDC // AUTH_MODE=oidc
 	// Events says who may send events (EVENT_AUTH and the EVENT_* variables).
@@ -176,6 +179,12 @@ func Load(lookup func(string) (string, bool)) (*Config, error) {
 		return nil, err
 	}
 	if c.MaxLogStreams, err = intVar("MAX_LOG_STREAMS", get("MAX_LOG_STREAMS", "1000"), 1, 100_000); err != nil {
+		return nil, err
+	}
+	if c.MaxInflight, err = intVar("MAX_INFLIGHT", get("MAX_INFLIGHT", "64"), 1, 100_000); err != nil {
+		return nil, err
+	}
+	if c.MaxOpenFiles, err = maxOpenFiles(get("MAX_OPEN_FILES", ""), openFileLimit()); err != nil {
 		return nil, err
 	}
 	if c.SourceStoragePath != "" {
@@ -344,6 +353,40 @@ func parseOwner(v string) (Owner, error) {
 		return Owner{}, fmt.Errorf("STAGED_OWNER: %q is not none, user or <uid>:<gid>", v)
 	}
 	return Owner{Mode: "ids", UID: uid, GID: gid}, nil
+}
+
+// spareFiles is how many of the process's file descriptors MAX_OPEN_FILES
+// must leave to everything but staging: the listener and its connections,
+// the store's pool, health checks, telemetry.
+const spareFiles = 64
+
+// maxOpenFiles reads MAX_OPEN_FILES against the process's limit of open
+// files: by default half of it; never so much that fewer than spareFiles
+// are left. limit 0 is unknown.
+func maxOpenFiles(v string, limit int) (int, error) {
+	if limit <= 0 {
+		limit = 1024 // the usual soft limit
+	}
+	if v == "" {
+		return max(limit/2, 1), nil
+	}
+	hi := max(limit-spareFiles, 1)
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 1 || n > hi {
+		return 0, fmt.Errorf("MAX_OPEN_FILES: %q is not a number from 1 to %d (the process may open %d files; %d are left for connections)", v, hi, limit, spareFiles)
+	}
+	return n, nil
+}
+
+// openFileLimit is the process's limit of open files (RLIMIT_NOFILE),
+// which Go raises at start from the soft limit to the hard one; 0 when
+// unknown.
+func openFileLimit() int {
+	var rl syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl); err != nil {
+		return 0
+	}
+	return int(min(rl.Cur, 1<<30))
 }
 
 func intVar(name, v string, lo, hi int) (int, error) {

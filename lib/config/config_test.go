@@ -44,6 +44,12 @@ func TestLoadDefaults(t *testing.T) {
 	if c.MaxLogStreams != 1000 {
 		t.Errorf("MaxLogStreams = %d, want 1000", c.MaxLogStreams)
 	}
+	if c.MaxInflight != 64 {
+		t.Errorf("MaxInflight = %d, want 64", c.MaxInflight)
+	}
+	if limit := openFileLimit(); limit == 0 || c.MaxOpenFiles != limit/2 {
+		t.Errorf("MaxOpenFiles = %d, want half the process's limit of %d", c.MaxOpenFiles, limit)
+	}
 	if c.DatabaseURL != DefaultDatabaseURL || !strings.HasPrefix(c.DatabaseURL, "sqlite://") {
 		t.Errorf("DatabaseURL = %q, want %q", c.DatabaseURL, DefaultDatabaseURL)
 	}
@@ -181,7 +187,7 @@ func TestLoadOtherValues(t *testing.T) {
 		"ENABLE_FILE_CREATOR": "true", "DATABASE_URL": "mysql://u:p@db:3306/staging",
 		"K_SINK": "http://broker-ingress.knative-eventing.svc/ns/default", "SYMLINK_TARGET_ROOT": "/mnt/source",
 		"JUPYTERHUB_URL": "https://hub.example.org", "RUCIO_BASE_URL": "https://rucio.example.org:443",
-		"OPERATION_LEASE": "1m30s", "READ_TIMEOUT": "1s",
+		"OPERATION_LEASE": "1m30s", "READ_TIMEOUT": "1s", "MAX_INFLIGHT": "8", "MAX_OPEN_FILES": "200",
 	}).lookup)
 	if err != nil {
 		t.Fatalf("Load: %v", err)
@@ -209,6 +215,9 @@ func TestLoadOtherValues(t *testing.T) {
 	}
 	if c.SymlinkTargetRoot != "/mnt/source" {
 		t.Errorf("SymlinkTargetRoot = %q", c.SymlinkTargetRoot)
+	}
+	if c.MaxInflight != 8 || c.MaxOpenFiles != 200 {
+		t.Errorf("MaxInflight = %d, MaxOpenFiles = %d, want 8 and 200", c.MaxInflight, c.MaxOpenFiles)
 	}
 }
 
@@ -242,6 +251,10 @@ func TestLoadErrors(t *testing.T) {
 		{"log streams zero", base(env{"MAX_LOG_STREAMS": "0"}), "MAX_LOG_STREAMS", ""},
 		{"log streams not a number", base(env{"MAX_LOG_STREAMS": "many"}), "MAX_LOG_STREAMS", ""},
 		{"path depth not a number", base(env{"MAX_PATH_DEPTH": "deep"}), "MAX_PATH_DEPTH", ""},
+		{"in flight zero", base(env{"MAX_INFLIGHT": "0"}), "MAX_INFLIGHT", ""},
+		{"in flight not a number", base(env{"MAX_INFLIGHT": "lots"}), "MAX_INFLIGHT", `"lots"`},
+		{"open files zero", base(env{"MAX_OPEN_FILES": "0"}), "MAX_OPEN_FILES", ""},
+		{"open files beyond the process's", base(env{"MAX_OPEN_FILES": "2000000000"}), "MAX_OPEN_FILES", "the process may open"},
 		{"database postgres", base(env{"DATABASE_URL": "postgres://u:p@db/staging"}), "DATABASE_URL", ""},
 		{"database bare path", base(env{"DATABASE_URL": "/var/lib/staging.db"}), "DATABASE_URL", ""},
 		{"sink no scheme", base(env{"K_SINK": "broker.default.svc"}), "K_SINK", ""},
@@ -344,6 +357,35 @@ func TestLoadAuthErrors(t *testing.T) {
 		_, err := Load(tc.env.lookup)
 		if err == nil || !strings.Contains(err.Error(), tc.variable) {
 			t.Errorf("%s: %v, want an error naming %s", tc.name, err, tc.variable)
+		}
+	}
+}
+
+// MAX_OPEN_FILES is bounded by the process's own limit of open files,
+// leaving some for connections; by default it is half of it.
+func TestMaxOpenFiles(t *testing.T) {
+	for _, tc := range []struct {
+		v     string
+		limit int
+		want  int // 0: an error
+	}{
+		{"", 1_048_576, 524_288},
+		{"", 1024, 512},
+		{"", 0, 512}, // unknown: the usual soft limit of 1024
+		{"", 1, 1},
+		{"100", 1024, 100},
+		{"960", 1024, 960},
+		{"961", 1024, 0},
+		{"0", 1024, 0},
+		{"-5", 1024, 0},
+		{"many", 1024, 0},
+	} {
+		got, err := maxOpenFiles(tc.v, tc.limit)
+		if (err != nil) != (tc.want == 0) || got != tc.want {
+			t.Errorf("maxOpenFiles(%q, %d) = %d, %v; want %d", tc.v, tc.limit, got, err, tc.want)
+		}
+		if err != nil && !strings.HasPrefix(err.Error(), "MAX_OPEN_FILES: ") {
+			t.Errorf("error %q does not name the variable first", err)
 		}
 	}
 }

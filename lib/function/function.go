@@ -159,6 +159,8 @@ func (f *Function) setupStaging(all func(methods.Env) []staging.Method) (*stagin
 		HandoffTimeout: c.HandoffTimeout,
 		PendingTTL:     c.PendingTTL,
 		MaxPathDepth:   c.MaxPathDepth,
+		MaxInflight:    c.MaxInflight,
+		MaxOpenFiles:   c.MaxOpenFiles,
 	}
 	env := methods.Env{Storage: st, Logger: f.Logger, Alive: svc.Alive, Options: methods.Options{
 		FileMode: c.StagedFileMode, DirMode: c.StagedDirMode, Workers: c.CopyWorkers, SymlinkTargetRoot: c.SymlinkTargetRoot,

@@ -83,3 +83,18 @@ func TestStagingRegistersTheRegistry(t *testing.T) {
 		})
 	}
 }
+
+// The pipeline gets the limit of work in flight MAX_INFLIGHT and
+// MAX_OPEN_FILES set.
+func TestStagingIsLimited(t *testing.T) {
+	setEnv(t, map[string]string{"MAX_INFLIGHT": "3", "MAX_OPEN_FILES": "40"})
+	f, err := Setup(context.Background(), "stage", methods.All)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Store.Close()
+	defer f.Storage.Close()
+	if f.Service.MaxInflight != 3 || f.Service.MaxOpenFiles != 40 {
+		t.Fatalf("MaxInflight %d, MaxOpenFiles %d; want 3 and 40", f.Service.MaxInflight, f.Service.MaxOpenFiles)
+	}
+}

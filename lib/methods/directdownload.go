@@ -63,7 +63,15 @@ func (m DirectDownload) Prepare(ctx context.Context, req *staging.Request) (*sta
 		return &staging.Result{Download: &staging.Download{Name: name + ".tar", Size: -1,
 			ModTime: src.Info.ModTime(), WriteTo: write}}, nil
 	}
-	return &staging.Plan{Run: run}, nil
+	plan := &staging.Plan{Run: run}
+	if src.Info.IsDir() {
+		// The tree's root, the file being sent, the two folders os.Root
+		// holds at most while it opens a path inside the tree, and the
+		// client's connection. (A file holds the default: itself, a
+		// folder on the way to it, the connection.)
+		plan.Files = 5
+	}
+	return plan, nil
 }
 
 // checkTree walks a tree and refuses what a tar of it could not hold.

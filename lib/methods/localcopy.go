@@ -72,7 +72,15 @@ func (m LocalCopy) Prepare(ctx context.Context, req *staging.Request) (*staging.
 		job.SetTotal(done)
 		return &staging.Result{Message: staged(req.Username, m.Name()), Bytes: done}, nil
 	}
-	return &staging.Plan{Lock: staging.LockKey(req.Username, rel), Run: run}, nil
+	plan := &staging.Plan{Lock: staging.LockKey(req.Username, rel), Run: run}
+	if src.Info.IsDir() {
+		// Each worker holds the file it reads, the one it writes and, for
+		// a moment, a folder os.Root opens on the way to them; besides
+		// them, the target folder and the roots of both trees. (A file
+		// holds the default.)
+		plan.Files = 3*max(m.Options.Workers, 1) + 3
+	}
+	return plan, nil
 }
 
 // copyTree opens the source folder, checked to be a folder on its handle,

@@ -7,6 +7,7 @@
 //
 //	admit     limits, then who asks, then the method   -> invalid / unauthenticated / forbidden / rejected
 //	resolve   the DID's replica, the method's paths    -> waits (pending) or not found / forbidden
+//	reserve   a slot of the work in flight here        -> too_many, nothing recorded (inflight.go)
 //	record    one row, keyed by event or operation     -> a redelivery replays the first outcome
 //	run       here, in another function, or later      -> under this replica's lease
 //	finish    only while still held                    -> a final status is never rewritten

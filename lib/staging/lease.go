@@ -73,15 +73,17 @@ type run struct {
 	stopped chan struct{}
 	wg      sync.WaitGroup
 	once    sync.Once
-	lost    bool // set by the heartbeat before it stops
+	lost    bool  // set by the heartbeat before it stops
+	slot    *slot // of the work in flight, let go when the run stops
 }
 
-// run carries out plan for op, which this replica holds. A download's
-// outcome keeps the lease until the door has streamed it (Outcome.Done).
-func (s *Service) run(ctx context.Context, m Method, op *Operation, req *Request, plan *Plan, start time.Time) (*Outcome, error) {
+// run carries out plan for op, which this replica holds, in sl, which it
+// takes over. A download's outcome keeps the lease and the slot until the
+// door has streamed it (Outcome.Done).
+func (s *Service) run(ctx context.Context, m Method, op *Operation, req *Request, plan *Plan, start time.Time, sl *slot) (*Outcome, error) {
 	runCtx, cancel := context.WithCancel(ctx)
 	r := &run{s: s, op: op, req: req, job: &Job{Operation: op, Request: req}, start: start, ctx: ctx,
-		cancel: cancel, stopped: make(chan struct{})}
+		cancel: cancel, stopped: make(chan struct{}), slot: sl.pass()}
 	r.heartbeat()
 	running(ctx, m.Name())
 	spanCtx, span := tracer.Start(runCtx, "run "+req.Method)
@@ -143,8 +145,9 @@ func (o *Outcome) Add(n int64) {
 	}
 }
 
-// Done finishes a download's operation once the door has streamed it: sent
-// bytes, and err when the stream broke off.
+// Done finishes a download's operation once the door has streamed it (and
+// closed its file): sent bytes, and err when the stream broke off. Its slot
+// of the work in flight is given back.
 func (o *Outcome) Done(sent int64, err error) error {
 	r := o.run
 	if r == nil {
@@ -170,6 +173,8 @@ func (o *Outcome) Done(sent int64, err error) error {
 // say so.
 func (r *run) finish(res *Result, runErr error) (*Outcome, error) {
 	r.stop()
+	// The work is over, its files closed: only its record is left to write.
+	r.slot.release()
 	s, op, ctx := r.s, r.op, r.ctx
 	now := time.Now().UTC()
 	op.FinishedAt, op.UpdatedAt = &now, now

@@ -48,6 +48,11 @@ type Plan struct {
 	Lock string
 	// Run does the work. It reports progress through job.
 	Run func(ctx context.Context, job *Job) (*Result, error)
+	// Files is how many files Run, and a download's stream after it, may
+	// hold open at once, folders and connections included; 0 is
+	// DefaultFiles. The work is admitted only while the process's bound
+	// (MAX_OPEN_FILES) has room for them.
+	Files int
 }
 
 // Job is a running operation as a method sees it.

@@ -89,6 +89,14 @@ type Options struct {
 	// Fetch is set by a door that only fetches content (an HTTP GET): a
 	// method that does not stream is refused there.
 	Fetch bool
+
+	// held is what the door already holds in this process for the
+	// request (see reserve): an operation slot of its batch, or the slot
+	// its async door took for its run in the background.
+	held *slot
+	// collect takes over the run in this process of an async item, so
+	// its batch runs them in the background in its own slots.
+	collect func(Request)
 }
 
 // Limits of what a request may name; over them it is Invalid and nothing

@@ -48,12 +48,20 @@ type Service struct {
 	// Instance names this replica as the owner of the leases it holds; ""
 	// makes one up.
 	Instance string
+	// MaxInflight bounds the operations in flight in this process
+	// (MAX_INFLIGHT) and MaxOpenFiles the files they may hold open at
+	// once (MAX_OPEN_FILES); beyond either a request is refused with
+	// TooMany (see inflight.go). 0 is no bound.
+	MaxInflight  int
+	MaxOpenFiles int
 
-	once    sync.Once
-	mu      sync.RWMutex
-	methods map[string]Method
-	order   []string
-	bg      sync.WaitGroup // async runs and late outcomes of this process
+	once      sync.Once
+	limitOnce sync.Once
+	limiter   *limiter
+	mu        sync.RWMutex
+	methods   map[string]Method
+	order     []string
+	bg        sync.WaitGroup // async runs and late outcomes of this process
 	// storeFailure is when this replica last saw the store fail (Unix ns).
 	storeFailure atomic.Int64
 }
@@ -161,7 +169,7 @@ func (s *Service) handle(ctx context.Context, caller Caller, req *Request, opt O
 		return s.refuse(ctx, req, err, kind == Rejected) // callers refused are not recorded
 	}
 	if req.OperationID != "" {
-		return s.resume(ctx, caller, m, req, start)
+		return s.resume(ctx, caller, m, req, opt, start)
 	}
 	if key := req.eventKey(); key != "" {
 		if op, err := s.Store.GetByEventKey(ctx, key); err == nil {
@@ -185,39 +193,56 @@ func (s *Service) handle(ctx context.Context, caller Caller, req *Request, opt O
 	}
 	if !s.local(m) {
 		// Checked and run where it runs; recorded here, so the record
-		// exists whatever happens there.
+		// exists whatever happens there. Waiting for it is work in flight
+		// here too.
+		sl, err := s.reserve(ctx, req, opt, peerFiles)
+		if err != nil {
+			return nil, err
+		}
+		defer sl.release()
 		op, replay, err := s.createPending(ctx, req)
 		if err != nil || replay {
 			return s.replayOr(ctx, op, err)
 		}
 		if opt.Async {
-			return s.handOn(ctx, caller, op, req)
+			return s.handOn(ctx, caller, op, req, opt, sl)
 		}
-		return s.runRemote(ctx, caller, m, op, req)
+		return s.runRemote(ctx, caller, m, op, req, false)
 	}
 	plan, err := m.Prepare(ctx, req)
 	if err != nil {
 		return s.refuse(ctx, req, err, true)
 	}
+	sl, err := s.reserve(ctx, req, opt, plan.files())
+	if err != nil {
+		return nil, err
+	}
+	defer sl.release()
 	if opt.Async {
 		op, replay, err := s.createPending(ctx, req)
 		if err != nil || replay {
 			return s.replayOr(ctx, op, err)
 		}
-		return s.handOn(ctx, caller, op, req)
+		return s.handOn(ctx, caller, op, req, opt, sl)
 	}
 	op, replay, err := s.open(ctx, req, plan.Lock)
 	if err != nil || replay {
 		return s.replayOr(ctx, op, err)
 	}
-	return s.run(ctx, m, op, req, plan, start)
+	return s.run(ctx, m, op, req, plan, start, sl)
 }
 
 // resume completes a pending operation a hand-off names: an async request,
 // a request handed over by another function, or one whose DID's replica
 // has arrived. The operation must be this very request: same user,
 // method and paths; anything else is refused and the record left alone.
-func (s *Service) resume(ctx context.Context, caller Caller, m Method, req *Request, start time.Time) (*Outcome, error) {
+//
+// A hand-off from outside this process that finds it full is refused with
+// TooMany and its record left pending: its sender (a broker, the stage
+// function, the Rucio event's broker) redelivers it. A run here in the
+// background holds the slot its door took; should its files not fit after
+// all, nobody would redeliver it, so it fails.
+func (s *Service) resume(ctx context.Context, caller Caller, m Method, req *Request, opt Options, start time.Time) (*Outcome, error) {
 	op, err := s.Store.Get(ctx, req.OperationID)
 	if errors.Is(err, ErrNotFound) {
 		return nil, Errorf(NotFound, "Operation not found: %s", req.OperationID)
@@ -233,12 +258,25 @@ func (s *Service) resume(ctx context.Context, caller Caller, m Method, req *Requ
 	if op.Status != StatusPending {
 		return s.replay(ctx, op)
 	}
-	if !s.local(m) {
-		return s.runRemote(ctx, caller, m, op, req)
+	redelivered := opt.held == nil // by a sender outside this process
+	var plan *Plan
+	files := peerFiles
+	if s.local(m) {
+		if plan, err = m.Prepare(ctx, req); err != nil {
+			return s.failPending(ctx, op, err)
+		}
+		files = plan.files()
 	}
-	plan, err := m.Prepare(ctx, req)
+	sl, err := s.reserve(ctx, req, opt, files)
 	if err != nil {
+		if redelivered {
+			return nil, err // left pending
+		}
 		return s.failPending(ctx, op, err)
+	}
+	defer sl.release()
+	if !s.local(m) {
+		return s.runRemote(ctx, caller, m, op, req, redelivered)
 	}
 	op, replay, err := s.claim(ctx, op, plan.Lock)
 	if err != nil || replay {
@@ -247,7 +285,7 @@ func (s *Service) resume(ctx context.Context, caller Caller, m Method, req *Requ
 	if op.LocalPathOnStorage == "" { // a request by DID, now resolved
 		op.LocalPathOnStorage = req.Source
 	}
-	return s.run(ctx, m, op, req, plan, start)
+	return s.run(ctx, m, op, req, plan, start, sl)
 }
 
 // matches reports whether req is the request op records.
@@ -258,11 +296,17 @@ func (op *Operation) matches(req *Request) bool {
 }
 
 // handOn passes a pending operation on (Handoff, or a run in this
-// process) and answers at once.
-func (s *Service) handOn(ctx context.Context, caller Caller, op *Operation, req *Request) (*Outcome, error) {
+// process: its batch's, or its own in sl, which it takes over) and
+// answers at once.
+func (s *Service) handOn(ctx context.Context, caller Caller, op *Operation, req *Request, opt Options, sl *slot) (*Outcome, error) {
 	req.OperationID = op.ID
-	if s.Handoff == nil {
-		s.runLater(ctx, caller, *req)
+	switch {
+	case s.Handoff == nil && opt.collect != nil:
+		opt.collect(*req)
+		return &Outcome{Operation: op, Accepted: true}, nil
+	case s.Handoff == nil:
+		bg := sl.pass()
+		s.runLater(ctx, caller, []Request{*req}, bg, bg)
 		return &Outcome{Operation: op, Accepted: true}, nil
 	}
 	if err := s.Handoff.Handoff(ctx, req); err != nil {
@@ -272,26 +316,50 @@ func (s *Service) handOn(ctx context.Context, caller Caller, op *Operation, req 
 	return &Outcome{Operation: op, Accepted: true}, nil
 }
 
-// runLater runs a pending request in this process, tracked so that
-// Shutdown waits for it, and tells the Notifier its outcome.
-func (s *Service) runLater(ctx context.Context, caller Caller, req Request) {
+// runLater runs pending requests in this process, in the background, as
+// many at a time as sl holds operations, each holding what held says:
+// one of them, and its files if sl holds those too. It is tracked so that
+// Shutdown waits for it; it tells the Notifier their outcomes and gives
+// sl back at the end.
+func (s *Service) runLater(ctx context.Context, caller Caller, reqs []Request, sl, held *slot) {
 	s.bg.Add(1)
 	go func() {
 		defer s.bg.Done()
+		defer sl.release()
 		ctx := context.WithoutCancel(ctx)
-		out, err := s.Handle(ctx, caller, req, Options{})
-		if err != nil {
-			s.logger().DebugContext(ctx, "background staging failed", "operation", req.OperationID, "error", err)
-		}
-		if out != nil && out.Operation != nil && out.Operation.Status.Finished() {
-			s.Notify(ctx, out.Operation)
-		}
+		forEach(len(reqs), sl.ops, func(i int) {
+			out, err := s.Handle(ctx, caller, reqs[i], Options{held: held})
+			if err != nil {
+				s.logger().DebugContext(ctx, "background staging failed", "operation", reqs[i].OperationID, "error", err)
+			}
+			if out != nil && out.Operation != nil && out.Operation.Status.Finished() {
+				s.Notify(ctx, out.Operation)
+			}
+		})
 	}()
 }
 
+// forEach calls fn(i) for i from 0 to n-1, up to workers at a time, and
+// waits for them all.
+func forEach(n, workers int, fn func(i int)) {
+	sem := make(chan struct{}, max(workers, 1))
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			fn(i)
+		}()
+	}
+	wg.Wait()
+}
+
 // runRemote hands a recorded request to the function that runs its method
-// and waits; that function records the outcome in the shared store.
-func (s *Service) runRemote(ctx context.Context, caller Caller, m Method, op *Operation, req *Request) (*Outcome, error) {
+// and waits; that function records the outcome in the shared store. When
+// that function is full it takes nothing: a redelivered request is left
+// pending for its sender to redeliver, any other fails with TooMany.
+func (s *Service) runRemote(ctx context.Context, caller Caller, m Method, op *Operation, req *Request, redelivered bool) (*Outcome, error) {
 	req.OperationID = op.ID
 	err := s.Peers[m.Traits().Function].Run(ctx, caller, req)
 	got, gerr := s.Store.Get(context.WithoutCancel(ctx), op.ID)
@@ -302,6 +370,9 @@ func (s *Service) runRemote(ctx context.Context, caller Caller, m Method, op *Op
 		return &Outcome{Operation: op}, err
 	}
 	if err != nil {
+		if kind, _ := KindOf(err); kind == TooMany && redelivered && got.Status == StatusPending {
+			return nil, err
+		}
 		if got.Status == StatusPending {
 			// Never taken there: nobody will run it.
 			return s.failPending(context.WithoutCancel(ctx), got, err)
@@ -335,6 +406,15 @@ const batchWorkers = 8
 // user, the caller's right to act) is checked once first: if that fails
 // in a way no item would be recorded for, the whole batch is refused with
 // the error; otherwise every item gets its own outcome and record.
+//
+// A batch takes, at once, an operation slot for every item it runs at the
+// same time (up to batchWorkers, and no more than MAX_INFLIGHT), and runs
+// its items in them one after another, each item taking the files its
+// plan holds. When those slots are not free the whole batch is refused
+// with TooMany before anything is recorded; an item whose files do not
+// fit is refused alone, unrecorded. An async batch run in this process
+// (no Handoff) records its items, then keeps its slots for their run in
+// the background, as many at a time as it runs now.
 func (s *Service) HandleBatch(ctx context.Context, caller Caller, reqs []Request, opt Options) ([]BatchItem, error) {
 	opt.Stream = false
 	if len(reqs) > 0 {
@@ -345,19 +425,29 @@ func (s *Service) HandleBatch(ctx context.Context, caller Caller, reqs []Request
 			}
 		}
 	}
-	items := make([]BatchItem, len(reqs))
-	sem := make(chan struct{}, batchWorkers)
-	var wg sync.WaitGroup
-	for i := range reqs {
-		wg.Add(1)
-		sem <- struct{}{}
-		go func() {
-			defer func() { <-sem; wg.Done() }()
-			out, err := s.Handle(ctx, caller, reqs[i], opt)
-			items[i] = BatchItem{Outcome: out, Err: err}
-		}()
+	workers := min(len(reqs), batchWorkers)
+	if most := s.limit().maxOps; most > 0 {
+		workers = min(workers, most)
 	}
-	wg.Wait()
+	hold, err := s.limit().take(workers, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer hold.release()
+	opt.held = &slot{ops: 1} // one of hold's
+	var mu sync.Mutex
+	var later []Request
+	if opt.Async && s.Handoff == nil {
+		opt.collect = func(r Request) { mu.Lock(); later = append(later, r); mu.Unlock() }
+	}
+	items := make([]BatchItem, len(reqs))
+	forEach(len(reqs), workers, func(i int) {
+		out, err := s.Handle(ctx, caller, reqs[i], opt)
+		items[i] = BatchItem{Outcome: out, Err: err}
+	})
+	if len(later) > 0 {
+		s.runLater(ctx, caller, later, hold.pass(), opt.held)
+	}
 	return items, nil
 }
 
