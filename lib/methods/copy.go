@@ -227,6 +227,15 @@ func setModTime(f *os.File, mod time.Time) error {
 	return nil
 }
 
+// walkFiles is how many folders a walk of a tree at most maxDepth deep
+// holds open at once: one per level and the top.
+func walkFiles(maxDepth int) int {
+	if maxDepth <= 0 {
+		maxDepth = staging.DefaultMaxPathDepth
+	}
+	return maxDepth + 1
+}
+
 // walkError names the source path of a walk's error: err's path is
 // relative to the tree src.
 func walkError(err error, src string) error {

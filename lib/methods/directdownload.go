@@ -65,11 +65,11 @@ func (m DirectDownload) Prepare(ctx context.Context, req *staging.Request) (*sta
 	}
 	plan := &staging.Plan{Run: run}
 	if src.Info.IsDir() {
-		// The tree's root, the file being sent, the two folders os.Root
-		// holds at most while it opens a path inside the tree, and the
-		// client's connection. (A file holds the default: itself, a
-		// folder on the way to it, the connection.)
-		plan.Files = 5
+		// The walk holds one folder per level (at most MaxDepth below the
+		// top), besides the tree's root, the file being sent and the
+		// client's connection. (A file holds the default: itself, a folder
+		// on the way to it, the connection.)
+		plan.Files = walkFiles(m.MaxDepth) + 3
 	}
 	return plan, nil
 }

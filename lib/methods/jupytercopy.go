@@ -90,11 +90,11 @@ func (m JupyterCopy) Prepare(ctx context.Context, req *staging.Request) (*stagin
 		return nil, staging.Errorf(staging.Rejected, "jupyter_copy needs a JupyterHub token: pass jupyter_token (no service token is configured)")
 	}
 	w := &workspace{m: m, user: req.Username, token: token, service: service, src: src, rel: rel}
-	// A tree's root twice (the walk's stays open while the upload opens
-	// its own), the file being uploaded, the two folders os.Root holds at
-	// most while it opens a path inside the tree, and the connections to
-	// the hub and to the user's server.
-	return &staging.Plan{Lock: staging.LockKey("jupyter:"+req.Username, rel), Run: w.run, Files: 7}, nil
+	// The listing's walk, one folder per level; the tree's root twice
+	// (the listing's and the upload's), the file being uploaded, the two
+	// folders os.Root holds at most while it opens a path inside the tree,
+	// and the connections to the hub and to the user's server.
+	return &staging.Plan{Lock: staging.LockKey("jupyter:"+req.Username, rel), Run: w.run, Files: walkFiles(m.MaxDepth) + 7}, nil
 }
 
 // workspace is one jupyter_copy under way.

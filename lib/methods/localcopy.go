@@ -74,11 +74,13 @@ func (m LocalCopy) Prepare(ctx context.Context, req *staging.Request) (*staging.
 	}
 	plan := &staging.Plan{Lock: staging.LockKey(req.Username, rel), Run: run}
 	if src.Info.IsDir() {
-		// Each worker holds the file it reads, the one it writes and, for
-		// a moment, a folder os.Root opens on the way to them; besides
-		// them, the target folder and the roots of both trees. (A file
-		// holds the default.)
-		plan.Files = 3*max(m.Options.Workers, 1) + 3
+		// The walk holds one folder per level; the queue and the workers
+		// hold the folders of the files they carry, each with its copy in
+		// the target (4 × workers queued, workers at work); each worker
+		// holds the file it reads and the one it writes; and the roots of
+		// both trees. The worst case is reserved: usually far fewer.
+		w := max(m.Options.Workers, 1)
+		plan.Files = 2*(walkFiles(m.Options.MaxDepth)+5*w) + 2*w + 2
 	}
 	return plan, nil
 }
