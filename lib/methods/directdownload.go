@@ -52,11 +52,19 @@ func (m DirectDownload) Prepare(ctx context.Context, req *staging.Request) (*sta
 		// sent (a FIFO, a device, a link to a folder, too deep) is a 400,
 		// not a cut-off stream; the check reads the folders' listings and
 		// looks where links lead, it opens no file.
-		if err := checkTree(ctx, tree, m.MaxDepth); err != nil {
-			tree.Close()
+		err = checkTree(ctx, tree, m.MaxDepth)
+		tree.Close()
+		if err != nil {
 			return nil, walkError(err, req.Source)
 		}
+		// The stream opens the tree again, so nothing stays open for an
+		// answer that sends no body (HEAD); each file is checked again on
+		// its handle as it is sent.
 		write := func(ctx context.Context, w io.Writer) error {
+			tree, err := storage.OpenTree(m.Storage.SourceRoot(), src.Rel)
+			if err != nil {
+				return walkError(err, req.Source)
+			}
 			defer tree.Close()
 			return writeTar(ctx, w, tree, name, m.MaxDepth)
 		}
