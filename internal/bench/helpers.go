@@ -10,7 +10,6 @@ import (
 	"io"
 	"io/fs"
 	"math/rand/v2"
-	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -152,7 +151,7 @@ type proc struct {
 
 // startProc starts bin with env (and PORT) without waiting for it.
 func startProc(name, bin, logPath string, env ...string) (*proc, error) {
-	port, err := freePort()
+	port, err := testenv.FreeTCPPort()
 	if err != nil {
 		return nil, fmt.Errorf("start %s: %w", name, err)
 	}
@@ -294,15 +293,6 @@ func vmStatus(pid int, field string) (int64, error) {
 		}
 	}
 	return 0, fmt.Errorf("read %s: not in /proc/%d/status", name, pid)
-}
-
-func freePort() (int, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, fmt.Errorf("free port: %w", err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port, nil
 }
 
 // --- HTTP ---

@@ -46,6 +46,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/ska-telescope/skao-staging-service/internal/testenv"
 )
 
 // sizes are the workload of one run.
@@ -133,7 +135,7 @@ func run(ctx context.Context, quickRun bool, only int, readme bool) error {
 		return fmt.Errorf("save results: %w", err)
 	}
 	if readme && !quickRun && only == 0 && sz.manyFiles == full.manyFiles {
-		if err := replaceBetween(filepath.Join(b.root, "README.md"), "<!-- bench:start -->", "<!-- bench:end -->", out); err != nil {
+		if err := testenv.ReplaceBetween(filepath.Join(b.root, "README.md"), "<!-- bench:start -->", "<!-- bench:end -->", out); err != nil {
 			return fmt.Errorf("write the table into README.md: %w", err)
 		}
 		logf("table written into README.md")
@@ -148,20 +150,6 @@ func loadAvg() string {
 		return strings.Join(f[:3], ", ")
 	}
 	return "?"
-}
-
-// replaceBetween puts text between the marker lines start and end of path.
-func replaceBetween(path, start, end, text string) error {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return err
-	}
-	s := string(b)
-	i, j := strings.Index(s, start), strings.Index(s, end)
-	if i < 0 || j < i {
-		return fmt.Errorf("%s: no %s ... %s markers", path, start, end)
-	}
-	return os.WriteFile(path, []byte(s[:i+len(start)]+"\n"+text+s[j:]), 0o644)
 }
 
 // table renders rows as Markdown.

@@ -21,7 +21,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -156,7 +155,7 @@ func run(ctx context.Context, factor float64, pool string, runs int, writeReadme
 	}
 	fmt.Print(b.String())
 	if writeReadme {
-		if err := replaceBetween(filepath.Join(root, "README.md"), "<!-- scale:start -->", "<!-- scale:end -->", b.String()); err != nil {
+		if err := testenv.ReplaceBetween(filepath.Join(root, "README.md"), "<!-- scale:start -->", "<!-- scale:end -->", b.String()); err != nil {
 			return err
 		}
 		logf("table written into README.md")
@@ -258,7 +257,7 @@ type proc struct {
 }
 
 func startProc(ctx context.Context, bin, logPath string, env []string) (*proc, error) {
-	port, err := freePort()
+	port, err := testenv.FreeTCPPort()
 	if err != nil {
 		return nil, err
 	}
@@ -600,15 +599,6 @@ func commas(n int) string {
 	return s
 }
 
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
-}
-
 func loadAvg() string {
 	b, err := os.ReadFile("/proc/loadavg")
 	if err != nil {
@@ -619,19 +609,4 @@ func loadAvg() string {
 		return "?"
 	}
 	return strings.Join(f[:3], ", ")
-}
-
-// replaceBetween puts text between the lines start and end of path.
-func replaceBetween(path, start, end, text string) error {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return err
-	}
-	s := string(b)
-	i, j := strings.Index(s, start), strings.Index(s, end)
-	if i < 0 || j < i {
-		return fmt.Errorf("%s: no %s ... %s markers", path, start, end)
-	}
-	s = s[:i+len(start)] + "\n" + text + s[j:]
-	return os.WriteFile(path, []byte(s), 0o644)
 }

@@ -102,7 +102,7 @@ func startHub() (*JupyterHub, error) {
 	}
 	var ports [3]int
 	for i := range ports {
-		if ports[i], err = freePort(); err != nil {
+		if ports[i], err = FreeTCPPort(); err != nil {
 			os.RemoveAll(dir)
 			return nil, err
 		}

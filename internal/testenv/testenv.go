@@ -112,14 +112,16 @@ func MariaDBServerFor(tb testing.TB) *MariaDBServer {
 // FreePort returns a TCP port on 127.0.0.1 that was free a moment ago.
 func FreePort(tb testing.TB) int {
 	tb.Helper()
-	port, err := freePort()
+	port, err := FreeTCPPort()
 	if err != nil {
 		tb.Fatalf("testenv: free port: %v", err)
 	}
 	return port
 }
 
-func freePort() (int, error) {
+// FreeTCPPort is FreePort for programs without a testing.TB (make bench,
+// make scale).
+func FreeTCPPort() (int, error) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return 0, err
@@ -178,7 +180,7 @@ func StartMariaDB(parent, pool string) (*MariaDBServer, error) {
 	if err != nil {
 		return nil, err
 	}
-	port, err := freePort()
+	port, err := FreeTCPPort()
 	if err != nil {
 		os.RemoveAll(dir)
 		return nil, err
@@ -392,4 +394,20 @@ func tail(b []byte, n int) []byte {
 		return b[len(b)-n:]
 	}
 	return b
+}
+
+// ReplaceBetween puts text between the marker lines start and end of the
+// file at path: how make bench and make scale write their tables into the
+// README.
+func ReplaceBetween(path, start, end, text string) error {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	s := string(b)
+	i, j := strings.Index(s, start), strings.Index(s, end)
+	if i < 0 || j < i {
+		return fmt.Errorf("%s: no %s ... %s markers", path, start, end)
+	}
+	return os.WriteFile(path, []byte(s[:i+len(start)]+"\n"+text+s[j:]), 0o644)
 }
