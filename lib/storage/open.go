@@ -116,11 +116,11 @@ func upgrade(p *os.File, viaLink bool) (f *os.File, info fs.FileInfo, target str
 	return os.NewFile(uintptr(fd), p.Name()), info, "", nil
 }
 
-// OpenDir opens name in root as a folder. It opens nothing else: the kernel
+// openDir opens name in root as a folder. It opens nothing else: the kernel
 // refuses anything that is not a folder before opening it (O_DIRECTORY),
 // so a FIFO or a device there is ErrUnsupported, not a hang or a device
 // opened. A link is followed inside root.
-func OpenDir(root *os.Root, name string) (*os.File, error) {
+func openDir(root *os.Root, name string) (*os.File, error) {
 	f, err := root.OpenFile(name, os.O_RDONLY|syscall.O_DIRECTORY, 0)
 	if errors.Is(err, syscall.ENOTDIR) {
 		if info, serr := root.Lstat(name); serr == nil && !info.IsDir() && info.Mode()&fs.ModeSymlink == 0 {
@@ -143,8 +143,8 @@ func openDirAt(dir *os.File, name, rel string) (*os.File, error) {
 	return os.NewFile(uintptr(fd), rel), nil
 }
 
-// RootOf opens the folder dir, already open and checked, as an os.Root,
+// rootOf opens the folder dir, already open and checked, as an os.Root,
 // through its own handle, so the root is the folder that was checked.
-func RootOf(dir *os.File) (*os.Root, error) {
+func rootOf(dir *os.File) (*os.Root, error) {
 	return os.OpenRoot("/proc/self/fd/" + strconv.Itoa(int(dir.Fd())))
 }

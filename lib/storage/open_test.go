@@ -93,9 +93,9 @@ func TestOpenFile(t *testing.T) {
 	}
 
 	for _, name := range specials {
-		noHang(t, "OpenDir("+name+")", func() {
-			if _, err := OpenDir(root, name); err == nil {
-				t.Errorf("OpenDir(%s) opened it", name)
+		noHang(t, "openDir("+name+")", func() {
+			if _, err := openDir(root, name); err == nil {
+				t.Errorf("openDir(%s) opened it", name)
 			}
 		})
 		noHang(t, "OpenTree("+name+")", func() {

@@ -20,14 +20,14 @@ const readBatch = 256
 
 // OpenTree opens the folder name in root as the top of a tree to walk. It
 // is checked to be a folder on its handle before anything else is opened
-// (see OpenDir); the root it returns is that folder.
+// (see openDir); the root it returns is that folder.
 func OpenTree(root *os.Root, name string) (*os.Root, error) {
-	d, err := OpenDir(root, name)
+	d, err := openDir(root, name)
 	if err != nil {
 		return nil, err
 	}
 	defer d.Close()
-	tree, err := RootOf(d)
+	tree, err := rootOf(d)
 	if errors.Is(err, fs.ErrNotExist) {
 		tree, err = root.OpenRoot(name) // no /proc: by name, checked just now
 	}
