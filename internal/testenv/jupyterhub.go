@@ -15,6 +15,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -166,6 +167,10 @@ func (h *JupyterHub) Start() error {
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	h.logs = &syncBuffer{}
 	cmd.Stdout, cmd.Stderr = h.logs, h.logs
+	// The proxy and the single-user servers run in sessions of their own
+	// and inherit the hub's output: without a bound, Wait would wait for
+	// them too, and a server left behind would hang the test binary.
+	cmd.WaitDelay = 2 * time.Second
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("start jupyterhub: %w", err)
 	}
@@ -209,8 +214,33 @@ func (h *JupyterHub) kill() {
 		syscall.Kill(-h.cmd.Process.Pid, syscall.SIGKILL)
 		<-h.done
 	}
-	// Whatever the hub left of its group (proxy, servers) goes too.
+	// Whatever the hub left behind goes too: its group, and the proxy and
+	// single-user servers, which the hub starts in new sessions (so neither
+	// the group signal nor Pdeathsig reaches them) with their working
+	// directory inside the hub's.
 	syscall.Kill(-h.cmd.Process.Pid, syscall.SIGKILL)
+	killWorkingIn(h.dir)
+}
+
+// killWorkingIn kills every process whose working directory is dir or below.
+func killWorkingIn(dir string) {
+	if real, err := filepath.EvalSymlinks(dir); err == nil {
+		dir = real
+	}
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || pid == os.Getpid() {
+			continue
+		}
+		cwd, err := os.Readlink(filepath.Join("/proc", e.Name(), "cwd"))
+		if err != nil {
+			continue
+		}
+		if cwd == dir || strings.HasPrefix(cwd, dir+"/") {
+			syscall.Kill(pid, syscall.SIGKILL)
+		}
+	}
 }
 
 func (h *JupyterHub) running() bool {
