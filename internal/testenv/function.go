@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -220,4 +221,30 @@ func (s *syncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
+}
+
+// Unpublished returns the files the process is writing under dir that
+// nobody sees under their final name yet: files it holds open without a
+// name (made with O_TMPFILE; /proc shows them as "dir/#inode (deleted)")
+// and files named with prefix (temporary names, where unnamed files cannot
+// be made). Each is returned as its /proc/PID/fd path, which os.Stat
+// follows to the file itself.
+func (p *Process) Unpublished(dir, prefix string) []string {
+	if real, err := filepath.EvalSymlinks(dir); err == nil {
+		dir = real
+	}
+	fds := fmt.Sprintf("/proc/%d/fd", p.cmd.Process.Pid)
+	entries, _ := os.ReadDir(fds)
+	var found []string
+	for _, e := range entries {
+		target, err := os.Readlink(filepath.Join(fds, e.Name()))
+		if err != nil || !strings.HasPrefix(target, dir+"/") {
+			continue
+		}
+		name := filepath.Base(target)
+		if strings.HasPrefix(name, prefix) || (strings.HasPrefix(name, "#") && strings.HasSuffix(name, " (deleted)")) {
+			found = append(found, filepath.Join(fds, e.Name()))
+		}
+	}
+	return found
 }

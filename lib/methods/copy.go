@@ -30,27 +30,51 @@ type copier struct {
 	job      *staging.Job
 }
 
-// copyFile copies the regular file src (in srcDir) to a new file dst (in
-// dstDir). The source is opened without blocking and checked on its handle
-// (storage.OpenFile): a FIFO, socket or device is refused, never opened.
-func (c *copier) copyFile(ctx context.Context, srcDir *os.Root, src string, dstDir *os.Root, dst string) error {
+// copyFile copies the regular file src (in srcDir) to the target t: a new
+// file in its folder, seen under its name only once complete
+// (storage.NewFile); something already there is fs.ErrExist. The source is
+// opened without blocking and checked on its handle (storage.OpenFile): a
+// FIFO, socket or device is refused, never opened.
+func (c *copier) copyFile(ctx context.Context, srcDir *os.Root, src string, t *target, tmp string) error {
 	in, info, err := storage.OpenFile(srcDir, src)
 	if err != nil {
 		return sourceError(err, src)
 	}
 	defer in.Close()
 	c.job.SetTotal(info.Size())
-	out, err := dstDir.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-	if err != nil {
-		return targetError(err, dst)
+	create := storage.CreateIn
+	if c.uid >= 0 {
+		create = storage.CreateNamedIn // chowned before it is published
 	}
-	return c.finishFile(ctx, out, in, info, src)
+	out, err := create(t.folder, tmp, 0o600)
+	if err != nil {
+		return targetError(err, t.rel)
+	}
+	if err := c.fillFile(ctx, out.File, in, info, src); err != nil {
+		out.Discard()
+		return err
+	}
+	if err := out.Publish(t.name); err != nil && !errors.Is(err, fs.ErrExist) {
+		return targetError(err, t.rel)
+	} else if err != nil {
+		return err
+	}
+	return nil
 }
 
-// finishFile fills out, a new file, from in with copy_file_range (io.Copy
-// between files), then sets its mode, owner and modification time on the
-// handle, and closes it.
+// finishFile fills out, a new file, and closes it (fillFile).
 func (c *copier) finishFile(ctx context.Context, out, in *os.File, info fs.FileInfo, src string) error {
+	err := c.fillFile(ctx, out, in, info, src)
+	if cerr := out.Close(); err == nil && cerr != nil {
+		err = copyError(cerr, src)
+	}
+	return err
+}
+
+// fillFile fills out, a new file, from in with copy_file_range (io.Copy
+// between files), then sets its mode, owner and modification time on the
+// handle.
+func (c *copier) fillFile(ctx context.Context, out, in *os.File, info fs.FileInfo, src string) error {
 	err := c.fill(ctx, out, in)
 	if err == nil {
 		err = out.Chmod(c.opts.FileMode)
@@ -60,9 +84,6 @@ func (c *copier) finishFile(ctx context.Context, out, in *os.File, info fs.FileI
 	}
 	if err == nil {
 		err = setModTime(out, info.ModTime())
-	}
-	if cerr := out.Close(); err == nil {
-		err = cerr
 	}
 	if err != nil {
 		return copyError(err, src)

@@ -4,8 +4,9 @@ import (
 	"context"
 	"errors"
 	"io/fs"
-	"os"
 	"path/filepath"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/ska-telescope/skao-staging-service/lib/staging"
 	"github.com/ska-telescope/skao-staging-service/lib/storage"
@@ -47,24 +48,18 @@ func (m LocalCopy) Prepare(ctx context.Context, req *staging.Request) (*staging.
 		c := &copier{opts: m.Options, uid: uid, gid: gid, job: job}
 		tmp := storage.TempName(job.Operation.ID)
 		if src.Info.IsDir() {
-			err = m.copyTree(ctx, c, src, t.dir, tmp)
+			err = m.copyTree(ctx, c, src, t, tmp)
 		} else {
-			err = c.copyFile(ctx, m.Storage.SourceRoot(), src.Rel, t.dir, tmp)
+			err = c.copyFile(ctx, m.Storage.SourceRoot(), src.Rel, t, tmp)
 		}
-		if err == nil {
-			if err = storage.Place(t.dir, tmp, t.name, src.Info.IsDir()); err != nil && !errors.Is(err, fs.ErrExist) {
-				err = targetError(err, t.rel)
+		if errors.Is(err, fs.ErrExist) {
+			// Someone put something there while we copied.
+			if done, perr := m.present(ctx, src, t); done || perr != nil {
+				return &staging.Result{Message: alreadyAvailable(t.rel)}, perr
 			}
+			return nil, conflict(t.rel)
 		}
 		if err != nil {
-			removeTemp(t.dir, tmp)
-			if errors.Is(err, fs.ErrExist) {
-				// Someone put something there while we copied.
-				if done, perr := m.present(ctx, src, t); done || perr != nil {
-					return &staging.Result{Message: alreadyAvailable(t.rel)}, perr
-				}
-				return nil, conflict(t.rel)
-			}
 			return nil, err
 		}
 		// A tree's size is known once it is copied: its walk streams.
@@ -86,25 +81,44 @@ func (m LocalCopy) Prepare(ctx context.Context, req *staging.Request) (*staging.
 }
 
 // copyTree opens the source folder, checked to be a folder on its handle,
-// and copies it to tmp in dir.
-func (m LocalCopy) copyTree(ctx context.Context, c *copier, src *storage.Source, dir *os.Root, tmp string) error {
+// copies it to tmp in the target folder and puts it in place; a copy that
+// fails or finds the name taken is removed.
+func (m LocalCopy) copyTree(ctx context.Context, c *copier, src *storage.Source, t *target, tmp string) error {
+	dir, err := t.dir()
+	if err != nil {
+		return err
+	}
 	tree, err := storage.OpenTree(m.Storage.SourceRoot(), src.Rel)
 	if err != nil {
 		return sourceError(err, src.Rel)
 	}
 	defer tree.Close()
-	return c.copyTree(ctx, tree, src.Rel, dir, tmp)
+	err = c.copyTree(ctx, tree, src.Rel, dir, tmp)
+	if err == nil {
+		if err = storage.Place(dir, tmp, t.name, true); err != nil && !errors.Is(err, fs.ErrExist) {
+			err = targetError(err, t.rel)
+		}
+	}
+	if err != nil {
+		removeTemp(dir, tmp)
+	}
+	return err
 }
 
 // present reports whether the target already holds the source's content; a
 // different file or link there is a conflict.
 func (m LocalCopy) present(ctx context.Context, src *storage.Source, t *target) (bool, error) {
-	if _, err := t.dir.Lstat(t.name); errors.Is(err, fs.ErrNotExist) {
+	var st unix.Stat_t
+	if err := unix.Fstatat(int(t.folder.Fd()), t.name, &st, unix.AT_SYMLINK_NOFOLLOW); errors.Is(err, unix.ENOENT) {
 		return false, nil
 	} else if err != nil {
-		return false, targetError(err, t.rel)
+		return false, targetError(&fs.PathError{Op: "lstat", Path: t.rel, Err: err}, t.rel)
 	}
-	same, err := sameContent(ctx, m.Storage.SourceRoot(), src.Rel, t.dir, t.name, m.Options.MaxDepth)
+	dir, err := t.dir()
+	if err != nil {
+		return false, err
+	}
+	same, err := sameContent(ctx, m.Storage.SourceRoot(), src.Rel, dir, t.name, m.Options.MaxDepth)
 	if err != nil {
 		return false, err
 	}

@@ -42,16 +42,20 @@ func (m LocalSymlink) Prepare(ctx context.Context, req *staging.Request) (*stagi
 			return nil, err
 		}
 		defer t.Close()
+		dir, err := t.dir()
+		if err != nil {
+			return nil, err
+		}
 		for attempt := 0; ; attempt++ {
-			if existing, err := t.dir.Readlink(t.name); err == nil {
+			if existing, err := dir.Readlink(t.name); err == nil {
 				if existing == link {
 					return &staging.Result{Message: alreadyAvailable(t.rel)}, nil
 				}
 				return nil, conflict(t.rel)
-			} else if _, lerr := t.dir.Lstat(t.name); lerr == nil {
+			} else if _, lerr := dir.Lstat(t.name); lerr == nil {
 				return nil, conflict(t.rel)
 			}
-			err := t.dir.Symlink(link, t.name)
+			err := dir.Symlink(link, t.name)
 			if errors.Is(err, fs.ErrExist) && attempt == 0 {
 				continue // made by someone else just now: look again
 			}
@@ -61,8 +65,8 @@ func (m LocalSymlink) Prepare(ctx context.Context, req *staging.Request) (*stagi
 			break
 		}
 		if uid >= 0 {
-			if err := t.dir.Lchown(t.name, uid, gid); err != nil {
-				t.dir.Remove(t.name)
+			if err := dir.Lchown(t.name, uid, gid); err != nil {
+				dir.Remove(t.name)
 				return nil, targetError(err, t.rel)
 			}
 		}

@@ -116,15 +116,34 @@ func resolve(st *storage.Storage, opts Options, req *staging.Request) (*request,
 	return &request{src: src, rel: rel, uid: uid, gid: gid}, nil
 }
 
-// target is a resolved place in a user area: the folder (opened as a root
-// of its own) and the name inside it.
+// target is a resolved place in a user area: the folder and the name
+// inside it.
 type target struct {
-	dir  *os.Root
-	name string
-	rel  string // relative to the user area: messages name it, never the server's paths
+	folder *os.File // the folder, for calls on its handle
+	root   *os.Root // the same folder as a root, once dir opened it
+	name   string
+	rel    string // relative to the user area: messages name it, never the server's paths
 }
 
-func (t *target) Close() { t.dir.Close() }
+// dir is the target folder as a root of its own, opened through its
+// handle on first use.
+func (t *target) dir() (*os.Root, error) {
+	if t.root == nil {
+		root, err := storage.RootOf(t.folder)
+		if err != nil {
+			return nil, targetError(err, t.rel)
+		}
+		t.root = root
+	}
+	return t.root, nil
+}
+
+func (t *target) Close() {
+	if t.root != nil {
+		t.root.Close()
+	}
+	t.folder.Close()
+}
 
 // openTarget resolves rel under the user's area, creating missing folders.
 func openTarget(st *storage.Storage, username, rel string) (*target, error) {
@@ -136,17 +155,17 @@ func openTarget(st *storage.Storage, username, rel string) (*target, error) {
 	// The folder usually exists: open it first. If that fails, MkdirAll
 	// creates it, or says what is in the way.
 	parent := filepath.Dir(rel)
-	dir, err := area.OpenRoot(parent)
+	folder, err := area.OpenFile(parent, os.O_RDONLY|syscall.O_DIRECTORY, 0)
 	if err != nil {
 		if err := area.MkdirAll(parent, 0o755); err != nil {
 			return nil, targetError(err, rel)
 		}
-		dir, err = area.OpenRoot(parent)
+		folder, err = area.OpenFile(parent, os.O_RDONLY|syscall.O_DIRECTORY, 0)
 	}
 	if err != nil {
 		return nil, targetError(err, rel)
 	}
-	return &target{dir: dir, name: filepath.Base(rel), rel: rel}, nil
+	return &target{folder: folder, name: filepath.Base(rel), rel: rel}, nil
 }
 
 func targetError(err error, rel string) error {

@@ -16,8 +16,9 @@ import (
 // CreateFile writes a new file with content at name in the source storage
 // (relative to it, or absolute under it) and returns its path relative to
 // the storage. It never replaces or follows anything: the content goes to
-// a fresh temporary name opened exclusively (O_EXCL never follows a link),
-// then is put in place with a rename that fails if the name exists.
+// a new file that has no name yet (NewFile: unnamed, or a fresh temporary
+// name opened exclusively, which never follows a link), then is given its
+// name by a link or rename that fails if the name exists.
 func (s *Storage) CreateFile(name string, content []byte) (string, error) {
 	rel := name
 	if filepath.IsAbs(name) {
@@ -40,25 +41,20 @@ func (s *Storage) CreateFile(name string, content []byte) (string, error) {
 			return "", createError(err, rel)
 		}
 	}
-	dir, err := root.OpenRoot(filepath.Dir(rel))
+	dir, err := root.OpenFile(filepath.Dir(rel), os.O_RDONLY|syscall.O_DIRECTORY, 0)
 	if err != nil {
 		return "", createError(err, rel)
 	}
 	defer dir.Close()
-	tmp := TempName(uuid.Must(uuid.NewRandom()).String())
-	f, err := dir.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW, 0o644)
+	f, err := CreateIn(dir, TempName(uuid.Must(uuid.NewRandom()).String()), 0o644)
 	if err != nil {
 		return "", createError(err, rel)
 	}
-	_, err = f.Write(content)
-	if cerr := f.Close(); err == nil {
-		err = cerr
+	if _, err := f.Write(content); err != nil {
+		f.Discard()
+		return "", createError(err, rel)
 	}
-	if err == nil {
-		err = Place(dir, tmp, filepath.Base(rel), false)
-	}
-	if err != nil {
-		dir.Remove(tmp)
+	if err := f.Publish(filepath.Base(rel)); err != nil {
 		return "", createError(err, rel)
 	}
 	return rel, nil

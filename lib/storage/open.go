@@ -143,8 +143,8 @@ func openDirAt(dir *os.File, name, rel string) (*os.File, error) {
 	return os.NewFile(uintptr(fd), rel), nil
 }
 
-// rootOf opens the folder dir, already open and checked, as an os.Root,
+// RootOf opens the folder dir, already open and checked, as an os.Root,
 // through its own handle, so the root is the folder that was checked.
-func rootOf(dir *os.File) (*os.Root, error) {
+func RootOf(dir *os.File) (*os.Root, error) {
 	return os.OpenRoot("/proc/self/fd/" + strconv.Itoa(int(dir.Fd())))
 }

@@ -19,41 +19,52 @@ var ErrExist = fs.ErrExist
 // exists) and its temporary name removed, and a folder renamed (which fails
 // if a non-empty folder or a file is there). Something at name is ErrExist.
 func Place(dir *os.Root, tmp, name string, isDir bool) error {
-	if d, err := dir.Open("."); err == nil {
-		fd := int(d.Fd())
-		err = unix.Renameat2(fd, tmp, fd, name, unix.RENAME_NOREPLACE)
-		d.Close()
-		switch {
-		case err == nil:
-			return nil
-		case errors.Is(err, unix.EEXIST):
-			return ErrExist
-		case !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOSYS) && !errors.Is(err, unix.ENOTSUP):
-			return placeError(err)
-		}
+	d, err := dir.OpenFile(".", unix.O_PATH|unix.O_DIRECTORY, 0)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return place(d, tmp, name, isDir)
+}
+
+// place is Place in the open folder dir.
+func place(dir *os.File, tmp, name string, isDir bool) error {
+	fd := int(dir.Fd())
+	err := unix.Renameat2(fd, tmp, fd, name, unix.RENAME_NOREPLACE)
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, unix.EEXIST):
+		return ErrExist
+	case !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOSYS) && !errors.Is(err, unix.ENOTSUP):
+		return placeError("rename", name, err)
 	}
 	if !isDir {
-		err := dir.Link(tmp, name)
+		err := unix.Linkat(fd, tmp, fd, name, 0)
 		if err == nil {
-			return dir.Remove(tmp)
+			if err := unix.Unlinkat(fd, tmp, 0); err != nil {
+				return &fs.PathError{Op: "remove", Path: tmp, Err: err}
+			}
+			return nil
 		}
 		if !errors.Is(err, syscall.EPERM) && !errors.Is(err, syscall.ENOTSUP) && !errors.Is(err, syscall.EMLINK) {
-			return placeError(err)
+			return placeError("link", name, err)
 		}
 		// No hard links on this filesystem: check, then rename.
-		if _, err := dir.Lstat(name); err == nil {
+		var st unix.Stat_t
+		if unix.Fstatat(fd, name, &st, unix.AT_SYMLINK_NOFOLLOW) == nil {
 			return ErrExist
 		}
 	}
-	if err := dir.Rename(tmp, name); err != nil {
-		return placeError(err)
+	if err := unix.Renameat(fd, tmp, fd, name); err != nil {
+		return placeError("rename", name, err)
 	}
 	return nil
 }
 
-func placeError(err error) error {
+func placeError(op, name string, err error) error {
 	if errors.Is(err, fs.ErrExist) || errors.Is(err, syscall.ENOTEMPTY) || errors.Is(err, syscall.ENOTDIR) || errors.Is(err, syscall.EISDIR) {
 		return ErrExist
 	}
-	return err
+	return &fs.PathError{Op: op, Path: name, Err: err}
 }

@@ -27,7 +27,7 @@ func OpenTree(root *os.Root, name string) (*os.Root, error) {
 		return nil, err
 	}
 	defer d.Close()
-	tree, err := rootOf(d)
+	tree, err := RootOf(d)
 	if errors.Is(err, fs.ErrNotExist) {
 		tree, err = root.OpenRoot(name) // no /proc: by name, checked just now
 	}
