@@ -14,7 +14,8 @@ import (
 
 // replicas is row 8: one local_copy request per 64 KiB file, as in row 3,
 // from 32 keep-alive clients spread over two stage processes sharing one
-// MariaDB, as replicas do, vs io.Copy on 32 goroutines.
+// MariaDB, as replicas do, vs io.Copy on 32 goroutines, the two taking
+// turns.
 func (b *bench) replicas(ctx context.Context) (row, error) {
 	const clients = 32
 	n := b.smallFiles
@@ -34,17 +35,6 @@ func (b *bench) replicas(ctx context.Context) (row, error) {
 	if err := os.MkdirAll(filepath.Join(out, "replicas"), 0o755); err != nil {
 		return row{}, fmt.Errorf("baseline folder: %w", err)
 	}
-	logf("row 8: baseline, %d copies by io.Copy on %d goroutines", n, clients)
-	d, errs := parallel(ctx, n, clients, func(i int) error {
-		return copyFile(filepath.Join(b.src, name(i)), filepath.Join(out, name(i)))
-	})
-	if len(errs) > 0 {
-		return row{}, fmt.Errorf("row 8 baseline: %d copies failed, the first: %w", len(errs), errs[0])
-	}
-	base := perSecond(float64(n), d)
-	logf("row 8: baseline: %s files/s", commas(base))
-	syscall.Sync()
-
 	logf("row 8: starting MariaDB")
 	server, err := testenv.StartMariaDB(b.dir, "256M")
 	if err != nil {
@@ -73,10 +63,22 @@ func (b *bench) replicas(ctx context.Context) (row, error) {
 	t.MaxIdleConns, t.MaxIdleConnsPerHost = clients, clients
 	client := &http.Client{Transport: t, Timeout: time.Minute}
 	defer t.CloseIdleConnections()
-	logf("row 8: service, %d requests from %d clients over 2 processes", n, clients)
-	d, errs = parallel(ctx, n, clients, func(i int) error {
-		return localCopy(ctx, client, procs[i%2].url, name(i), name(i))
-	})
+	baseTime, svcTime, errs, err := takeTurns("row 8", n,
+		func(first, last int) (time.Duration, []error) {
+			return parallel(ctx, last-first, clients, func(i int) error {
+				return copyFile(filepath.Join(b.src, name(first+i)), filepath.Join(out, name(first+i)))
+			})
+		},
+		func(first, last int) (time.Duration, []error) {
+			return parallel(ctx, last-first, clients, func(i int) error {
+				return localCopy(ctx, client, procs[i%2].url, name(first+i), name(first+i))
+			})
+		})
+	if err != nil {
+		return row{}, err
+	}
+	base := perSecond(float64(n), baseTime)
+	logf("row 8: baseline: %s files/s", commas(base))
 	if err := ctx.Err(); err != nil {
 		return row{}, err
 	}
@@ -87,7 +89,7 @@ func (b *bench) replicas(ctx context.Context) (row, error) {
 		}
 		logf("row 8: error: %v", err)
 	}
-	svc := perSecond(float64(n), d)
+	svc := perSecond(float64(n), svcTime)
 	logf("row 8: service: %s requests/s, %d errors", commas(svc), len(errs))
 	return row{n: 8, name: fmt.Sprintf("%s × 64 KiB files, one local_copy request each, %d keep-alive clients over two stage processes sharing one MariaDB, vs Go `io.Copy` on %d goroutines",
 		commas(float64(n)), clients, clients),

@@ -111,7 +111,7 @@ func (b *bench) treeCopy(ctx context.Context) (row, error) {
 
 // smallRequests is row 3: one local_copy request per 64 KiB file from
 // concurrent keep-alive clients on SQLite, in requests/s, vs the same copies
-// by io.Copy on as many goroutines.
+// by io.Copy on as many goroutines, the two taking turns.
 func (b *bench) smallRequests(ctx context.Context) (row, error) {
 	n := b.smallFiles
 	logf("writing %d files of 64 KiB", n)
@@ -130,17 +130,6 @@ func (b *bench) smallRequests(ctx context.Context) (row, error) {
 	if err := os.MkdirAll(filepath.Join(out, "small"), 0o755); err != nil {
 		return row{}, fmt.Errorf("baseline folder: %w", err)
 	}
-	logf("row 3: baseline, %d copies by io.Copy on %d goroutines", n, b.clients)
-	d, errs := parallel(ctx, n, b.clients, func(i int) error {
-		return copyFile(filepath.Join(b.src, name(i)), filepath.Join(out, name(i)))
-	})
-	if len(errs) > 0 {
-		return row{}, fmt.Errorf("row 3 baseline: %d copies failed, the first: %w", len(errs), errs[0])
-	}
-	base := perSecond(float64(n), d)
-	logf("row 3: baseline: %s files/s", commas(base))
-	syscall.Sync() // the copies stay until the end, as in row 2
-
 	p, err := b.startStage(ctx, "row3")
 	if err != nil {
 		return row{}, err
@@ -150,10 +139,23 @@ func (b *bench) smallRequests(ctx context.Context) (row, error) {
 	t.MaxIdleConns, t.MaxIdleConnsPerHost = b.clients, b.clients
 	client := &http.Client{Transport: t, Timeout: time.Minute}
 	defer t.CloseIdleConnections()
-	logf("row 3: service, %d requests from %d clients", n, b.clients)
-	d, errs = parallel(ctx, n, b.clients, func(i int) error {
-		return localCopy(ctx, client, p.url, name(i), name(i))
-	})
+
+	baseTime, svcTime, errs, err := takeTurns("row 3", n,
+		func(first, last int) (time.Duration, []error) {
+			return parallel(ctx, last-first, b.clients, func(i int) error {
+				return copyFile(filepath.Join(b.src, name(first+i)), filepath.Join(out, name(first+i)))
+			})
+		},
+		func(first, last int) (time.Duration, []error) {
+			return parallel(ctx, last-first, b.clients, func(i int) error {
+				return localCopy(ctx, client, p.url, name(first+i), name(first+i))
+			})
+		})
+	if err != nil {
+		return row{}, err
+	}
+	base := perSecond(float64(n), baseTime)
+	logf("row 3: baseline: %s files/s", commas(base))
 	if err := ctx.Err(); err != nil {
 		return row{}, err
 	}
@@ -164,7 +166,7 @@ func (b *bench) smallRequests(ctx context.Context) (row, error) {
 		}
 		logf("row 3: error: %v", err)
 	}
-	svc := perSecond(float64(n), d)
+	svc := perSecond(float64(n), svcTime)
 	logf("row 3: service: %s requests/s, %d errors", commas(svc), len(errs))
 	return row{n: 3, name: fmt.Sprintf("%s × 64 KiB files, one local_copy request each, %d keep-alive clients, SQLite, vs Go `io.Copy` on %d goroutines",
 		commas(float64(n)), b.clients, b.clients),
