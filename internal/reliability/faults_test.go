@@ -86,7 +86,7 @@ func TestKilledMidCopy(t *testing.T) {
 	if testenv.FileSum(t, target) != sum {
 		t.Fatal("the retried copy differs from the source")
 	}
-	record(t, fmt.Sprintf("%d MiB copy killed at %d MiB copied; %d temporary files left, removed, and operation marked failed %.1f s after the restart (OPERATION_LEASE=1s); retry staged it in %.1f s with the right sha256",
+	record(t, fmt.Sprintf("%d MiB copy killed at %d MiB copied; temporary files left: %d (the sweep removes any); operation marked failed %.1f s after the restart (OPERATION_LEASE=1s); retry staged it in %.1f s with the right sha256",
 		bytes>>20, copied>>20, len(left), swept.Seconds(), time.Since(retry).Seconds()))
 }
 
