@@ -447,10 +447,12 @@ func alternate(what string, reps int, unit string, service, baseline func(i int)
 // takeTurns runs n items of work by the baseline and by the service in
 // four rounds of a quarter each, in the order B S S B B S S B, and returns
 // each side's total time and the service's errors (a baseline error ends
-// it). Small files cost what the filesystem's state makes them cost (on
-// ext4 without a journal, allocating an inode scans the inodes deleted
-// recently), and that state drifts during a run: taking turns gives both
-// sides the same drift.
+// it). Small files cost what the filesystem's state makes them cost: on
+// ext4 without a journal, allocating an inode skips the inodes of its
+// folder's block group deleted in the last minutes, reading each: 4,000
+// files made in each of four new folders, one folder after the other, went
+// at 1,227 to 19,190 files/s. Callers give both sides one folder; taking
+// turns gives them the same drift in time.
 func takeTurns(what string, n int, baseline, service func(first, last int) (time.Duration, []error)) (baseTime, svcTime time.Duration, errs []error, err error) {
 	const rounds = 4
 	for r := range rounds {
