@@ -103,6 +103,7 @@ func (s *Store) Migrate(ctx context.Context) error {
 
 func newStore(db *sql.DB, dialect, where string) *Store {
 	s := &Store{db: db, dialect: dialect, gq: goqu.Dialect(dialect), where: where}
+	s.create.build, s.finish.build = s.createSQL, s.finishSQL
 	if dialect == DialectSQLite {
 		s.commits = newCommitter(s)
 	}

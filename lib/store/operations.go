@@ -56,33 +56,29 @@ func (s *Store) Create(ctx context.Context, op *staging.Operation) error {
 	if !op.Status.Valid() {
 		return fmt.Errorf("create operation %s: invalid status %q", op.ID, op.Status)
 	}
-	q, args, err := s.gq.Insert(table).Prepared(true).Rows(goqu.Record{
-		"id":                    op.ID,
-		"method":                op.Method,
-		"username":              op.Username,
-		"local_path_on_storage": op.LocalPathOnStorage,
-		"relative_path":         op.RelativePath,
-		"status":                string(op.Status),
-		"message":               op.Message,
-		"error_reason":          op.ErrorReason,
-		"error_kind":            string(op.ErrorKind),
-		"bytes":                 op.Bytes,
-		"bytes_done":            op.BytesDone,
-		"created_at":            s.timeValue(op.CreatedAt),
-		"updated_at":            s.timeValue(op.UpdatedAt),
-		"finished_at":           s.timePtrValue(op.FinishedAt),
-		"event_key":             nullString(op.EventKey),
-		"target_lock":           nullString(op.TargetLock),
-		"did":                   op.DID,
-		"lease_owner":           nullString(op.LeaseOwner),
-	}).ToSQL()
+	q, args, err := s.create.bind(op.ID, op.Method, op.Username, op.LocalPathOnStorage, op.RelativePath,
+		string(op.Status), op.Message, op.ErrorReason, string(op.ErrorKind), op.Bytes, op.BytesDone,
+		s.timeValue(op.CreatedAt), s.timeValue(op.UpdatedAt), s.timePtrValue(op.FinishedAt),
+		nullString(op.EventKey), nullString(op.TargetLock), op.DID, nullString(op.LeaseOwner))
 	if err != nil {
-		return fmt.Errorf("create operation %s: build query: %w", op.ID, err)
+		return fmt.Errorf("create operation %s: %w", op.ID, err)
 	}
 	if _, err := s.exec(ctx, q, args); err != nil {
 		return fmt.Errorf("create operation %s: %w", op.ID, err)
 	}
 	return nil
+}
+
+// createSQL is Create's statement, the operation's fields marked in the
+// order Create binds them.
+func (s *Store) createSQL(mark func(int) any) (string, []any, error) {
+	return s.gq.Insert(table).Prepared(true).Rows(goqu.Record{
+		"id": mark(0), "method": mark(1), "username": mark(2), "local_path_on_storage": mark(3),
+		"relative_path": mark(4), "status": mark(5), "message": mark(6), "error_reason": mark(7),
+		"error_kind": mark(8), "bytes": mark(9), "bytes_done": mark(10), "created_at": mark(11),
+		"updated_at": mark(12), "finished_at": mark(13), "event_key": mark(14), "target_lock": mark(15),
+		"did": mark(16), "lease_owner": mark(17),
+	}).ToSQL()
 }
 
 // Claim turns a pending operation into a running one holding lock, held by
@@ -177,19 +173,12 @@ func (s *Store) Finish(ctx context.Context, op *staging.Operation, owner string)
 		op.FinishedAt = &now
 	}
 	finished := s.timeValue(*op.FinishedAt)
-	n, err := s.update(ctx, goqu.Record{
-		"status":       string(op.Status),
-		"message":      op.Message,
-		"error_reason": op.ErrorReason,
-		"error_kind":   string(op.ErrorKind),
-		"bytes":        op.Bytes,
-		"bytes_done":   op.BytesDone,
-		"finished_at":  finished,
-		"updated_at":   finished,
-		"target_lock":  nil,
-		// A request by DID learns its source path only when it runs.
-		"local_path_on_storage": op.LocalPathOnStorage,
-	}, goqu.C("id").Eq(op.ID), unfinished, goqu.C("lease_owner").Eq(owner))
+	q, args, err := s.finish.bind(string(op.Status), op.Message, op.ErrorReason, string(op.ErrorKind),
+		op.Bytes, op.BytesDone, finished, op.LocalPathOnStorage, op.ID, owner)
+	if err != nil {
+		return fmt.Errorf("finish operation %s: %w", op.ID, err)
+	}
+	n, err := s.exec(ctx, q, args)
 	if err != nil {
 		return fmt.Errorf("finish operation %s: %w", op.ID, err)
 	}
@@ -199,6 +188,24 @@ func (s *Store) Finish(ctx context.Context, op *staging.Operation, owner string)
 	ft := op.FinishedAt.UTC().Truncate(time.Microsecond)
 	op.FinishedAt, op.UpdatedAt, op.TargetLock = &ft, ft, ""
 	return nil
+}
+
+// finishSQL is Finish's statement, marked in the order Finish binds it:
+// the outcome, and the operation it may change (unfinished, held by owner).
+func (s *Store) finishSQL(mark func(int) any) (string, []any, error) {
+	return s.gq.Update(table).Prepared(true).Set(goqu.Record{
+		"status":       mark(0),
+		"message":      mark(1),
+		"error_reason": mark(2),
+		"error_kind":   mark(3),
+		"bytes":        mark(4),
+		"bytes_done":   mark(5),
+		"finished_at":  mark(6),
+		"updated_at":   mark(6),
+		"target_lock":  nil,
+		// A request by DID learns its source path only when it runs.
+		"local_path_on_storage": mark(7),
+	}).Where(goqu.C("id").Eq(mark(8)), unfinished, goqu.C("lease_owner").Eq(mark(9))).ToSQL()
 }
 
 // Abandon fails the operation id if it is unfinished, still has status and

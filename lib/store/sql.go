@@ -14,6 +14,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -33,6 +34,8 @@ type Store struct {
 	gq      goqu.DialectWrapper
 	stmts   sync.Map   // query text -> *sql.Stmt, prepared once
 	commits *committer // SQLite: writes committed in groups; nil for MySQL
+
+	create, finish template // the two writes of every operation, built once
 }
 
 // Dialect returns "mysql" or "sqlite3".
@@ -188,4 +191,58 @@ func nullString(s string) any {
 		return nil
 	}
 	return s
+}
+
+// A template is a statement goqu builds once per store, with a marker in
+// place of each value that changes from call to call; bind puts the values
+// in. Building the SQL of the two statements every request makes (Create,
+// Finish) cost about 26 µs each in the CPU profile of a small request.
+type template struct {
+	build func(mark func(i int) any) (string, []any, error)
+	once  sync.Once
+	q     string
+	args  []any // the arguments as built: constants, and markers
+	slots []int // for each argument, the value it takes, or -1 for a constant
+	err   error
+}
+
+// marker is the stand-in for value i while a template is built: a string
+// no caller sends, so it cannot be mistaken for a constant.
+func marker(i int) string { return fmt.Sprintf("\x00template value %d\x00", i) }
+
+func (t *template) prepare() {
+	q, args, err := t.build(func(i int) any { return marker(i) })
+	if err != nil {
+		t.err = fmt.Errorf("build query: %w", err)
+		return
+	}
+	if strings.Contains(q, "\x00") {
+		t.err = fmt.Errorf("build query: a value was written into the statement, not passed as an argument: %q", q)
+		return
+	}
+	t.q, t.args, t.slots = q, args, make([]int, len(args))
+	for i, a := range args {
+		t.slots[i] = -1
+		if s, ok := a.(string); ok && strings.HasPrefix(s, "\x00template value ") {
+			fmt.Sscanf(strings.Trim(s, "\x00"), "template value %d", &t.slots[i])
+		}
+	}
+}
+
+// bind returns the statement and its arguments for values, in the order of
+// the marks the template was built with.
+func (t *template) bind(values ...any) (string, []any, error) {
+	t.once.Do(t.prepare)
+	if t.err != nil {
+		return "", nil, t.err
+	}
+	args := make([]any, len(t.args))
+	for i, a := range t.args {
+		if n := t.slots[i]; n >= 0 {
+			args[i] = values[n]
+		} else {
+			args[i] = a
+		}
+	}
+	return t.q, args, nil
 }
