@@ -56,14 +56,31 @@ func newCommitter(s *Store) *committer {
 func (c *committer) exec(ctx context.Context, q string, args []any) (int64, error) {
 	w := &write{ctx: ctx, q: q, args: args, done: make(chan writeResult, 1)}
 	select {
+	case <-c.stop:
+		return 0, errStoreClosed
+	default:
+	}
+	select {
 	case c.queue <- w:
 	case <-c.stop:
 		return 0, errStoreClosed
 	case <-ctx.Done():
 		return 0, ctx.Err()
 	}
-	r := <-w.done // answered even after ctx ends: the write may have been committed
-	return r.n, r.err
+	// Answered even after ctx ends: the write may have been committed. A
+	// write queued as the store closed, after run drained the queue, is
+	// never taken: run's end answers it.
+	select {
+	case r := <-w.done:
+		return r.n, r.err
+	case <-c.closed:
+		select {
+		case r := <-w.done:
+			return r.n, r.err
+		default:
+			return 0, errStoreClosed
+		}
+	}
 }
 
 // close stops the committer once the writes queued are done.

@@ -755,3 +755,36 @@ func TestMigrateFastPath(t *testing.T) {
 		})
 	}
 }
+
+// TestWritesAfterClose: on SQLite every write goes through the group
+// committer; once the store is closed, writes fail at once, however many
+// race with the close, and none waits for a committer that is gone.
+func TestWritesAfterClose(t *testing.T) {
+	s, err := Open(context.Background(), "sqlite://"+filepath.Join(t.TempDir(), "c.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 200)
+	for i := range 200 {
+		go func() {
+			done <- s.Create(context.Background(), newOp(fmt.Sprintf("after-close-%d", i), t0))
+		}()
+	}
+	s.Close()
+	timeout := time.After(10 * time.Second)
+	closed := 0
+	for range 200 {
+		select {
+		case err := <-done:
+			if err != nil {
+				closed++
+			}
+		case <-timeout:
+			t.Fatal("a write racing with Close is still waiting after 10 s")
+		}
+	}
+	if err := s.Create(context.Background(), newOp("after-close", t0)); !errors.Is(err, errStoreClosed) {
+		t.Fatalf("Create after Close: %v; want errStoreClosed", err)
+	}
+	t.Logf("%d of 200 writes racing with Close failed, the others were committed before it", closed)
+}
