@@ -54,12 +54,11 @@ func (c *copier) copyFile(ctx context.Context, srcDir *os.Root, src string, t *t
 		out.Discard()
 		return err
 	}
-	if err := out.Publish(t.name); err != nil && !errors.Is(err, fs.ErrExist) {
+	err = out.Publish(t.name)
+	if err != nil && !errors.Is(err, fs.ErrExist) {
 		return targetError(err, t.rel)
-	} else if err != nil {
-		return err
 	}
-	return nil
+	return err
 }
 
 // finishFile fills out, a new file, and closes it (fillFile).

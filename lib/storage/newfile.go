@@ -65,7 +65,7 @@ func (f *NewFile) Publish(name string) error {
 	if f.tmp != "" {
 		err := f.Close()
 		if err == nil {
-			err = place(f.dir, f.tmp, name, false)
+			err = Place(f.dir, f.tmp, name, false)
 		}
 		if err != nil {
 			unix.Unlinkat(int(f.dir.Fd()), f.tmp, 0)

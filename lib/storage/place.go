@@ -12,23 +12,14 @@ import (
 // ErrExist is returned by Place when something is already at the name.
 var ErrExist = fs.ErrExist
 
-// Place moves tmp to name, both single elements of dir, without replacing
-// anything. Where the kernel and filesystem allow it that is one rename that
-// fails if the name exists (renameat2 with RENAME_NOREPLACE), for files and
-// folders alike. Elsewhere a file is hard-linked (which fails if the name
-// exists) and its temporary name removed, and a folder renamed (which fails
-// if a non-empty folder or a file is there). Something at name is ErrExist.
-func Place(dir *os.Root, tmp, name string, isDir bool) error {
-	d, err := dir.OpenFile(".", unix.O_PATH|unix.O_DIRECTORY, 0)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return place(d, tmp, name, isDir)
-}
-
-// place is Place in the open folder dir.
-func place(dir *os.File, tmp, name string, isDir bool) error {
+// Place moves tmp to name, both single elements of the open folder dir,
+// without replacing anything. Where the kernel and filesystem allow it that
+// is one rename that fails if the name exists (renameat2 with
+// RENAME_NOREPLACE), for files and folders alike. Elsewhere a file is
+// hard-linked (which fails if the name exists) and its temporary name
+// removed, and a folder renamed (which fails if a non-empty folder or a file
+// is there). Something at name is ErrExist.
+func Place(dir *os.File, tmp, name string, isDir bool) error {
 	fd := int(dir.Fd())
 	err := unix.Renameat2(fd, tmp, fd, name, unix.RENAME_NOREPLACE)
 	switch {

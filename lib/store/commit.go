@@ -56,11 +56,6 @@ func newCommitter(s *Store) *committer {
 func (c *committer) exec(ctx context.Context, q string, args []any) (int64, error) {
 	w := &write{ctx: ctx, q: q, args: args, done: make(chan writeResult, 1)}
 	select {
-	case <-c.stop:
-		return 0, errStoreClosed
-	default:
-	}
-	select {
 	case c.queue <- w:
 	case <-c.stop:
 		return 0, errStoreClosed
@@ -68,8 +63,9 @@ func (c *committer) exec(ctx context.Context, q string, args []any) (int64, erro
 		return 0, ctx.Err()
 	}
 	// Answered even after ctx ends: the write may have been committed. A
-	// write queued as the store closed, after run drained the queue, is
-	// never taken: run's end answers it.
+	// write queued as the store closed (select picks at random among
+	// ready cases) after run drained the queue is never taken: run's end
+	// answers it.
 	select {
 	case r := <-w.done:
 		return r.n, r.err

@@ -206,12 +206,13 @@ type template struct {
 	err   error
 }
 
-// marker is the stand-in for value i while a template is built: a string
-// no caller sends, so it cannot be mistaken for a constant.
-func marker(i int) string { return fmt.Sprintf("\x00template value %d\x00", i) }
-
 func (t *template) prepare() {
-	q, args, err := t.build(func(i int) any { return marker(i) })
+	markers := map[string]int{}
+	q, args, err := t.build(func(i int) any {
+		m := fmt.Sprintf("\x00template value %d\x00", i) // equal to no constant of a statement
+		markers[m] = i
+		return m
+	})
 	if err != nil {
 		t.err = fmt.Errorf("build query: %w", err)
 		return
@@ -223,8 +224,10 @@ func (t *template) prepare() {
 	t.q, t.args, t.slots = q, args, make([]int, len(args))
 	for i, a := range args {
 		t.slots[i] = -1
-		if s, ok := a.(string); ok && strings.HasPrefix(s, "\x00template value ") {
-			fmt.Sscanf(strings.Trim(s, "\x00"), "template value %d", &t.slots[i])
+		if s, ok := a.(string); ok {
+			if n, ok := markers[s]; ok {
+				t.slots[i] = n
+			}
 		}
 	}
 }
