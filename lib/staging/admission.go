@@ -63,7 +63,7 @@ func (s *Service) admitShared(caller Caller, req *Request, opt Options) error {
 		return err
 	}
 	if opt.Fetch && !m.Traits().Streams {
-		return Errorf(Invalid, "GET fetches content only; use POST for %s", req.Method)
+		return Errorf(Invalid, "A download link (GET, or a form post) only fetches content; to stage with %s, POST JSON (Content-Type: application/json)", req.Method)
 	}
 	if m.Traits().Streams && (!opt.Stream || opt.Async) {
 		return Errorf(Invalid, "%s sends its content to the client: it takes one item over HTTP, not a batch, an event or an async request", req.Method)

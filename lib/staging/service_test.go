@@ -779,7 +779,7 @@ func TestStreamingNeedsAStreamingDoor(t *testing.T) {
 		wantKind(t, err, staging.Invalid, "download sends its content to the client: it takes one item over HTTP, not a batch, an event or an async request")
 	}
 	_, err := fx.svc.Handle(context.Background(), alice, req("local_copy", "a", "b"), staging.Options{Stream: true, Fetch: true})
-	wantKind(t, err, staging.Invalid, "GET fetches content only; use POST for local_copy")
+	wantKind(t, err, staging.Invalid, "A download link (GET, or a form post) only fetches content; to stage with local_copy, POST JSON (Content-Type: application/json)")
 	if len(fx.store.All()) != 0 {
 		t.Fatal("refusals of the door's kind were recorded")
 	}
