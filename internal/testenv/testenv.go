@@ -31,6 +31,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -377,6 +378,38 @@ func (s *MariaDBServer) CreateDatabase(name string) (string, error) {
 		return "", fmt.Errorf("create database %s: %w", name, err)
 	}
 	return s.url(name), nil
+}
+
+// Status returns the server's global status counters named (SHOW GLOBAL
+// STATUS), such as Com_stmt_execute: how make bench counts the statements
+// a request costs.
+func (s *MariaDBServer) Status(names ...string) (map[string]int64, error) {
+	rows, err := s.admin.Query("SHOW GLOBAL STATUS")
+	if err != nil {
+		return nil, fmt.Errorf("global status: %w", err)
+	}
+	defer rows.Close()
+	out := make(map[string]int64, len(names))
+	for rows.Next() {
+		var name, value string
+		if err := rows.Scan(&name, &value); err != nil {
+			return nil, fmt.Errorf("global status: %w", err)
+		}
+		if slices.Contains(names, name) {
+			if out[name], err = strconv.ParseInt(value, 10, 64); err != nil {
+				return nil, fmt.Errorf("global status %s: %w", name, err)
+			}
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("global status: %w", err)
+	}
+	for _, name := range names {
+		if _, ok := out[name]; !ok {
+			return nil, fmt.Errorf("global status: no %s", name)
+		}
+	}
+	return out, nil
 }
 
 // Dir is the folder of the server's files.
