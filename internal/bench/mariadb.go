@@ -110,7 +110,7 @@ func (b *bench) replicas(ctx context.Context) (row, error) {
 		commas(svc), len(errs), per("Com_stmt_execute"), per("Questions"), per("Handler_commit"))
 	return row{n: 8, name: fmt.Sprintf("%s × 64 KiB files, one local_copy request each, %d keep-alive clients over two stage processes sharing one MariaDB, vs Go `io.Copy` on %d goroutines",
 		commas(float64(n)), clients, clients),
-		service: fmt.Sprintf("%s req/s, %d errors; %.2f statements and %.2f commits per request on MariaDB", commas(svc), len(errs), per("Com_stmt_execute"), per("Handler_commit")),
+		service:  fmt.Sprintf("%s req/s, %d errors; %.2f statements and %.2f commits per request on MariaDB", commas(svc), len(errs), per("Com_stmt_execute"), per("Handler_commit")),
 		baseline: commas(base) + " files/s",
-		ratio: svc / base, target: "≥ 0.35×, no errors", met: svc/base >= 0.35 && len(errs) == 0}, nil
+		ratio:    svc / base, target: "≥ 0.35×, no errors", met: svc/base >= 0.35 && len(errs) == 0}, nil
 }
