@@ -304,7 +304,7 @@ func stageBody(src, rel string) []byte {
 }
 
 // localCopy asks the service at base to stage src to rel and checks the
-// answer is 200 with status success.
+// answer is 200 with status success, the file copied (not found in place).
 func localCopy(ctx context.Context, c *http.Client, base, src, rel string) error {
 	u := base + "/stage_data?method=local_copy&username=" + user
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u, bytes.NewReader(stageBody(src, rel)))
@@ -321,9 +321,14 @@ func localCopy(ctx context.Context, c *http.Client, base, src, rel string) error
 	if err != nil {
 		return fmt.Errorf("local_copy %s: read answer: %w", src, err)
 	}
-	var answer struct{ Status string }
+	var answer struct{ Status, Message string }
 	if resp.StatusCode != http.StatusOK || json.Unmarshal(body, &answer) != nil || answer.Status != "success" {
 		return fmt.Errorf("local_copy %s: %s: %s", src, resp.Status, bytes.TrimSpace(body))
+	}
+	// A target already in place is a success that copies nothing: a
+	// measure that met one would time no copy at all.
+	if strings.HasPrefix(answer.Message, "Data already available") {
+		return fmt.Errorf("local_copy %s to %s: nothing copied: %s", src, rel, answer.Message)
 	}
 	return nil
 }

@@ -46,7 +46,9 @@ func (b *bench) loggingCost(ctx context.Context) (row, error) {
 			defer t.CloseIdleConnections()
 			client := &http.Client{Transport: t, Timeout: time.Minute}
 			d, errs := parallel(ctx, n, b.clients, func(j int) error {
-				return localCopy(ctx, client, p.url, name(j), fmt.Sprintf("%s-%d", name(j), i))
+				// Each run its own targets: a target already there
+				// would be answered "already available", not copied.
+				return localCopy(ctx, client, p.url, name(j), fmt.Sprintf("%s-%s", name(j), procName))
 			})
 			if len(errs) > 0 {
 				return 0, fmt.Errorf("%d of %d requests failed, the first: %w", len(errs), n, errs[0])
