@@ -30,7 +30,9 @@ import (
 // over an embedded SQLite store, as the binary serves it. local_symlink is
 // the same request without the copy (a link instead), healthz the HTTP
 // round trip alone: the differences say what the copy and what the
-// pipeline and its records cost.
+// pipeline and its records cost. BENCH_LOGGING_LEVEL=INFO (the default is
+// WARNING) logs each request as row 6 does, and BENCH_LOG_TO_STORE=false
+// keeps those records out of the store.
 func BenchmarkLocalCopy64KiB(b *testing.B) {
 	dir := b.TempDir()
 	source, target := filepath.Join(dir, "source"), filepath.Join(dir, "areas")
@@ -41,7 +43,7 @@ func BenchmarkLocalCopy64KiB(b *testing.B) {
 		must(b, os.WriteFile(filepath.Join(source, fmt.Sprintf("small/f%05d", i)), content, 0o644))
 	}
 	for k, v := range map[string]string{"SOURCE_STORAGE_PATH": source, "TARGET_STORAGE_PATH": target,
-		"DATABASE_URL": "sqlite://" + filepath.Join(dir, "staging.db"), "LOGGING_LEVEL": "WARNING"} {
+		"DATABASE_URL": "sqlite://" + filepath.Join(dir, "staging.db"), "LOGGING_LEVEL": envOr("BENCH_LOGGING_LEVEL", "WARNING"), "LOG_TO_STORE": envOr("BENCH_LOG_TO_STORE", "true")} {
 		b.Setenv(k, v)
 	}
 	fn, err := function.Setup(context.Background(), "stage", methods.All)
@@ -92,4 +94,12 @@ func benchRequest(client *http.Client, base, method string, i int64, files int) 
 		return fmt.Errorf("%s: status %d", method, resp.StatusCode)
 	}
 	return nil
+}
+
+// envOr returns the environment variable k, or d when it is unset or empty.
+func envOr(k, d string) string {
+	if v := os.Getenv(k); v != "" {
+		return v
+	}
+	return d
 }

@@ -53,7 +53,7 @@ import (
 // sizes are the workload of one run.
 type sizes struct {
 	bigSize    int64 // bytes of the file of rows 1 and 5
-	reps       int   // repetitions of rows 1 and 2 (median reported)
+	reps       int   // repetitions of rows 1, 2, 6 and 7 (median reported)
 	treeFiles  int   // 4 KiB files in the directory of row 2
 	smallFiles int   // 64 KiB files (one request each) in row 3
 	clients    int   // concurrent clients in row 3
