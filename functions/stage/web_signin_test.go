@@ -15,7 +15,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/chromedp/cdproto/browser"
 	"github.com/chromedp/cdproto/network"
 	"github.com/chromedp/cdproto/storage"
 	"github.com/chromedp/chromedp"
@@ -280,33 +279,14 @@ func TestWebPageSignIn(t *testing.T) {
 	})
 
 	t.Run("a download carries the token in a form, not in the address", func(t *testing.T) {
-		dir := t.TempDir()
-		_, err := chromedp.CallBrowser(p.ctx, browser.SetDownloadBehavior, browser.SetDownloadBehaviorParams{
-			Behavior: browser.SetDownloadBehaviorBehaviorAllow, DownloadPath: dir, EventsEnabled: new(true)})
-		must(t, err)
-		ctx, cancel := context.WithTimeout(p.ctx, 30*time.Second)
-		defer cancel()
-		progress := chromedp.BrowserEvents(ctx, browser.DownloadProgress)
+		downloaded := p.expectDownload(t)
 		from := len(sent.all())
 		p.set(t, "#method", "direct_download")
 		p.set(t, "#source", "data/blob.bin")
 		if kind, text := p.submit(t); kind != "success" || !strings.Contains(text, "blob.bin") {
 			t.Fatalf("answer %s %q", kind, text)
 		}
-		for ev, err := range progress {
-			if err != nil {
-				t.Fatalf("no completed download: %v\n%s", err, p.state())
-			}
-			if ev.State == browser.DownloadProgressStateCanceled {
-				t.Fatalf("download canceled: %+v", ev)
-			}
-			if ev.State == browser.DownloadProgressStateCompleted {
-				break
-			}
-		}
-		got, err := os.ReadFile(filepath.Join(dir, "blob.bin"))
-		must(t, err)
-		if !bytes.Equal(got, blob) {
+		if got := downloaded("blob.bin"); !bytes.Equal(got, blob) {
 			t.Fatalf("downloaded %d bytes differ from the %d bytes of the source", len(got), len(blob))
 		}
 		r := sent.await(t, "posting the download", from, func(r sentRequest) bool {

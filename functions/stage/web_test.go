@@ -139,6 +139,37 @@ func (p *page) historyRow(t *testing.T, what, selector, cond string) string {
 	return p.wait(t, what, fmt.Sprintf(`[...document.querySelectorAll(%s)].filter(row => %s).map(row => row.innerText)[0]`, sel, cond))
 }
 
+// expectDownload lets the browser save downloads into a new folder and
+// returns what waits for the next one to complete and gives the content of
+// the file it saved as name. Call it before the click that downloads.
+func (p *page) expectDownload(t *testing.T) func(name string) []byte {
+	t.Helper()
+	dir := t.TempDir()
+	_, err := chromedp.CallBrowser(p.ctx, browser.SetDownloadBehavior, browser.SetDownloadBehaviorParams{
+		Behavior: browser.SetDownloadBehaviorBehaviorAllow, DownloadPath: dir, EventsEnabled: new(true)})
+	must(t, err)
+	ctx, cancel := context.WithTimeout(p.ctx, 30*time.Second)
+	t.Cleanup(cancel)
+	progress := chromedp.BrowserEvents(ctx, browser.DownloadProgress)
+	return func(name string) []byte {
+		t.Helper()
+		for ev, err := range progress {
+			if err != nil {
+				t.Fatalf("no completed download: %v\n%s", err, p.state())
+			}
+			if ev.State == browser.DownloadProgressStateCanceled {
+				t.Fatalf("download canceled: %+v", ev)
+			}
+			if ev.State == browser.DownloadProgressStateCompleted {
+				break
+			}
+		}
+		got, err := os.ReadFile(filepath.Join(dir, name))
+		must(t, err)
+		return got
+	}
+}
+
 // noErrors fails when the page threw an exception or broke its security
 // policy. Error answers of the service are expected ("Failed to load
 // resource"), and so is the log stream's 404 while no logs function runs.
@@ -257,13 +288,7 @@ func TestWebPage(t *testing.T) {
 	})
 
 	t.Run("direct_download saves the identical file", func(t *testing.T) {
-		dir := t.TempDir()
-		_, err := chromedp.CallBrowser(p.ctx, browser.SetDownloadBehavior, browser.SetDownloadBehaviorParams{
-			Behavior: browser.SetDownloadBehaviorBehaviorAllow, DownloadPath: dir, EventsEnabled: new(true)})
-		must(t, err)
-		ctx, cancel := context.WithTimeout(p.ctx, 30*time.Second)
-		defer cancel()
-		progress := chromedp.BrowserEvents(ctx, browser.DownloadProgress)
+		downloaded := p.expectDownload(t)
 		p.set(t, "#method", "direct_download")
 		if hidden := eval[bool](t, p, `document.querySelector("#target-field").hidden`); !hidden {
 			t.Fatal("the target path is shown for direct_download")
@@ -273,20 +298,7 @@ func TestWebPage(t *testing.T) {
 		if kind != "success" || !strings.Contains(text, "random.bin") {
 			t.Fatalf("answer %s %q", kind, text)
 		}
-		for ev, err := range progress {
-			if err != nil {
-				t.Fatalf("no completed download: %v", err)
-			}
-			if ev.State == browser.DownloadProgressStateCanceled {
-				t.Fatalf("download canceled: %+v", ev)
-			}
-			if ev.State == browser.DownloadProgressStateCompleted {
-				break
-			}
-		}
-		got, err := os.ReadFile(filepath.Join(dir, "random.bin"))
-		must(t, err)
-		if !bytes.Equal(got, blob) {
+		if got := downloaded("random.bin"); !bytes.Equal(got, blob) {
 			t.Fatalf("downloaded %d bytes differ from the %d bytes of the source", len(got), len(blob))
 		}
 		p.historyRow(t, "the download in the history", "#history-table tbody tr",
