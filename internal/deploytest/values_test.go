@@ -278,12 +278,10 @@ func renderedText(t *testing.T, out []byte) string {
 	return b.String()
 }
 
-// TestChartValuesTakeEffect is the cross-check between values and templates:
-// every value of values.yaml, changed, changes the rendered objects, and a
-// changed string or number shows up in them.
-func TestChartValuesTakeEffect(t *testing.T) {
-	root := repoRoot(t)
-	raw, err := os.ReadFile(filepath.Join(root, chartDir, "values.yaml"))
+// chartValues reads the chart's values.yaml.
+func chartValues(t *testing.T) map[string]any {
+	t.Helper()
+	raw, err := os.ReadFile(filepath.Join(repoRoot(t), chartDir, "values.yaml"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -291,6 +289,14 @@ func TestChartValuesTakeEffect(t *testing.T) {
 	if err := yaml.Unmarshal(raw, &values); err != nil {
 		t.Fatal(err)
 	}
+	return values
+}
+
+// TestChartValuesTakeEffect is the cross-check between values and templates:
+// every value of values.yaml, changed, changes the rendered objects, and a
+// changed string or number shows up in them.
+func TestChartValuesTakeEffect(t *testing.T) {
+	values := chartValues(t)
 	all := leaves(values, nil)
 	if len(all) < 50 {
 		t.Fatalf("only %d values found", len(all))
@@ -317,14 +323,7 @@ func TestChartValuesTakeEffect(t *testing.T) {
 // values.yaml, with its default, and no value that is gone.
 func TestChartReadme(t *testing.T) {
 	root := repoRoot(t)
-	raw, err := os.ReadFile(filepath.Join(root, chartDir, "values.yaml"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var values map[string]any
-	if err := yaml.Unmarshal(raw, &values); err != nil {
-		t.Fatal(err)
-	}
+	values := chartValues(t)
 	readme, err := os.ReadFile(filepath.Join(root, chartDir, "README.md"))
 	if err != nil {
 		t.Fatal(err)
