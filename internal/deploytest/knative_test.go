@@ -48,7 +48,13 @@ func knativeSecrets(t *testing.T) []object {
 // deployOverlay builds what `make deploy` applies: config/knative through
 // the overlay tools/knative-overlay.sh writes from image references.
 func deployOverlay(t *testing.T) []object {
-	root := repoRoot(t)
+	dir := writeDeployOverlay(t)
+	return decodeAll(t, "the deploy overlay", run(t, dir, "kustomize", "build", "--load-restrictor", "LoadRestrictionsNone", "."))
+}
+
+// writeDeployOverlay writes the overlay `make deploy` builds, for made-up
+// image references, into a new folder and returns the folder.
+func writeDeployOverlay(t *testing.T) string {
 	dir := t.TempDir()
 	refs := filepath.Join(dir, "images.txt")
 	var b strings.Builder
@@ -58,8 +64,8 @@ func deployOverlay(t *testing.T) []object {
 	if err := os.WriteFile(refs, []byte(b.String()), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	run(t, root, "make", "--no-print-directory", "-s", "deploy-overlay", "DEPLOY_DIR="+dir, "IMAGE_REFS="+refs)
-	return decodeAll(t, "the deploy overlay", run(t, dir, "kustomize", "build", "--load-restrictor", "LoadRestrictionsNone", "."))
+	run(t, repoRoot(t), "make", "--no-print-directory", "-s", "deploy-overlay", "DEPLOY_DIR="+dir, "IMAGE_REFS="+refs)
+	return dir
 }
 
 func TestConfigKnative(t *testing.T) {
@@ -202,17 +208,7 @@ func TestReadmeKnativeFeatures(t *testing.T) {
 // component (Knative Eventing's sender identity) and checks it as the base:
 // Knative's validation, references, the workloads, and who may send events.
 func TestConfigKnativeOIDC(t *testing.T) {
-	root := repoRoot(t)
-	dir := t.TempDir()
-	refs := filepath.Join(dir, "images.txt")
-	var b strings.Builder
-	for i, f := range functionNames {
-		fmt.Fprintf(&b, "registry.example.org:5000/skao/%s:latest@sha256:%064x\n", f, i+1)
-	}
-	if err := os.WriteFile(refs, []byte(b.String()), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	run(t, root, "make", "--no-print-directory", "-s", "deploy-overlay", "DEPLOY_DIR="+dir, "IMAGE_REFS="+refs)
+	dir := writeDeployOverlay(t)
 	objs := append(withComponent(t, dir, "oidc"), knativeSecrets(t)...)
 	name := func(f string) string { return f }
 	checkReferences(t, "config/knative with oidc", objs)
