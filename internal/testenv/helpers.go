@@ -96,6 +96,20 @@ func WaitFor(tb testing.TB, timeout time.Duration, what string, cond func() bool
 	}
 }
 
+// NoHang fails the test if fn does not return within five seconds, for
+// what must never block: opening a FIFO for reading waits for a writer for
+// ever.
+func NoHang(tb testing.TB, what string, fn func()) {
+	tb.Helper()
+	done := make(chan struct{})
+	go func() { defer close(done); fn() }()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		tb.Fatalf("%s did not return: it blocks", what)
+	}
+}
+
 // RandomFile writes size bytes of random-looking data quickly (one random
 // MiB repeated) to path and returns their sha256.
 func RandomFile(tb testing.TB, path string, size int64) [32]byte {

@@ -9,23 +9,10 @@ import (
 	"path/filepath"
 	"syscall"
 	"testing"
-	"time"
 
+	"github.com/ska-telescope/skao-staging-service/internal/testenv"
 	"github.com/ska-telescope/skao-staging-service/lib/staging"
 )
-
-// noHang fails the test if fn does not return within a few seconds:
-// opening a FIFO for reading waits for a writer for ever.
-func noHang(t *testing.T, what string, fn func()) {
-	t.Helper()
-	done := make(chan struct{})
-	go func() { defer close(done); fn() }()
-	select {
-	case <-done:
-	case <-time.After(5 * time.Second):
-		t.Fatalf("%s did not return: it blocks", what)
-	}
-}
 
 // Only regular files and folders are staged, by every method: a FIFO, a
 // socket, a device, a link to one, or a tree holding one is refused 400
@@ -65,7 +52,7 @@ func TestSpecialFilesRefused(t *testing.T) {
 				continue // a link to a folder is made without reading it
 			}
 			t.Run(m.Name()+"/"+source, func(t *testing.T) {
-				noHang(t, "staging "+source, func() {
+				testenv.NoHang(t, "staging "+source, func() {
 					_, _, err := stage(context.Background(), t, m, staging.Request{Method: m.Name(), Username: "alice", Source: source, Target: "out/" + source})
 					wantStatus(t, err, http.StatusBadRequest, detail)
 				})
@@ -79,7 +66,7 @@ func TestSpecialFilesRefused(t *testing.T) {
 	for _, m := range []staging.Method{ms[0], ms[2]} {
 		for source, status := range map[string]int{"treelink": http.StatusForbidden, "treeinlink": http.StatusBadRequest} {
 			t.Run(m.Name()+"/"+source, func(t *testing.T) {
-				noHang(t, "staging "+source, func() {
+				testenv.NoHang(t, "staging "+source, func() {
 					_, _, err := stage(context.Background(), t, m, staging.Request{Method: m.Name(), Username: "alice", Source: source, Target: source})
 					wantStatus(t, err, status, "")
 				})
@@ -108,7 +95,7 @@ func TestSwappedForFIFO(t *testing.T) {
 				must(t, os.Remove(p))
 				must(t, syscall.Mkfifo(p, 0o644))
 				defer func() { os.Remove(p); must(t, os.WriteFile(p, []byte("g"), 0o644)) }()
-				noHang(t, "staging the swapped "+c.swap, func() {
+				testenv.NoHang(t, "staging the swapped "+c.swap, func() {
 					res, err := plan.Run(context.Background(), newJob(&req))
 					if err == nil && res.Download != nil && res.Download.WriteTo != nil {
 						err = res.Download.WriteTo(context.Background(), io.Discard)

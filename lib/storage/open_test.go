@@ -14,7 +14,8 @@ import (
 	"sync"
 	"syscall"
 	"testing"
-	"time"
+
+	"github.com/ska-telescope/skao-staging-service/internal/testenv"
 )
 
 // special lays out, in dir: a FIFO, a socket, a character device (as root:
@@ -43,19 +44,6 @@ func special(t *testing.T, dir string) []string {
 	return names
 }
 
-// noHang fails the test if fn does not return within a few seconds: the
-// failure mode of opening a FIFO for reading is waiting for ever.
-func noHang(t *testing.T, what string, fn func()) {
-	t.Helper()
-	done := make(chan struct{})
-	go func() { defer close(done); fn() }()
-	select {
-	case <-done:
-	case <-time.After(5 * time.Second):
-		t.Fatalf("%s did not return: it blocks", what)
-	}
-}
-
 func TestOpenFile(t *testing.T) {
 	dir := t.TempDir()
 	specials := special(t, dir)
@@ -64,7 +52,7 @@ func TestOpenFile(t *testing.T) {
 	defer root.Close()
 
 	for _, name := range specials {
-		noHang(t, "OpenFile("+name+")", func() {
+		testenv.NoHang(t, "OpenFile("+name+")", func() {
 			f, _, err := OpenFile(root, name)
 			if !errors.Is(err, ErrUnsupported) {
 				t.Errorf("OpenFile(%s) = %v, %v; want ErrUnsupported", name, f, err)
@@ -93,12 +81,12 @@ func TestOpenFile(t *testing.T) {
 	}
 
 	for _, name := range specials {
-		noHang(t, "openDir("+name+")", func() {
+		testenv.NoHang(t, "openDir("+name+")", func() {
 			if _, err := openDir(root, name); err == nil {
 				t.Errorf("openDir(%s) opened it", name)
 			}
 		})
-		noHang(t, "OpenTree("+name+")", func() {
+		testenv.NoHang(t, "OpenTree("+name+")", func() {
 			if _, err := OpenTree(root, name); err == nil {
 				t.Errorf("OpenTree(%s) opened it", name)
 			}
@@ -118,7 +106,7 @@ func TestOpenFile(t *testing.T) {
 func TestSourceSpecial(t *testing.T) {
 	fx := newFixture(t)
 	for _, name := range special(t, fx.source) {
-		noHang(t, "Source("+name+")", func() {
+		testenv.NoHang(t, "Source("+name+")", func() {
 			_, err := fx.st.Source(name)
 			wantStatus(t, err, http.StatusBadRequest, "Unsupported source type (not a file or directory): "+name)
 		})
@@ -220,7 +208,7 @@ func TestWalkRefuses(t *testing.T) {
 		root, err := os.OpenRoot(dir)
 		must(t, err)
 		defer root.Close()
-		noHang(t, "Walk", func() {
+		testenv.NoHang(t, "Walk", func() {
 			_, _, err := Count(context.Background(), root, 8)
 			var pe *fs.PathError
 			if !errors.Is(err, ErrUnsupported) || !errors.As(err, &pe) || pe.Path != "a/fifo" {
@@ -285,7 +273,7 @@ func TestFolderOpenSwapped(t *testing.T) {
 		must(t, os.Remove(p))
 		must(t, syscall.Mkfifo(p, 0o644))
 		var err error
-		noHang(t, "Folder.Open of a swapped FIFO", func() {
+		testenv.NoHang(t, "Folder.Open of a swapped FIFO", func() {
 			var in *os.File
 			if in, _, err = f.Open(name); err == nil {
 				in.Close()
