@@ -14,8 +14,8 @@ const oidcAudience = "staging-api"
 
 // TestOIDCCaller: what AUTH_MODE=oidc makes of a bearer token, against a
 // real provider: who the caller is, whether an admin, what their storage
-// scopes let them read, and each refusal in words that name the reason
-// and never the token.
+// scopes let them read, and each refusal in its exact words, which name
+// the reason and never the token.
 func TestOIDCCaller(t *testing.T) {
 	p := testenv.OIDCProviderFor(t, testenv.OIDCConfig{
 		Users: []testenv.OIDCUser{
@@ -105,10 +105,11 @@ func TestOIDCCaller(t *testing.T) {
 		}
 	})
 	t.Run("a provider that cannot be asked", func(t *testing.T) {
-		v := verifier(false) // discovery done while the provider runs
+		// A new verifier has neither the discovery document nor the keys,
+		// so a token sends it to the provider.
+		v := verifier(false)
 		p.Stop()
 		defer p.Start()
-		// A key the verifier has not seen sends it to the provider.
 		_, err := NewOIDC(v, false).Caller(ctx, alice)
 		if kind, detail := staging.KindOf(err); kind != staging.Unavailable ||
 			detail != "Cannot check the token: the identity provider is unreachable" {
