@@ -7,6 +7,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/google/uuid"
@@ -35,7 +36,9 @@ var (
 	followBatch = 1000
 )
 
-var functionName = regexp.MustCompile(`^[a-z][a-z0-9-]{0,63}$`)
+// functionName is what a function's name looks like, compiled when first
+// needed, not at every start.
+var functionName = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^[a-z][a-z0-9-]{0,63}$`) })
 
 type api struct {
 	store logging.Store
@@ -100,7 +103,7 @@ func parse(r *http.Request) (*request, error) {
 		req.query.Operation = v
 	}
 	if v := q.Get("function"); v != "" {
-		if !functionName.MatchString(v) {
+		if !functionName().MatchString(v) {
 			return nil, bad("function must be a function's name, such as stage")
 		}
 		req.query.Function = v

@@ -13,6 +13,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -304,7 +305,8 @@ func parseList(v string) ([]string, error) {
 }
 
 // methodName is what a method's name looks like.
-var methodName = regexp.MustCompile(`^[a-z][a-z0-9_]{0,63}$`)
+// It is compiled when first needed, not at every start.
+var methodName = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^[a-z][a-z0-9_]{0,63}$`) })
 
 // parseMethods accepts the Helm values' JSON list or a comma-separated list
 // of method names; which names exist is the method registry's to say.
@@ -328,7 +330,7 @@ func parseMethods(v string) ([]string, error) {
 	seen := map[string]bool{}
 	out := list[:0]
 	for _, m := range list {
-		if !methodName.MatchString(m) {
+		if !methodName().MatchString(m) {
 			return nil, fmt.Errorf("ALLOWED_METHODS: %q is not a method name such as local_copy", m)
 		}
 		if !seen[m] {

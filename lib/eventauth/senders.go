@@ -6,6 +6,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"sync"
 )
 
 // HMACSubject is the sender of an event signed with the shared secret.
@@ -18,11 +19,15 @@ const AnyType = "*"
 // send it. A sender allowed for AnyType may send every type.
 type Senders map[string][]string
 
+// The expressions are compiled when EVENT_SENDERS is first read, not at
+// every start.
 var (
-	eventType = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._:/+-]*$`)
+	eventType = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._:/+-]*$`) })
 	// A namespace is a DNS label, a service account name a DNS subdomain.
-	dnsLabel     = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`)
-	dnsSubdomain = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`)
+	dnsLabel     = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`) })
+	dnsSubdomain = sync.OnceValue(func() *regexp.Regexp {
+		return regexp.MustCompile(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`)
+	})
 )
 
 // ParseSenders reads EVENT_SENDERS: entries separated by ";" or new lines,
@@ -50,7 +55,7 @@ func ParseSenders(s string) (Senders, error) {
 		if !ok {
 			return nil, fmt.Errorf("%q: want <event type>=<sender>[,<sender>...]", entry)
 		}
-		if typ != AnyType && !eventType.MatchString(typ) {
+		if typ != AnyType && !eventType().MatchString(typ) {
 			return nil, fmt.Errorf("%q: %q is not an event type (letters, digits and . _ : / + -) nor %q", entry, typ, AnyType)
 		}
 		if _, dup := out[typ]; dup {
@@ -81,7 +86,7 @@ func checkSubject(s string) error {
 	}
 	rest, ok := strings.CutPrefix(s, "system:serviceaccount:")
 	ns, name, ok2 := strings.Cut(rest, ":")
-	if !ok || !ok2 || len(ns) > 63 || len(name) > 253 || !dnsLabel.MatchString(ns) || !dnsSubdomain.MatchString(name) {
+	if !ok || !ok2 || len(ns) > 63 || len(name) > 253 || !dnsLabel().MatchString(ns) || !dnsSubdomain().MatchString(name) {
 		return fmt.Errorf("sender %q is not system:serviceaccount:<namespace>:<name> nor %q", s, HMACSubject)
 	}
 	return nil

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/ska-telescope/skao-staging-service/lib/jupyterhub"
@@ -61,7 +62,9 @@ func (JupyterCopy) Traits() staging.Traits {
 // never refused as the rename's source.
 func WorkspaceTempName(operationID string) string { return "skao-staging-" + operationID + "-tmp" }
 
-var workspaceTemp = regexp.MustCompile(`^skao-staging-([0-9a-f-]{36})-tmp$`)
+// workspaceTemp matches WorkspaceTempName's names; compiled when first
+// needed, not at every start.
+var workspaceTemp = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^skao-staging-([0-9a-f-]{36})-tmp$`) })
 
 func (m JupyterCopy) Prepare(ctx context.Context, req *staging.Request) (*staging.Plan, error) {
 	if m.Jupyter.Hub == nil {
@@ -352,7 +355,7 @@ func (w *workspace) sweep(ctx context.Context, current string) {
 		return // the upload itself will say what is wrong
 	}
 	for _, child := range root.Content {
-		m := workspaceTemp.FindStringSubmatch(child.Name)
+		m := workspaceTemp().FindStringSubmatch(child.Name)
 		if m == nil || m[1] == current || w.m.Alive(ctx, m[1]) {
 			continue
 		}

@@ -4,7 +4,6 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"path"
-	"regexp"
 	"strings"
 )
 
@@ -112,12 +111,27 @@ const (
 // MAX_PATH_DEPTH says otherwise.
 const DefaultMaxPathDepth = 64
 
-// usernamePattern is what a username may look like: it names a directory.
-var usernamePattern = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9._@+-]{0,127}$`)
+// usernamePattern is what a username may look like (it names a directory),
+// as refusals say it; ValidUsername checks it by hand, because compiling
+// the expression costs every start more than all its checks in a while.
+const usernamePattern = `^[A-Za-z0-9_][A-Za-z0-9._@+-]{0,127}$`
 
-// ValidUsername reports whether u is an acceptable username.
+// ValidUsername reports whether u is an acceptable username: it matches
+// usernamePattern and has no "..".
 func ValidUsername(u string) bool {
-	return usernamePattern.MatchString(u) && !strings.Contains(u, "..")
+	if len(u) == 0 || len(u) > 128 || strings.Contains(u, "..") {
+		return false
+	}
+	for i := 0; i < len(u); i++ {
+		c := u[i]
+		switch {
+		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9', c == '_':
+		case i > 0 && strings.IndexByte(".@+-", c) >= 0:
+		default:
+			return false
+		}
+	}
+	return true
 }
 
 // checkPath refuses a path over the limits, or with a NUL byte.

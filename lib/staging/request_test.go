@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"regexp"
 	"strings"
 	"testing"
 	"unicode/utf8"
@@ -52,6 +53,20 @@ func TestValidUsername(t *testing.T) {
 			}
 		})
 	}
+}
+
+// FuzzValidUsername checks the hand-written ValidUsername against the
+// expression the refusals quote.
+func FuzzValidUsername(f *testing.F) {
+	for _, u := range []string{"alice", "a.b@c+d-e_f", "_x", "", "..", "-x", "a..b", "alïce", "a" + strings.Repeat("b", 127), "a" + strings.Repeat("b", 128)} {
+		f.Add(u)
+	}
+	pattern := regexp.MustCompile(usernamePattern)
+	f.Fuzz(func(t *testing.T, u string) {
+		if want := pattern.MatchString(u) && !strings.Contains(u, ".."); ValidUsername(u) != want {
+			t.Errorf("ValidUsername(%q) = %v, want %v (%s)", u, !want, want, usernamePattern)
+		}
+	})
 }
 
 func TestLockKey(t *testing.T) {

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 	"syscall"
 
 	"github.com/ska-telescope/skao-staging-service/lib/staging"
@@ -196,17 +197,18 @@ func IsEscape(err error) bool {
 
 // Temporary files and directories are named ".skao-staging-<operation id>.tmp"
 // in the target folder, so a sweep can find them and tell whose they are.
-var tempPattern = regexp.MustCompile(`^\.skao-staging-([0-9a-f-]{36})\.tmp$`)
+// The expression is compiled when first needed, not at every start.
+var tempPattern = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^\.skao-staging-([0-9a-f-]{36})\.tmp$`) })
 
 // TempName is the temporary name for an operation's output.
 func TempName(operationID string) string { return ".skao-staging-" + operationID + ".tmp" }
 
 // IsTemp reports whether name is a temporary name.
-func IsTemp(name string) bool { return tempPattern.MatchString(name) }
+func IsTemp(name string) bool { return tempPattern().MatchString(name) }
 
 // TempOperation returns the operation id in a temporary name, or "".
 func TempOperation(name string) string {
-	if m := tempPattern.FindStringSubmatch(name); m != nil {
+	if m := tempPattern().FindStringSubmatch(name); m != nil {
 		return m[1]
 	}
 	return ""
