@@ -351,7 +351,10 @@ func (s *Service) Sweep(ctx context.Context) (int, error) {
 }
 
 // Sweeper runs Sweep every third of a lease (and every PendingTTL/4 at
-// least) until ctx ends.
+// least) until ctx ends. The first sweep comes one interval after start,
+// not at once: a function started from zero has a request waiting for the
+// store, and what its predecessor left expires no sooner for being looked
+// at early.
 func (s *Service) Sweeper(ctx context.Context) {
 	every := s.lease() / 3
 	if s.PendingTTL > 0 {
@@ -360,17 +363,17 @@ func (s *Service) Sweeper(ctx context.Context) {
 	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
 		if err := s.Store.Ping(ctx); err != nil {
 			s.storeFailed()
 		} else if n, err := s.Sweep(ctx); err != nil && ctx.Err() == nil {
 			s.logger().WarnContext(ctx, "sweep operations", "error", err)
 		} else if n > 0 {
 			s.logger().InfoContext(ctx, "swept operations", "count", n)
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
 		}
 	}
 }
