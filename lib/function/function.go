@@ -16,6 +16,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"runtime/debug"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -106,6 +107,8 @@ func Setup(ctx context.Context, name string, all func(methods.Env) []staging.Met
 		f.Go(f.migrateUntilReady)
 	} else {
 		f.migrated.Store(true)
+		// The first request finds its statements built and prepared.
+		go db.Warm(ctx)
 	}
 	if all != nil {
 		if _, err := f.setupStaging(all); err != nil {
@@ -354,6 +357,7 @@ func MainStaging(name string, all func(methods.Env) []staging.Method, build func
 
 func run(name string, all func(methods.Env) []staging.Method, build func(f *Function) (http.Handler, error)) {
 	start := time.Now()
+	time.AfterFunc(startWindow, holdGC())
 	f, err := Setup(context.Background(), name, all)
 	if err != nil {
 		slog.Error("start-up failed", "function", name, "error", err)
@@ -368,6 +372,28 @@ func run(name string, all func(methods.Env) []staging.Method, build func(f *Func
 	if err := f.Serve(h); err != nil {
 		f.Logger.Error("server failed", "error", err)
 		os.Exit(1)
+	}
+}
+
+// startWindow and startHeapLimit bound holdGC: start-up allocates a few MiB
+// once, while the first request of a function started from zero waits.
+const (
+	startWindow    = time.Second
+	startHeapLimit = 64 << 20
+)
+
+// holdGC keeps the collector from running while the function starts, as
+// long as the heap stays under startHeapLimit (or GOMEMLIMIT, if lower):
+// its first cycle would otherwise fall in the middle of Setup or of the
+// first request, on a CPU the function needs. The returned func puts GOGC
+// and GOMEMLIMIT back.
+func holdGC() (release func()) {
+	limit := debug.SetMemoryLimit(-1)
+	percent := debug.SetGCPercent(-1)
+	debug.SetMemoryLimit(min(limit, startHeapLimit))
+	return func() {
+		debug.SetMemoryLimit(limit)
+		debug.SetGCPercent(percent)
 	}
 }
 

@@ -2,8 +2,10 @@ package function
 
 import (
 	"context"
+	"math"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"strings"
 	"testing"
 
@@ -96,5 +98,41 @@ func TestStagingIsLimited(t *testing.T) {
 	defer f.Storage.Close()
 	if f.Service.MaxInflight != 3 || f.Service.MaxOpenFiles != 40 {
 		t.Fatalf("MaxInflight %d, MaxOpenFiles %d; want 3 and 40", f.Service.MaxInflight, f.Service.MaxOpenFiles)
+	}
+}
+
+// holdGC turns the collector off under a heap bound while a function
+// starts, and release puts back what GOGC and GOMEMLIMIT said, whatever
+// they said.
+func TestHoldGC(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		percent   int
+		limit     int64
+		wantLimit int64
+	}{
+		{"defaults", 100, math.MaxInt64, startHeapLimit},
+		{"GOGC=off", -1, math.MaxInt64, startHeapLimit},
+		{"GOMEMLIMIT under the bound", 200, 16 << 20, 16 << 20},
+		{"GOMEMLIMIT over the bound", 50, 1 << 30, startHeapLimit},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			oldPercent, oldLimit := debug.SetGCPercent(tc.percent), debug.SetMemoryLimit(tc.limit)
+			defer func() { debug.SetGCPercent(oldPercent); debug.SetMemoryLimit(oldLimit) }()
+			release := holdGC()
+			if p := debug.SetGCPercent(-1); p != -1 {
+				t.Errorf("while held: GOGC %d, want off", p)
+			}
+			if l := debug.SetMemoryLimit(-1); l != tc.wantLimit {
+				t.Errorf("while held: memory limit %d, want %d", l, tc.wantLimit)
+			}
+			release()
+			if p := debug.SetGCPercent(tc.percent); p != tc.percent {
+				t.Errorf("released: GOGC %d, want %d", p, tc.percent)
+			}
+			if l := debug.SetMemoryLimit(-1); l != tc.limit {
+				t.Errorf("released: memory limit %d, want %d", l, tc.limit)
+			}
+		})
 	}
 }

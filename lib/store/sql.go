@@ -193,6 +193,20 @@ func nullString(s string) any {
 	return s
 }
 
+// Warm builds the statements every staging writes (Create, Finish) and
+// prepares them on the database, which their first use would otherwise do.
+// A function started from zero calls it in the background as it starts,
+// on a CPU the start-up leaves idle, so its first request finds them
+// ready. Errors are left for that first use to report.
+func (s *Store) Warm(ctx context.Context) {
+	for _, t := range []*template{&s.create, &s.finish} {
+		t.once.Do(t.prepare)
+		if t.err == nil {
+			s.stmt(ctx, t.q)
+		}
+	}
+}
+
 // A template is a statement goqu builds once per store, with a marker in
 // place of each value that changes from call to call; bind puts the values
 // in. Building the SQL of the two statements every request makes (Create,

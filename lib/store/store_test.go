@@ -49,6 +49,7 @@ var cases = []struct {
 	{"Stale", testStale},
 	{"ConcurrentOpen", testConcurrentOpen},
 	{"ConcurrentWriters", testConcurrentWriters},
+	{"Warm", testWarm},
 }
 
 func TestStore(t *testing.T) {
@@ -69,6 +70,31 @@ func open(t *testing.T, url string) *Store {
 	}
 	t.Cleanup(func() { s.Close() })
 	return s
+}
+
+// testWarm: Warm prepares the two statements every staging writes, and
+// those writes then run on them.
+func testWarm(t *testing.T, url string) {
+	s := open(t, url)
+	s.Warm(context.Background())
+	for name, tmpl := range map[string]*template{"create": &s.create, "finish": &s.finish} {
+		if tmpl.err != nil {
+			t.Fatalf("%s: %v", name, tmpl.err)
+		}
+		if _, ok := s.stmts.Load(tmpl.q); !ok {
+			t.Errorf("%s: not prepared after Warm: %s", name, tmpl.q)
+		}
+	}
+	op := newOp("alice", t0)
+	op.Status, op.LeaseOwner = staging.StatusRunning, "replica-1"
+	mustCreate(t, s, op)
+	op.Status, op.Message, op.FinishedAt = staging.StatusSuccess, "done", &t0
+	if err := s.Finish(context.Background(), op, "replica-1"); err != nil {
+		t.Fatalf("Finish after Warm: %v", err)
+	}
+	if got := mustGet(t, s, op.ID); got.Status != staging.StatusSuccess {
+		t.Fatalf("status %q, want success", got.Status)
+	}
 }
 
 var t0 = time.Date(2026, 3, 14, 15, 9, 26, 535897000, time.UTC)
