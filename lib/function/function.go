@@ -386,10 +386,9 @@ const (
 
 // holdGC keeps the collector from running while the function starts, as
 // long as the Go runtime's memory stays under startHeapLimit (or
-// GOMEMLIMIT, if lower):
-// its first cycle would otherwise fall in the middle of Setup or of the
-// first request, on a CPU the function needs. The returned func puts GOGC
-// and GOMEMLIMIT back.
+// GOMEMLIMIT, if lower): its first cycle would otherwise fall in the middle
+// of Setup or of the first request, on a CPU the function needs. The
+// returned func puts GOGC and GOMEMLIMIT back.
 func holdGC() (release func()) {
 	limit := debug.SetMemoryLimit(-1)
 	percent := debug.SetGCPercent(-1)
