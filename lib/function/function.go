@@ -107,13 +107,15 @@ func Setup(ctx context.Context, name string, all func(methods.Env) []staging.Met
 		f.Go(f.migrateUntilReady)
 	} else {
 		f.migrated.Store(true)
-		// The first request finds its statements built and prepared.
-		go db.Warm(ctx)
 	}
 	if all != nil {
 		if _, err := f.setupStaging(all); err != nil {
 			db.Close()
 			return nil, err
+		}
+		if f.migrated.Load() {
+			// The first request finds its statements built and prepared.
+			go db.Warm(ctx)
 		}
 	}
 	return f, nil
