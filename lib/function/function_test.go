@@ -113,7 +113,7 @@ func TestHoldGC(t *testing.T) {
 	}{
 		{"defaults", 100, math.MaxInt64, startHeapLimit},
 		{"GOGC=off", -1, math.MaxInt64, startHeapLimit},
-		{"GOMEMLIMIT under the bound", 200, 16 << 20, 16 << 20},
+		{"GOMEMLIMIT under the bound", 200, 8 << 20, 8 << 20},
 		{"GOMEMLIMIT over the bound", 50, 1 << 30, startHeapLimit},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
