@@ -11,6 +11,7 @@ results=internal/reliability/last-run.md
 targets=(
 	lib/storage:FuzzSource
 	lib/methods:FuzzStagePaths
+	lib/staging:FuzzValidUsername
 	lib/rucio:FuzzParseDID
 	lib/rucio:FuzzParseTransferDone
 	lib/events:FuzzDecodeRequest
