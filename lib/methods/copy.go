@@ -54,6 +54,10 @@ func (c *copier) copyFile(ctx context.Context, srcDir *os.Root, src string, t *t
 		out.Discard()
 		return err
 	}
+	if err := c.job.Confirm(ctx); err != nil {
+		out.Discard()
+		return err
+	}
 	err = out.Publish(t.name)
 	if err != nil && !errors.Is(err, fs.ErrExist) {
 		return targetError(err, t.rel)

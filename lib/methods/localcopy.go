@@ -95,6 +95,9 @@ func (m LocalCopy) copyTree(ctx context.Context, c *copier, src *storage.Source,
 	defer tree.Close()
 	err = c.copyTree(ctx, tree, src.Rel, dir, tmp)
 	if err == nil {
+		err = c.job.Confirm(ctx)
+	}
+	if err == nil {
 		if err = storage.Place(t.folder, tmp, t.name, true); err != nil && !errors.Is(err, fs.ErrExist) {
 			err = targetError(err, t.rel)
 		}

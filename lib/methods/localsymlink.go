@@ -55,6 +55,9 @@ func (m LocalSymlink) Prepare(ctx context.Context, req *staging.Request) (*stagi
 			} else if _, lerr := dir.Lstat(t.name); lerr == nil {
 				return nil, conflict(t.rel)
 			}
+			if err := job.Confirm(ctx); err != nil {
+				return nil, err
+			}
 			err := dir.Symlink(link, t.name)
 			if errors.Is(err, fs.ErrExist) && attempt == 0 {
 				continue // made by someone else just now: look again

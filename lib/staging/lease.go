@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.opentelemetry.io/otel/codes"
@@ -23,7 +24,10 @@ import (
 // While the store is away nobody's heartbeat gets through, so for a lease
 // after a replica last saw the store fail it takes nobody for dead: the
 // holders that are alive refresh their records, or record their outcomes,
-// first.
+// first. A replica cut off from the store alone is taken for dead by the
+// others all the same; so a run shows its output under the user's name
+// only while its last heartbeat is recent (Job.Confirm), and the others
+// fail an operation before they remove what it left.
 
 func (s *Service) lease() time.Duration {
 	if s.Lease > 0 {
@@ -73,8 +77,9 @@ type run struct {
 	stopped chan struct{}
 	wg      sync.WaitGroup
 	once    sync.Once
-	lost    bool  // set by the heartbeat before it stops
-	slot    *slot // of the work in flight, let go when the run stops
+	lost    atomic.Bool  // the lease was found lost
+	beat    atomic.Int64 // when the last heartbeat that got through was written (Unix ns)
+	slot    *slot        // of the work in flight, let go when the run stops
 }
 
 // run carries out plan for op, which this replica holds, in sl, which it
@@ -84,6 +89,8 @@ func (s *Service) run(ctx context.Context, m Method, op *Operation, req *Request
 	runCtx, cancel := context.WithCancel(ctx)
 	r := &run{s: s, op: op, req: req, job: &Job{Operation: op, Request: req}, start: start, ctx: ctx,
 		cancel: cancel, stopped: make(chan struct{}), slot: sl.pass()}
+	r.beat.Store(op.UpdatedAt.UnixNano()) // recorded running just now
+	r.job.confirm = r.confirm
 	r.heartbeat()
 	running(ctx, m.Name())
 	spanCtx, span := tracer.Start(runCtx, "run "+req.Method)
@@ -113,22 +120,61 @@ func (r *run) heartbeat() {
 				return
 			case <-t.C:
 			}
-			total, done := r.job.Counts()
 			ctx, cancel := context.WithTimeout(context.Background(), r.s.lease()/5)
-			err := r.s.Store.Progress(ctx, r.op.ID, r.s.instance(), total, done, time.Now().UTC())
+			err := r.refresh(ctx)
 			cancel()
 			if errors.Is(err, ErrLeaseLost) {
 				r.s.logger().ErrorContext(r.ctx, "lease lost: the operation was taken over; stopping", "operation", r.op.ID)
-				r.lost = true
 				r.cancel()
 				return
 			}
 			if err != nil {
-				r.s.storeFailed()
 				r.s.logger().WarnContext(r.ctx, "record progress", "operation", r.op.ID, "error", err)
 			}
 		}
 	}()
+}
+
+// refresh records progress, which renews the lease, and notes when.
+func (r *run) refresh(ctx context.Context) error {
+	now := time.Now().UTC()
+	total, done := r.job.Counts()
+	err := r.s.Store.Progress(ctx, r.op.ID, r.s.instance(), total, done, now)
+	switch {
+	case err == nil:
+		r.beat.Store(now.UnixNano())
+	case errors.Is(err, ErrLeaseLost):
+		r.lost.Store(true)
+	default:
+		r.s.storeFailed()
+	}
+	return err
+}
+
+// confirm is Job.Confirm for this run. Nobody takes the operation for dead
+// until a lease after its last heartbeat; within half of that, showing the
+// output is safe without asking the store. Later, the lease is renewed
+// first, waiting while the store is away.
+func (r *run) confirm(ctx context.Context) error {
+	wait := 10 * time.Millisecond
+	for time.Since(time.Unix(0, r.beat.Load())) >= r.s.lease()/2 {
+		pctx, cancel := context.WithTimeout(ctx, r.s.lease()/5)
+		err := r.refresh(pctx)
+		cancel()
+		switch {
+		case err == nil:
+			return nil
+		case errors.Is(err, ErrLeaseLost):
+			return Errorf(Unavailable, "Operation %s was taken over before it finished", r.op.ID)
+		}
+		select {
+		case <-ctx.Done():
+			return Wrap(Unavailable, "Staging was cancelled", ctx.Err())
+		case <-time.After(wait):
+		}
+		wait = min(wait*2, r.s.lease()/5)
+	}
+	return nil
 }
 
 // stop ends the heartbeat and the run's context.
@@ -202,7 +248,7 @@ func (r *run) finish(res *Result, runErr error) (*Outcome, error) {
 	stopped(ctx, op.Method)
 	recordOutcome(ctx, op.Method, string(op.Status), op.Bytes, took)
 	switch {
-	case errors.Is(err, ErrLeaseLost) || (err == nil && r.lost):
+	case errors.Is(err, ErrLeaseLost) || (err == nil && r.lost.Load()):
 		s.logger().ErrorContext(ctx, "outcome not recorded: the operation was taken over before it finished",
 			"operation", op.ID, "status", op.Status)
 		current, gerr := s.Store.Get(context.WithoutCancel(ctx), op.ID)
@@ -287,12 +333,18 @@ func (s *Service) overdue(op *Operation) bool {
 	return false
 }
 
-// abandon removes what op, taken for dead, left behind, then records it as
-// failed, unless it has shown life since. Cleaning first means a replica
-// that dies in between leaves op overdue, to be swept again.
+// abandon records op, taken for dead, as failed, unless it has shown life
+// since, and then removes what it left behind. Failing it first means that
+// its replica, should it be alive after all (cut off from the store), finds
+// its lease lost before it could show its output, and removes its own; and
+// that nothing is removed under a run that did show life.
 func (s *Service) abandon(ctx context.Context, op *Operation) (bool, error) {
 	if op.Status == StatusPending {
 		return s.Store.Abandon(ctx, op.ID, StatusPending, time.Now().Add(-s.handoffTimeout()), Unavailable, lost)
+	}
+	done, err := s.Store.Abandon(ctx, op.ID, StatusRunning, time.Now().Add(-s.lease()), Unavailable, interrupted)
+	if !done || err != nil {
+		return done, err
 	}
 	if m, err := s.lookup(op.Method); err == nil {
 		if c, ok := m.(Cleaner); ok && s.local(m) {
@@ -301,7 +353,7 @@ func (s *Service) abandon(ctx context.Context, op *Operation) (bool, error) {
 			}
 		}
 	}
-	return s.Store.Abandon(ctx, op.ID, StatusRunning, time.Now().Add(-s.lease()), Unavailable, interrupted)
+	return true, nil
 }
 
 // Sweep fails the operations taken for dead (running without a heartbeat

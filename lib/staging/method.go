@@ -61,6 +61,20 @@ type Job struct {
 	Request   *Request
 	total     atomic.Int64
 	done      atomic.Int64
+	confirm   func(ctx context.Context) error // set by the run
+}
+
+// Confirm is called by a job right before it shows its output under the
+// name the user sees (puts a copy in place): it makes sure the operation
+// is still this replica's, so that nobody has taken it for dead and
+// removed what it wrote. It costs nothing while the lease was renewed
+// lately; otherwise it renews it, waiting while the store is away. After
+// an error the job must not show its output, and removes it.
+func (j *Job) Confirm(ctx context.Context) error {
+	if j.confirm == nil {
+		return nil
+	}
+	return j.confirm(ctx)
 }
 
 // SetTotal records how many bytes the job will move.

@@ -153,7 +153,7 @@ func (s *Service) waitForLock(ctx context.Context, lock string, try func() error
 		case errors.Is(err, ErrNotFound):
 		case err != nil:
 			return DatabaseUnavailable(err)
-		case holder.UpdatedAt.Before(time.Now().Add(-s.lease())):
+		case s.overdue(holder):
 			if _, err := s.abandon(ctx, holder); err != nil {
 				return DatabaseUnavailable(err)
 			}

@@ -88,6 +88,9 @@ func (m *copyMethod) Prepare(ctx context.Context, req *staging.Request) (*stagin
 			return nil, fmt.Errorf("open /srv/secret/%s: input/output error", req.Source)
 		}
 		job.Add(100)
+		if err := job.Confirm(ctx); err != nil {
+			return nil, err
+		}
 		if !m.area.put(req.Username, req.Target, req.Source) {
 			return &staging.Result{Message: "Data already available at " + req.Target}, nil
 		}
