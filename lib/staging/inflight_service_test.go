@@ -321,6 +321,7 @@ func TestRecordedWorkWaitsForRedelivery(t *testing.T) {
 		if err != nil || !out.Waiting {
 			t.Fatalf("%+v %v", out, err)
 		}
+		fx.replicas["skao:far.fits"] = "rse/far.fits" // arrived
 		ok := func() error { return nil }
 		_, err = fx.svc.Complete(context.Background(), staging.System, "skao:far.fits", "rse/far.fits", ok)
 		wantKind(t, err, staging.TooMany, busyDetail)

@@ -473,49 +473,77 @@ type Completion struct {
 }
 
 // Complete finishes the requests waiting for did's replica, which arrived
-// at source, as caller. check verifies the replica (size, checksum) once,
-// and only if someone waits: a lasting failure fails the waiting requests
-// with it, a transient one (not visible yet, store away) changes nothing
-// and is returned, so the sender retries. Outcomes are notified. A second
-// arrival finds nobody waiting: no second effect.
+// at source, as caller: all of them, a thousand at a time. check verifies
+// the replica (size, checksum) once, and only if someone waits: a lasting
+// failure fails the waiting requests with it, a transient one (not visible
+// yet, store away) changes nothing and is returned, so the sender retries.
+// Outcomes are notified. A second arrival finds nobody waiting: no second
+// effect.
 func (s *Service) Complete(ctx context.Context, caller Caller, did, source string, check func() error) (*Completion, error) {
 	// Completing other users' requests is a trusted sender's to do.
 	if err := AuthorizeAdmin(caller); err != nil {
 		return nil, err
 	}
-	waiting, err := s.Waiting(ctx, did)
-	if err != nil {
-		return nil, err
+	c := &Completion{}
+	for {
+		waiting, err := s.Waiting(ctx, did)
+		if err != nil {
+			return nil, err
+		}
+		if len(waiting) == 0 {
+			return c, nil
+		}
+		if c.Waiting == 0 {
+			if err := check(); err != nil {
+				if Transient(err) {
+					return nil, err
+				}
+				c.Refused = err
+			}
+		}
+		c.Waiting += len(waiting)
+		finished := 0
+		for i := range waiting {
+			op, err := s.completeOne(ctx, caller, &waiting[i], source, c.Refused)
+			if err != nil {
+				return nil, err // the store is away: the sender retries
+			}
+			if op != nil {
+				finished++
+				c.Operations = append(c.Operations, *op)
+			}
+		}
+		// A request left waiting (its run refused for good) comes first
+		// in the next batch: stop when a batch moved nobody.
+		if len(waiting) < sweepBatch || finished == 0 {
+			return c, nil
+		}
 	}
-	c := &Completion{Waiting: len(waiting)}
-	if len(waiting) == 0 {
-		return c, nil
+}
+
+// completeOne runs op, which waited for its DID's replica, now at source;
+// or fails it with refused, the replica's failure of its check. It returns
+// op's outcome when this call finished it, nil when it was finished
+// elsewhere or left waiting, and an error only when the sender should
+// retry.
+func (s *Service) completeOne(ctx context.Context, caller Caller, op *Operation, source string, refused error) (*Operation, error) {
+	if refused != nil {
+		if s.FailWaiting(ctx, op, refused) {
+			return op, nil
+		}
+		return nil, nil
 	}
-	if err := check(); err != nil {
+	out, err := s.Handle(ctx, caller, Request{Method: op.Method, Username: op.Username,
+		Target: op.RelativePath, Source: source, DID: op.DID, OperationID: op.ID}, Options{})
+	switch {
+	case out == nil || out.Operation == nil:
 		if Transient(err) {
 			return nil, err
 		}
-		c.Refused = err
-		for i := range waiting {
-			if s.FailWaiting(ctx, &waiting[i], err) {
-				c.Operations = append(c.Operations, waiting[i])
-			}
-		}
-		return c, nil
+		return nil, nil
+	case out.Replayed:
+		return nil, nil
 	}
-	for _, op := range waiting {
-		out, err := s.Handle(ctx, caller, Request{Method: op.Method, Username: op.Username,
-			Target: op.RelativePath, Source: source, DID: did, OperationID: op.ID}, Options{})
-		if out == nil || out.Operation == nil {
-			if Transient(err) {
-				return nil, err // the store is away: the sender retries
-			}
-			continue
-		}
-		if !out.Replayed {
-			c.Operations = append(c.Operations, *out.Operation)
-			s.Notify(ctx, out.Operation)
-		}
-	}
-	return c, nil
+	s.Notify(ctx, out.Operation)
+	return out.Operation, nil
 }

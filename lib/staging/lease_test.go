@@ -147,4 +147,3 @@ func TestLockWaitTakesNobodyForDeadAfterAnOutage(t *testing.T) {
 		t.Fatalf("staged %q, want the holder's", got)
 	}
 }
-

@@ -46,8 +46,12 @@ func (s *Service) refuse(ctx context.Context, req *Request, cause error, record 
 	op.FinishedAt = &op.CreatedAt
 	if err := s.Store.Create(ctx, op); err != nil {
 		if errors.Is(err, ErrDuplicate) && op.EventKey != "" {
-			if existing, err := s.Store.GetByEventKey(ctx, op.EventKey); err == nil {
+			existing, err := s.byEventKey(ctx, req)
+			if err == nil {
 				return s.replay(ctx, existing)
+			}
+			if k, _ := KindOf(err); k == Conflict {
+				return nil, err
 			}
 		}
 		s.logger().ErrorContext(ctx, "record refusal", "operation", op.ID, "error", err)
@@ -62,13 +66,39 @@ func (s *Service) createPending(ctx context.Context, req *Request) (op *Operatio
 	op = newOperation(req, StatusPending)
 	if err := s.Store.Create(ctx, op); err != nil {
 		if errors.Is(err, ErrDuplicate) && op.EventKey != "" {
-			if existing, gerr := s.Store.GetByEventKey(ctx, op.EventKey); gerr == nil {
+			existing, err := s.byEventKey(ctx, req)
+			if err == nil {
 				return existing, true, nil
+			}
+			if k, _ := KindOf(err); k == Conflict {
+				return nil, false, err
 			}
 		}
 		return nil, false, DatabaseUnavailable(err)
 	}
 	return op, false, nil
+}
+
+// byEventKey returns the operation req's event made when it was delivered
+// before, ErrNotFound when it was not (or req came by no event), and a
+// Conflict when its key made an operation for another request: a sender
+// that used an event's source and id again for something else is told so,
+// not answered with the other request's outcome.
+func (s *Service) byEventKey(ctx context.Context, req *Request) (*Operation, error) {
+	key := req.eventKey()
+	if key == "" {
+		return nil, ErrNotFound
+	}
+	op, err := s.Store.GetByEventKey(ctx, key)
+	switch {
+	case errors.Is(err, ErrNotFound):
+		return nil, err
+	case err != nil:
+		return nil, DatabaseUnavailable(err)
+	case !op.sameRequest(req):
+		return nil, Errorf(Conflict, "Event %s from %s was delivered before with another request", truncate(req.EventID), truncate(req.EventSource))
+	}
+	return op, nil
 }
 
 // await records a request whose DID's replica has not arrived yet as
@@ -89,12 +119,8 @@ func (s *Service) await(ctx context.Context, req *Request) (*Outcome, error) {
 func (s *Service) open(ctx context.Context, req *Request, lock string) (op *Operation, replay bool, err error) {
 	op = newOperation(req, StatusRunning)
 	op.TargetLock, op.LeaseOwner = lock, s.instance()
-	err = s.waitForLock(ctx, lock, func() error { return s.Store.Create(ctx, op) }, func() (*Operation, bool) {
-		if op.EventKey == "" {
-			return nil, false
-		}
-		existing, err := s.Store.GetByEventKey(ctx, op.EventKey)
-		return existing, err == nil
+	err = s.waitForLock(ctx, lock, func() error { return s.Store.Create(ctx, op) }, func() (*Operation, error) {
+		return s.byEventKey(ctx, req)
 	})
 	var r *replayError
 	if errors.As(err, &r) {
@@ -115,7 +141,7 @@ func (s *Service) claim(ctx context.Context, op *Operation, lock string) (*Opera
 		var err error
 		claimed, err = s.Store.Claim(ctx, op.ID, lock, owner, time.Now().UTC())
 		return err
-	}, func() (*Operation, bool) { return nil, false })
+	}, func() (*Operation, error) { return nil, ErrNotFound })
 	if err != nil {
 		return nil, false, err
 	}
@@ -132,10 +158,11 @@ type replayError struct{ op *Operation }
 func (e *replayError) Error() string { return "replay " + e.op.ID }
 
 // waitForLock runs try until it does not fail with ErrDuplicate. A
-// duplicate that is a redelivery (found by redelivered) ends the wait
-// with a *replayError; one that is the target lock waits for its holder,
-// or takes over from a holder whose replica died.
-func (s *Service) waitForLock(ctx context.Context, lock string, try func() error, redelivered func() (*Operation, bool)) error {
+// duplicate that is a redelivery (found by redelivered, which answers
+// ErrNotFound for none) ends the wait with a *replayError; one that is
+// the target lock waits for its holder, or takes over from a holder whose
+// replica died.
+func (s *Service) waitForLock(ctx context.Context, lock string, try func() error, redelivered func() (*Operation, error)) error {
 	wait := time.Millisecond
 	for {
 		err := try()
@@ -145,8 +172,10 @@ func (s *Service) waitForLock(ctx context.Context, lock string, try func() error
 		if !errors.Is(err, ErrDuplicate) {
 			return DatabaseUnavailable(err)
 		}
-		if op, ok := redelivered(); ok {
+		if op, err := redelivered(); err == nil {
 			return &replayError{op}
+		} else if !errors.Is(err, ErrNotFound) {
+			return err
 		}
 		holder, err := s.Store.GetByTargetLock(ctx, lock)
 		switch {

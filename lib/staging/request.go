@@ -29,13 +29,22 @@ type Request struct {
 	// a redelivery (same source and id) returns the first outcome.
 	EventSource string `json:"-"`
 	EventID     string `json:"-"`
+	// sentBy is the user who sent the event themselves (no sender
+	// credential): their events are told apart from everyone else's.
+	sentBy string
 }
 
 // eventKey identifies the delivered event the request came in by, "" for
-// other doors and for hand-offs (which are keyed by their operation).
+// other doors and for hand-offs (which are keyed by their operation). A
+// user chooses their event's source and id freely, so the key of a user's
+// own event includes who sent it: nobody can take another's key, to learn
+// their outcome or to have their event answered with someone else's.
 func (r *Request) eventKey() string {
-	if r.EventID == "" || r.EventSource == "" || r.OperationID != "" {
+	switch {
+	case r.EventID == "" || r.EventSource == "" || r.OperationID != "":
 		return ""
+	case r.sentBy != "":
+		return hash("user event", r.sentBy, r.EventSource, r.EventID)
 	}
 	return EventKey(r.EventSource, r.EventID)
 }
@@ -161,7 +170,8 @@ func checkPath(field, p string, maxDepth int) error {
 func LockKey(username, target string) string { return hash("target", username, path.Clean(target)) }
 
 // EventKey identifies a CloudEvent by its source and id, as the spec says
-// they identify an event uniquely.
+// they identify an event uniquely: the key of an event from a verified
+// sender or an administrator.
 func EventKey(source, id string) string { return hash("event", source, id) }
 
 func hash(parts ...string) string {

@@ -163,6 +163,9 @@ func (s *Service) Handle(ctx context.Context, caller Caller, req Request, opt Op
 
 func (s *Service) handle(ctx context.Context, caller Caller, req *Request, opt Options) (*Outcome, error) {
 	start := time.Now()
+	if !caller.Admin {
+		req.sentBy = caller.Name
+	}
 	m, err := s.admit(caller, req, opt)
 	if err != nil {
 		kind, _ := KindOf(err)
@@ -171,12 +174,10 @@ func (s *Service) handle(ctx context.Context, caller Caller, req *Request, opt O
 	if req.OperationID != "" {
 		return s.resume(ctx, caller, m, req, opt, start)
 	}
-	if key := req.eventKey(); key != "" {
-		if op, err := s.Store.GetByEventKey(ctx, key); err == nil {
-			return s.replay(ctx, op)
-		} else if !errors.Is(err, ErrNotFound) {
-			return nil, DatabaseUnavailable(err)
-		}
+	if op, err := s.byEventKey(ctx, req); err == nil {
+		return s.replay(ctx, op)
+	} else if !errors.Is(err, ErrNotFound) {
+		return nil, err
 	}
 	if req.DID != "" {
 		present, err := s.locate(caller, m, req)
@@ -258,6 +259,13 @@ func (s *Service) resume(ctx context.Context, caller Caller, m Method, req *Requ
 	if op.Status != StatusPending {
 		return s.replay(ctx, op)
 	}
+	if op.DID != "" && op.LocalPathOnStorage == "" {
+		// A request by DID runs on its replica, found here, never on a
+		// path the hand-off names; and only for a caller who may read it.
+		if err := s.checkReplica(caller, m, op, req); err != nil {
+			return nil, err
+		}
+	}
 	redelivered := opt.held == nil // by a sender outside this process
 	var plan *Plan
 	files := peerFiles
@@ -288,11 +296,37 @@ func (s *Service) resume(ctx context.Context, caller Caller, m Method, req *Requ
 	return s.run(ctx, m, op, req, plan, start, sl)
 }
 
-// matches reports whether req is the request op records.
+// checkReplica checks that req, which resumes op, a request by DID that
+// waited, names the DID's replica as its source, that the replica is
+// here, and that caller may read it.
+func (s *Service) checkReplica(caller Caller, m Method, op *Operation, req *Request) error {
+	found := *req
+	present, err := s.locate(caller, m, &found)
+	switch {
+	case err != nil:
+		return err
+	case !present:
+		return Errorf(NotFound, "Replica of %s is not at this site yet", op.DID)
+	case found.Source != req.Source:
+		s.logger().Warn("hand-off refused: its source is not the DID's replica", "operation", op.ID,
+			"caller", caller.Name, "did", op.DID, "local_path_on_storage", truncate(req.Source))
+		return Errorf(Forbidden, "Operation %s is not this request's", op.ID)
+	}
+	return nil
+}
+
+// matches reports whether req is the request op records; a request by DID
+// that waited learns its source when it resumes (see checkReplica).
 func (op *Operation) matches(req *Request) bool {
-	source := op.LocalPathOnStorage == req.Source || (op.DID != "" && op.LocalPathOnStorage == "")
+	return op.sameRequest(req) && (op.LocalPathOnStorage == req.Source || op.LocalPathOnStorage == "")
+}
+
+// sameRequest reports whether req asks for what op records: the same user,
+// method and target, and the same source, or for a request by DID the
+// same DID (whose replica op's source is, once found).
+func (op *Operation) sameRequest(req *Request) bool {
 	return op.Username == req.Username && op.Method == req.Method && op.RelativePath == req.Target &&
-		op.DID == req.DID && source
+		op.DID == req.DID && (req.DID != "" || op.LocalPathOnStorage == req.Source)
 }
 
 // handOn passes a pending operation on (Handoff, or a run in this

@@ -142,17 +142,19 @@ func (r replicas) Locate(did string) (string, bool, error) {
 // (a copyMethod), a download, and jupyter_copy run by a "jupyter" service
 // over the same store.
 type fixture struct {
-	store   *stagingtest.MemStore
-	area    *area
-	copy    *copyMethod
-	remote  *copyMethod
-	svc     *staging.Service
-	jupyter *staging.Service
+	store    *stagingtest.MemStore
+	replicas replicas // the DIDs' replicas at this site, shared by every replica of the service
+	area     *area
+	copy     *copyMethod
+	remote   *copyMethod
+	svc      *staging.Service
+	jupyter  *staging.Service
 }
 
 func newFixture(t *testing.T) *fixture {
 	t.Helper()
-	fx := &fixture{store: stagingtest.NewMemStore(), area: &area{files: map[string]string{}}}
+	fx := &fixture{store: stagingtest.NewMemStore(), area: &area{files: map[string]string{}},
+		replicas: replicas{"skao:here.fits": "rse/here.fits"}}
 	fx.copy = &copyMethod{name: "local_copy", function: "stage", area: fx.area, gate: make(chan struct{})}
 	fx.remote = &copyMethod{name: "jupyter_copy", function: "jupyter", area: fx.area, gate: make(chan struct{})}
 	fx.svc = fx.service("stage")
@@ -170,7 +172,7 @@ func newFixture(t *testing.T) *fixture {
 // service is one more replica of the function name, over the same store.
 func (fx *fixture) service(name string) *staging.Service {
 	s := &staging.Service{Store: fx.store, Function: name, Lease: time.Second, HandoffTimeout: time.Second,
-		DIDs: replicas{"skao:here.fits": "rse/here.fits"}}
+		DIDs: fx.replicas}
 	for _, m := range []staging.Method{fx.copy, fx.remote, downloadMethod{size: 1000}} {
 		s.Register(m)
 	}
@@ -578,6 +580,7 @@ func TestDIDWaitsThenCompletes(t *testing.T) {
 		t.Fatal("a transient check failure completed the requests")
 	}
 	// The replica arrived and checks out (what the Rucio door does).
+	fx.replicas["skao:far.fits"] = "rse/far.fits"
 	ok := func() error { return nil }
 	done, err := fx.svc.Complete(context.Background(), staging.System, "skao:far.fits", "rse/far.fits", ok)
 	if err != nil || done.Waiting != 1 || len(done.Operations) != 1 || done.Refused != nil {
@@ -606,8 +609,8 @@ func TestDIDWaitsThenCompletes(t *testing.T) {
 		t.Fatalf("%+v", op)
 	}
 	// A download cannot wait.
-	_, err = fx.svc.Handle(context.Background(), alice, staging.Request{Method: "download", Username: "alice", DID: "skao:far.fits"}, staging.Options{Stream: true})
-	wantKind(t, err, staging.NotFound, "Replica of skao:far.fits is not at this site yet")
+	_, err = fx.svc.Handle(context.Background(), alice, staging.Request{Method: "download", Username: "alice", DID: "skao:away.fits"}, staging.Options{Stream: true})
+	wantKind(t, err, staging.NotFound, "Replica of skao:away.fits is not at this site yet")
 }
 
 func TestDIDWaitExpires(t *testing.T) {
@@ -872,5 +875,113 @@ func TestStoreOutageTakesNobodyForDead(t *testing.T) {
 	time.Sleep(2 * fx.svc.Lease) // sweeps go on meanwhile
 	if op, _ := fx.store.Get(context.Background(), id); op.Status != staging.StatusSuccess {
 		t.Fatalf("record %+v", op)
+	}
+}
+
+// readNothing is a token's read scope that allows nothing.
+type readNothing struct{}
+
+func (readNothing) CanRead(string, bool) bool { return false }
+func (readNothing) CanList(string) bool       { return false }
+
+// A request by DID that waited runs on its replica when it resumes: a
+// hand-off naming another source is refused, and so are one that comes
+// before the replica and one from a caller who may not read the replica.
+func TestResumedDIDRunsOnItsReplica(t *testing.T) {
+	fx := newFixture(t)
+	r := staging.Request{Method: "local_copy", Username: "alice", DID: "skao:far.fits", Target: "far.fits"}
+	out, err := fx.svc.Handle(context.Background(), alice, r, staging.Options{})
+	if err != nil || !out.Waiting {
+		t.Fatalf("%+v %v", out, err)
+	}
+	id := out.Operation.ID
+	forged := r
+	forged.OperationID, forged.Source = id, "private/secret.fits"
+	_, err = fx.svc.Handle(context.Background(), alice, forged, staging.Options{})
+	wantKind(t, err, staging.NotFound, "Replica of skao:far.fits is not at this site yet")
+	fx.replicas["skao:far.fits"] = "rse/far.fits"
+	_, err = fx.svc.Handle(context.Background(), alice, forged, staging.Options{})
+	wantKind(t, err, staging.Forbidden, "Operation "+id+" is not this request's")
+	replica := forged
+	replica.Source = "rse/far.fits"
+	_, err = fx.svc.Handle(context.Background(), staging.Caller{Name: "alice", Reads: readNothing{}}, replica, staging.Options{})
+	wantKind(t, err, staging.Forbidden, "The token does not allow reading rse/far.fits")
+	if op, _ := fx.store.Get(context.Background(), id); op.Status != staging.StatusPending || fx.copy.runs.Load() != 0 {
+		t.Fatalf("after refused hand-offs: %+v, %d runs", op, fx.copy.runs.Load())
+	}
+	got, err := fx.svc.Handle(context.Background(), alice, replica, staging.Options{})
+	if err != nil || got.Operation.Status != staging.StatusSuccess || got.Operation.LocalPathOnStorage != "rse/far.fits" {
+		t.Fatalf("%+v %v", got, err)
+	}
+	if src, _ := fx.area.get("alice", "far.fits"); src != "rse/far.fits" {
+		t.Fatalf("staged %q", src)
+	}
+}
+
+// A user chooses their own event's source and id: the same pair from
+// another user is another event, never answered with the first one's
+// outcome; from the same sender for another request it is refused.
+func TestEventKeysOfUsersAreTheirOwn(t *testing.T) {
+	fx := newFixture(t)
+	b := staging.Request{Method: "local_copy", Username: "bob", Source: "b.fits", Target: "project/x",
+		EventSource: "/portal", EventID: "42"}
+	first, err := fx.svc.Handle(context.Background(), staging.Caller{Name: "bob"}, b, staging.Options{})
+	if err != nil || first.Operation.Status != staging.StatusSuccess {
+		t.Fatalf("%+v %v", first, err)
+	}
+	a := req("local_copy", "a.fits", "mine")
+	a.EventSource, a.EventID = "/portal", "42"
+	got, err := fx.svc.Handle(context.Background(), alice, a, staging.Options{})
+	if err != nil || got.Replayed || got.Operation.Username != "alice" || got.Operation.ID == first.Operation.ID {
+		t.Fatalf("alice's event with bob's source and id: %+v %v", got, err)
+	}
+	if src, _ := fx.area.get("alice", "mine"); src != "a.fits" {
+		t.Fatalf("alice's event staged %q", src)
+	}
+	again, err := fx.svc.Handle(context.Background(), alice, a, staging.Options{})
+	if err != nil || !again.Replayed || again.Operation.ID != got.Operation.ID {
+		t.Fatalf("redelivery: %+v %v", again, err)
+	}
+	for _, tc := range []struct {
+		name   string
+		caller staging.Caller
+		req    staging.Request
+	}{
+		{"a user's other request", alice, func() staging.Request { r := a; r.Target = "elsewhere"; return r }()},
+		{"a verified sender's other request", staging.Trusted, func() staging.Request { r := b; r.Target = "y"; return r }()},
+	} {
+		if tc.caller.Admin {
+			if _, err := fx.svc.Handle(context.Background(), tc.caller, b, staging.Options{}); err != nil {
+				t.Fatalf("%s: first delivery: %v", tc.name, err)
+			}
+		}
+		_, err := fx.svc.Handle(context.Background(), tc.caller, tc.req, staging.Options{})
+		wantKind(t, err, staging.Conflict, "Event 42 from /portal was delivered before with another request")
+	}
+	if n := len(fx.store.All()); n != 3 {
+		t.Fatalf("%d records, want 3 (bob's, alice's, the verified sender's)", n)
+	}
+}
+
+// One replica's arrival completes every request waiting for it, however
+// many: not only the first thousand.
+func TestCompleteFinishesEveryWaitingRequest(t *testing.T) {
+	fx := newFixture(t)
+	const n = 1234
+	for i := range n {
+		r := staging.Request{Method: "local_copy", Username: "alice", DID: "skao:far.fits", Target: fmt.Sprintf("t/%d", i)}
+		if out, err := fx.svc.Handle(context.Background(), alice, r, staging.Options{}); err != nil || !out.Waiting {
+			t.Fatalf("%+v %v", out, err)
+		}
+	}
+	fx.replicas["skao:far.fits"] = "rse/far.fits"
+	c, err := fx.svc.Complete(context.Background(), staging.System, "skao:far.fits", "rse/far.fits", func() error { return nil })
+	if err != nil || c.Waiting != n || len(c.Operations) != n {
+		t.Fatalf("waiting %d, completed %d, %v; want %d", c.Waiting, len(c.Operations), err, n)
+	}
+	for _, op := range fx.store.All() {
+		if op.Status != staging.StatusSuccess {
+			t.Fatalf("%+v", op)
+		}
 	}
 }
