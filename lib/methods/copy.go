@@ -111,19 +111,20 @@ func (c *copier) fill(ctx context.Context, out *os.File, in *os.File) error {
 }
 
 // copyTree copies the folder tree (open as a root; src names it in
-// messages) to a new folder dst in dstDir. The walk streams: each folder
+// messages) to a new folder dst in dstDir (rel, the target, names it in
+// messages: never the temporary name). The walk streams: each folder
 // is made when the walk reaches it, its files go through a small queue to
 // a bounded pool of workers, and a folder gets its mode, owner and time
 // once everything under it is in place. What it holds does not grow with
 // the tree: the queue, one open folder per level, and the folders whose
 // files are being copied.
-func (c *copier) copyTree(ctx context.Context, tree *os.Root, src string, dstDir *os.Root, dst string) error {
+func (c *copier) copyTree(ctx context.Context, tree *os.Root, src string, dstDir *os.Root, dst, rel string) error {
 	if err := dstDir.Mkdir(dst, 0o700); err != nil {
-		return targetError(err, dst)
+		return targetError(err, rel)
 	}
 	top, err := dstDir.OpenFile(dst, os.O_RDONLY|syscall.O_DIRECTORY|syscall.O_NOFOLLOW, 0)
 	if err != nil {
-		return targetError(err, dst)
+		return targetError(err, rel)
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()

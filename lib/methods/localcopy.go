@@ -93,7 +93,7 @@ func (m LocalCopy) copyTree(ctx context.Context, c *copier, src *storage.Source,
 		return sourceError(err, src.Rel)
 	}
 	defer tree.Close()
-	err = c.copyTree(ctx, tree, src.Rel, dir, tmp)
+	err = c.copyTree(ctx, tree, src.Rel, dir, tmp, t.rel)
 	if err == nil {
 		err = c.job.Confirm(ctx)
 	}

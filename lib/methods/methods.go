@@ -13,6 +13,7 @@ import (
 	"os/user"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 
 	"github.com/ska-telescope/skao-staging-service/lib/staging"
@@ -179,8 +180,21 @@ func targetError(err error, rel string) error {
 	case errors.Is(err, syscall.ELOOP), errors.Is(err, syscall.ENAMETOOLONG):
 		// Permanent: a 400, not a 5xx that a broker would redeliver.
 		return staging.Wrap(staging.Rejected, "Target path cannot be used (a link loop or a name too long): "+rel, err)
+	case errors.Is(err, fs.ErrPermission) && !refusedChown(err):
+		// A folder the service may not write, such as one an earlier
+		// staging made read-only: the user's to change, a 403, not a 5xx
+		// that a broker would redeliver for ever.
+		return staging.Wrap(staging.Forbidden, "A folder on the way to the target is not writable: "+rel, err)
 	}
 	return staging.Wrap(staging.Internal, fmt.Sprintf("Cannot write the target %s", rel), err)
+}
+
+// refusedChown reports whether err is a refused change of owner
+// (STAGED_OWNER without CAP_CHOWN): the service's set-up, not the target
+// folder, so it stays an internal error.
+func refusedChown(err error) bool {
+	var pe *fs.PathError
+	return errors.As(err, &pe) && strings.Contains(pe.Op, "chown")
 }
 
 func unsupported(p string) error {
