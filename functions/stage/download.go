@@ -1,6 +1,8 @@
 package main
 
 import (
+	"bufio"
+	"bytes"
 	"errors"
 	"io"
 	"mime"
@@ -48,10 +50,22 @@ func (a *api) downloadForm(w http.ResponseWriter, r *http.Request) {
 	a.fetch(w, r, r.PostForm.Get("access_token"))
 }
 
-// isForm says whether r's body is form-encoded.
+// isForm says whether r's body is a form: form-encoded, and not a JSON
+// object sent under that type, as `curl -d '{...}'` sends one unless told
+// otherwise. A form's body starts with a field name, never with '{'.
 func isForm(r *http.Request) bool {
 	t, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
-	return t == "application/x-www-form-urlencoded"
+	if t != "application/x-www-form-urlencoded" {
+		return false
+	}
+	body := bufio.NewReaderSize(r.Body, 64)
+	r.Body = struct {
+		io.Reader
+		io.Closer
+	}{body, r.Body}
+	start, _ := body.Peek(64) // less at the body's end
+	start = bytes.TrimLeft(start, " \t\r\n")
+	return len(start) == 0 || start[0] != '{'
 }
 
 // fetch streams what the query names to the caller of r, who is

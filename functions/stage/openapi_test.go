@@ -185,6 +185,8 @@ func TestOpenAPIContract(t *testing.T) {
 		{name: "download escape", method: "GET", path: "/stage_data?method=direct_download&username=alice&local_path_on_storage=/etc/passwd", status: 403},
 		{name: "download form", method: "POST", path: "/stage_data?method=direct_download&username=alice&local_path_on_storage=samples/hello.txt",
 			body: "access_token=", header: []string{"Content-Type", "application/x-www-form-urlencoded"}, status: 200},
+		{name: "JSON sent as a form (curl -d)", method: "POST", path: stage, body: " " + item("samples/hello.txt", "curl-d.txt"),
+			header: []string{"Content-Type", "application/x-www-form-urlencoded"}, status: 200},
 		{name: "download form, not a download", method: "POST", path: "/stage_data?method=local_copy&username=alice&local_path_on_storage=samples/hello.txt",
 			body: "access_token=", header: []string{"Content-Type", "application/x-www-form-urlencoded"}, status: 422},
 		{name: "download other method", method: "GET", path: "/stage_data?method=local_copy&username=alice&local_path_on_storage=samples/hello.txt", status: 422, badRequest: false},
