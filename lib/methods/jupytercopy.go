@@ -174,21 +174,36 @@ func (w *workspace) run(ctx context.Context, job *staging.Job) (*staging.Result,
 			return &staging.Result{Message: alreadyAvailable(where)}, perr
 		}
 		return nil, w.conflict()
-	case jupyterhub.StatusOf(err) >= 500:
-		// The server cannot rename to this name (the notebook 6.4 bug
-		// above): upload again straight under the final name, removed if
-		// that fails.
+	case jupyterhub.StatusOf(err) == http.StatusInternalServerError && !strings.Contains(w.rel, "/"):
+		// notebook 6.4 cannot rename to this top-level name (its bug, see
+		// rename; no separator to double): write it directly.
 		w.remove(ctx, tmp)
-		w.logger().WarnContext(ctx, "Jupyter server cannot rename the upload; writing the target directly",
-			"user", w.user, "path", w.rel, "error", err)
-		job.Add(-total)
-		if err := w.upload(ctx, job, entries, w.rel); err != nil {
-			w.remove(ctx, w.rel)
-			return nil, err
-		}
+		return w.direct(ctx, job, entries, total, where, err)
 	default:
+		// Any other failure, including a 5xx: our upload only is removed.
 		w.remove(ctx, tmp)
 		return nil, w.contentsError(err, w.rel)
+	}
+	return &staging.Result{Message: staged(w.user, "jupyter_copy"), Bytes: total}, nil
+}
+
+// direct writes the source straight under the target's name, for a server
+// that cannot rename the upload there (renameErr): only if nothing is there
+// right before (what is there is compared, as at the start, and never
+// touched), and never removed if the upload fails, since the contents API
+// cannot tell what was written there from what someone else put there
+// meanwhile. A partial copy may then stay at the target: the answer says so.
+func (w *workspace) direct(ctx context.Context, job *staging.Job, entries []entry, total int64, where string, renameErr error) (*staging.Result, error) {
+	if done, err := w.present(ctx, entries); done || err != nil {
+		return &staging.Result{Message: alreadyAvailable(where)}, err
+	}
+	w.logger().WarnContext(ctx, "Jupyter server cannot rename the upload; writing the target directly",
+		"user", w.user, "path", w.rel, "error", renameErr)
+	job.Add(-total)
+	if err := w.upload(ctx, job, entries, w.rel); err != nil {
+		kind, detail := staging.KindOf(err)
+		return nil, staging.Wrap(kind, fmt.Sprintf("%s (the server cannot rename to %s, so it was written directly: "+
+			"what was written is not removed)", detail, w.rel), err)
 	}
 	return &staging.Result{Message: staged(w.user, "jupyter_copy"), Bytes: total}, nil
 }
