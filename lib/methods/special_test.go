@@ -15,8 +15,9 @@ import (
 )
 
 // Only regular files and folders are staged, by every method: a FIFO, a
-// socket, a device, a link to one, or a tree holding one is refused 400
-// at once, and nothing appears in the user's area.
+// socket, a device or a link to one is refused 400 at once, and so is a
+// tree holding one by every method but local_symlink (which links a folder
+// without reading it); nothing appears in the user's area.
 func TestSpecialFilesRefused(t *testing.T) {
 	fx := newFixture(t)
 	src := func(p string) string { return filepath.Join(fx.source, p) }
