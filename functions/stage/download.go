@@ -4,11 +4,13 @@ import (
 	"bufio"
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
 	"mime"
 	"net/http"
 	"os"
 	"strconv"
+	"time"
 
 	"github.com/ska-telescope/skao-staging-service/lib/httpx"
 	"github.com/ska-telescope/skao-staging-service/lib/staging"
@@ -96,11 +98,24 @@ func serveDownload(w http.ResponseWriter, r *http.Request, out *staging.Outcome)
 	h := w.Header()
 	h.Set("Content-Disposition", mime.FormatMediaType("attachment", map[string]string{"filename": d.Name}))
 	h.Set("X-Operation-Id", out.Operation.ID)
-	cw := &countingWriter{ResponseWriter: w, out: out}
+	cw := &countingWriter{ResponseWriter: w, out: out, rc: http.NewResponseController(w)}
+	defer cw.rc.SetWriteDeadline(time.Time{}) // the connection may serve more requests
 	if d.File != nil {
 		h.Set("Content-Type", "application/octet-stream")
 		http.ServeContent(cw, r, d.Name, d.ModTime, d.File)
 		d.File.Close() // before Done, which gives back the files the operation held
+		if cw.status >= 400 {
+			// A Range outside the file, or a failed precondition: nothing
+			// was sent, and the operation failed.
+			detail := http.StatusText(cw.status)
+			if cw.status == http.StatusRequestedRangeNotSatisfiable {
+				detail = fmt.Sprintf("Range not satisfiable: the file has %d bytes", d.Size)
+			}
+			h.Del("Content-Disposition")
+			httpx.JSON(w, cw.status, httpx.Detail{Detail: detail})
+			out.Done(0, staging.Errorf(staging.Invalid, "%s", detail))
+			return
+		}
 		want, _ := strconv.ParseInt(h.Get("Content-Length"), 10, 64)
 		var err error
 		if r.Method != http.MethodHead && cw.n < want {
@@ -123,18 +138,50 @@ func serveDownload(w http.ResponseWriter, r *http.Request, out *staging.Outcome)
 // before the bytes sent are counted into the operation's progress.
 const progressChunk = 2 << 20
 
+// stallTimeout is how long a download waits for a client that reads
+// nothing: then its connection is closed and its operation fails, giving
+// back its place in MAX_INFLIGHT.
+var stallTimeout = time.Minute
+
 // countingWriter counts bytes sent into the outcome's progress and keeps
-// io.ReaderFrom, so sendfile still applies.
+// io.ReaderFrom, so sendfile still applies. Each write must go out within
+// stallTimeout. An error status (from http.ServeContent) is kept, not
+// written, with its plain-text body: serveDownload answers it in JSON.
 type countingWriter struct {
 	http.ResponseWriter
-	out *staging.Outcome
-	n   int64
+	out    *staging.Outcome
+	rc     *http.ResponseController
+	n      int64
+	until  time.Time // the write deadline set last
+	status int
+}
+
+func (c *countingWriter) WriteHeader(code int) {
+	c.status = code
+	if code < 400 {
+		c.ResponseWriter.WriteHeader(code)
+	}
 }
 
 func (c *countingWriter) Write(p []byte) (int, error) {
+	if c.status >= 400 {
+		return len(p), nil // the error's text, answered in JSON instead
+	}
+	c.extend()
 	n, err := c.ResponseWriter.Write(p)
 	c.count(int64(n))
 	return n, err
+}
+
+// extend moves the write deadline to stallTimeout from now, at most once
+// a second: a tar of small files writes often.
+func (c *countingWriter) extend() {
+	now := time.Now()
+	if c.until.Sub(now) > stallTimeout-time.Second {
+		return
+	}
+	c.until = now.Add(stallTimeout)
+	c.rc.SetWriteDeadline(c.until) // a writer without deadlines has none to set
 }
 
 func (c *countingWriter) count(n int64) {
@@ -156,6 +203,7 @@ func (c *countingWriter) ReadFrom(r io.Reader) (int64, error) {
 	}
 	var total int64
 	for lr.N > 0 {
+		c.extend()
 		n, err := rf.ReadFrom(&io.LimitedReader{R: lr.R, N: min(progressChunk, lr.N)})
 		lr.N -= n
 		total += n

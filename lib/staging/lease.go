@@ -192,8 +192,9 @@ func (o *Outcome) Add(n int64) {
 }
 
 // Done finishes a download's operation once the door has streamed it (and
-// closed its file): sent bytes, and err when the stream broke off. Its slot
-// of the work in flight is given back.
+// closed its file): sent bytes, and err when the stream broke off (a
+// staging *Error when the door refused it). Its slot of the work in
+// flight is given back.
 func (o *Outcome) Done(sent int64, err error) error {
 	r := o.run
 	if r == nil {
@@ -206,7 +207,8 @@ func (o *Outcome) Done(sent int64, err error) error {
 	} else if err == nil {
 		r.job.total.Store(sent)
 	}
-	if err != nil {
+	var known *Error
+	if err != nil && !errors.As(err, &known) {
 		err = Wrap(Canceled, "Download interrupted", err)
 	}
 	_, ferr := r.finish(&Result{Message: "Data downloaded by user " + r.op.Username}, err)
