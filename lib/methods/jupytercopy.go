@@ -164,6 +164,10 @@ func (w *workspace) run(ctx context.Context, job *staging.Job) (*staging.Result,
 		w.remove(ctx, tmp)
 		return nil, err
 	}
+	if err := job.Confirm(ctx); err != nil {
+		w.remove(ctx, tmp)
+		return nil, err
+	}
 	err = w.rename(ctx, tmp)
 	switch {
 	case err == nil:
@@ -200,6 +204,9 @@ func (w *workspace) direct(ctx context.Context, job *staging.Job, entries []entr
 	w.logger().WarnContext(ctx, "Jupyter server cannot rename the upload; writing the target directly",
 		"user", w.user, "path", w.rel, "error", renameErr)
 	job.Add(-total)
+	if err := job.Confirm(ctx); err != nil {
+		return nil, err
+	}
 	if err := w.upload(ctx, job, entries, w.rel); err != nil {
 		kind, detail := staging.KindOf(err)
 		return nil, staging.Wrap(kind, fmt.Sprintf("%s (the server cannot rename to %s, so it was written directly: "+
