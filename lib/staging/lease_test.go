@@ -2,6 +2,7 @@ package staging_test
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -145,5 +146,40 @@ func TestLockWaitTakesNobodyForDeadAfterAnOutage(t *testing.T) {
 	}
 	if got, _ := fx.area.get("alice", "x"); got != "slow" {
 		t.Fatalf("staged %q, want the holder's", got)
+	}
+}
+
+// An async batch run in this process waits its turn, a few items at a
+// time: the items still queued are alive, and no sweep takes them for
+// lost hand-offs, however long the batch takes.
+func TestQueuedAsyncItemsAreNotLost(t *testing.T) {
+	fx := newFixture(t)
+	fx.svc.HandoffTimeout = 300 * time.Millisecond
+	other := fx.service("stage")
+	other.HandoffTimeout = fx.svc.HandoffTimeout
+	started := make(chan string, 16)
+	fx.copy.started = started
+	var batch []staging.Request
+	for i := range 12 {
+		batch = append(batch, req("local_copy", "slow", fmt.Sprintf("x%d", i)))
+	}
+	items, err := fx.svc.HandleBatch(context.Background(), alice, batch, staging.Options{Async: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 8 { // the batch's workers are busy; the rest wait
+		<-started
+	}
+	for range 4 { // sweeps over several hand-off timeouts
+		time.Sleep(fx.svc.HandoffTimeout)
+		if n, err := other.Sweep(context.Background()); n != 0 || err != nil {
+			t.Fatalf("Sweep = %d %v while the batch ran", n, err)
+		}
+	}
+	close(fx.copy.gate)
+	for _, it := range items {
+		if op := fx.wait(t, it.Outcome.Operation.ID); op.Status != staging.StatusSuccess {
+			t.Fatalf("%+v", op)
+		}
 	}
 }

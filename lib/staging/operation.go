@@ -99,6 +99,10 @@ type Store interface {
 	// Progress records bytes done and refreshes the heartbeat (UpdatedAt) of
 	// a running operation held by owner, else ErrLeaseLost.
 	Progress(ctx context.Context, id, owner string, bytes, bytesDone int64, now time.Time) error
+	// Touch refreshes UpdatedAt of the operation id if it is still pending,
+	// and reports whether it was: a request queued in a live process is
+	// not a lost hand-off.
+	Touch(ctx context.Context, id string, now time.Time) (bool, error)
 	// Finish writes the outcome (Status, Message, ErrorReason, ErrorKind,
 	// Bytes, BytesDone, FinishedAt, and LocalPathOnStorage, which a request
 	// by DID learns only when it runs) of an unfinished operation held by

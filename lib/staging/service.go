@@ -361,7 +361,10 @@ func (s *Service) runLater(ctx context.Context, caller Caller, reqs []Request, s
 		defer s.bg.Done()
 		defer sl.release()
 		ctx := context.WithoutCancel(ctx)
+		var started atomic.Int64
+		defer s.keepQueued(reqs, &started)()
 		forEach(len(reqs), sl.ops, func(i int) {
+			started.Add(1)
 			out, err := s.Handle(ctx, caller, reqs[i], Options{held: held})
 			if err != nil {
 				s.logger().DebugContext(ctx, "background staging failed", "operation", reqs[i].OperationID, "error", err)
@@ -371,6 +374,41 @@ func (s *Service) runLater(ctx context.Context, caller Caller, reqs []Request, s
 			}
 		})
 	}()
+}
+
+// keepQueued refreshes, every third of the hand-off timeout, the records
+// of the pending requests of reqs that wait for their turn to run here
+// (those from started on, as forEach starts them in order), so that no
+// sweep takes them for lost hand-offs while this process lives. The
+// function it returns stops it.
+func (s *Service) keepQueued(reqs []Request, started *atomic.Int64) (stop func()) {
+	done := make(chan struct{})
+	t := time.NewTicker(s.handoffTimeout() / 3)
+	go func() {
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+			}
+			for _, r := range reqs[min(started.Load(), int64(len(reqs))):] {
+				select {
+				case <-done:
+					return
+				default:
+				}
+				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+				_, err := s.Store.Touch(ctx, r.OperationID, time.Now().UTC())
+				cancel()
+				if err != nil {
+					s.logger().Warn("refresh queued requests", "operation", r.OperationID, "error", err)
+					break // the next tick tries again
+				}
+			}
+		}
+	}()
+	return func() { close(done) }
 }
 
 // forEach calls fn(i) for i from 0 to n-1, up to workers at a time, and

@@ -160,6 +160,16 @@ func (s *Store) Progress(ctx context.Context, id, owner string, bytes, bytesDone
 	return nil
 }
 
+// Touch refreshes updated_at of the operation id if it is still pending.
+func (s *Store) Touch(ctx context.Context, id string, now time.Time) (bool, error) {
+	n, err := s.update(ctx, goqu.Record{"updated_at": s.timeValue(now)},
+		goqu.C("id").Eq(id), goqu.C("status").Eq(string(staging.StatusPending)))
+	if err != nil {
+		return false, fmt.Errorf("touch operation %s: %w", id, err)
+	}
+	return n > 0, nil
+}
+
 // Finish writes the outcome of op, if it is unfinished and held by owner,
 // and releases its target lock. A nil FinishedAt is set to now;
 // op.UpdatedAt becomes FinishedAt and op.TargetLock is cleared, as in the

@@ -42,6 +42,7 @@ var cases = []struct {
 	{"Claim", testClaim},
 	{"FinishReleasesLock", testFinishReleasesLock},
 	{"Progress", testProgress},
+	{"Touch", testTouch},
 	{"Abandon", testAbandon},
 	{"List", testList},
 	{"ListPages", testListPages},
@@ -368,6 +369,32 @@ func testFinishReleasesLock(t *testing.T, url string) {
 	}
 	if got := mustGet(t, s, c.ID); got.ErrorReason != "boom" || got.ErrorKind != staging.Internal || got.FinishedAt == nil || !got.FinishedAt.Equal(*c.FinishedAt) {
 		t.Errorf("finished op: %+v", got)
+	}
+}
+
+func testTouch(t *testing.T, url string) {
+	ctx := context.Background()
+	s := open(t, url)
+	a := newOp("alice", t0)
+	mustCreate(t, s, a)
+	now := t0.Add(time.Minute)
+	if ok, err := s.Touch(ctx, a.ID, now); err != nil || !ok {
+		t.Fatalf("Touch of a pending op: %v %v", ok, err)
+	}
+	if got := mustGet(t, s, a.ID); !got.UpdatedAt.Equal(now) || got.Status != staging.StatusPending {
+		t.Errorf("after Touch: %+v", got)
+	}
+	if ok, err := s.Claim(ctx, a.ID, "", "me", now); err != nil || !ok {
+		t.Fatalf("Claim: %v %v", ok, err)
+	}
+	if ok, err := s.Touch(ctx, a.ID, now.Add(time.Minute)); err != nil || ok {
+		t.Errorf("Touch of a running op: %v %v, want false", ok, err)
+	}
+	if got := mustGet(t, s, a.ID); !got.UpdatedAt.Equal(now) {
+		t.Errorf("a running op touched: %+v", got)
+	}
+	if ok, err := s.Touch(ctx, "nope", now); err != nil || ok {
+		t.Errorf("Touch of no op: %v %v", ok, err)
 	}
 }
 

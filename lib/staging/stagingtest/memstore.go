@@ -177,6 +177,19 @@ func (m *MemStore) Finish(ctx context.Context, op *staging.Operation, owner stri
 	return nil
 }
 
+func (m *MemStore) Touch(ctx context.Context, id string, now time.Time) (bool, error) {
+	if err := m.enter("Touch"); err != nil {
+		return false, err
+	}
+	defer m.mu.Unlock()
+	op, ok := m.ops[id]
+	if !ok || op.Status != staging.StatusPending {
+		return false, nil
+	}
+	op.UpdatedAt = now
+	return true, nil
+}
+
 func (m *MemStore) Abandon(ctx context.Context, id string, status staging.Status, before time.Time, kind staging.Kind, reason string) (bool, error) {
 	if err := m.enter("Abandon"); err != nil {
 		return false, err
