@@ -83,9 +83,9 @@ func (a *api) webRoutes(m *httpx.Mux) {
 	m.Route(http.MethodGet, "/index.html", files.page("index.html", pageCSP))
 	// The page's assets; the API page at /docs and /docs/ with its assets
 	// under the same prefix, which the cluster's route sends here.
-	m.ServeMux.HandleFunc("GET /assets/{file...}", files.dir("", pageCSP))
-	m.ServeMux.HandleFunc("GET /docs", files.page("docs/index.html", docsCSP))
-	m.ServeMux.HandleFunc("GET /docs/{file...}", files.dir("docs/", docsCSP))
+	m.Files("/assets/{file...}", files.dir("", pageCSP))
+	m.Files("/docs", files.page("docs/index.html", docsCSP))
+	m.Files("/docs/{file...}", files.dir("docs/", docsCSP))
 	m.Route(http.MethodGet, "/browse", a.browse)
 	m.Route(http.MethodGet, "/openapi.json", serveOpenAPI)
 }

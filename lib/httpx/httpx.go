@@ -176,10 +176,7 @@ func (m *Mux) Route(method, path string, h http.HandlerFunc) {
 					JSON(w, http.StatusNotFound, Detail{"Not found: /"})
 					return
 				}
-				allow := append([]string(nil), m.methods[p]...)
-				sort.Strings(allow)
-				w.Header().Set("Allow", strings.Join(allow, ", "))
-				JSON(w, http.StatusMethodNotAllowed, Detail{"Method " + r.Method + " not allowed on " + r.URL.Path})
+				notAllowed(w, r, m.methods[p])
 			})
 		}
 		m.methods[p] = append(m.methods[p], method)
@@ -187,4 +184,23 @@ func (m *Mux) Route(method, path string, h http.HandlerFunc) {
 			m.methods[p] = append(m.methods[p], http.MethodHead)
 		}
 	}
+}
+
+// Files registers h for GET and HEAD on pattern, as it is (it may end in
+// a {name...} wildcard, for a tree of files); any other method there gets
+// a JSON 405 with an Allow header, as with Route.
+func (m *Mux) Files(pattern string, h http.HandlerFunc) {
+	m.ServeMux.HandleFunc("GET "+pattern, h)
+	m.ServeMux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
+		notAllowed(w, r, []string{http.MethodGet, http.MethodHead})
+	})
+}
+
+// notAllowed answers a method r's path does not take: 405, naming those
+// it takes in Allow.
+func notAllowed(w http.ResponseWriter, r *http.Request, methods []string) {
+	allow := append([]string(nil), methods...)
+	sort.Strings(allow)
+	w.Header().Set("Allow", strings.Join(allow, ", "))
+	JSON(w, http.StatusMethodNotAllowed, Detail{"Method " + r.Method + " not allowed on " + r.URL.Path})
 }

@@ -29,6 +29,8 @@ func newTestMux() *Mux {
 	m.Route(http.MethodGet, "/operations", named("list"))
 	m.Route(http.MethodGet, "/operations/{id}", named("get"))
 	m.Route(http.MethodPost, "/", named("receiver"))
+	m.Files("/docs", named("docs"))
+	m.Files("/assets/{file...}", named("asset"))
 	return m
 }
 
@@ -54,6 +56,11 @@ func TestMuxRoute(t *testing.T) {
 		{method: "GET", path: "/operations/0190b6a1", status: 200, route: "get"},
 		{method: "GET", path: "/operations/0190b6a1/", status: 200, route: "get"},
 		{method: "POST", path: "/", status: 200, route: "receiver"},
+		{method: "GET", path: "/docs", status: 200, route: "docs"},
+		{method: "HEAD", path: "/docs", status: 200, route: "docs"},
+		{method: "GET", path: "/assets/css/app.css", status: 200, route: "asset"},
+		{method: "POST", path: "/docs", status: 405, allow: "GET, HEAD", detail: "Method POST not allowed on /docs"},
+		{method: "PUT", path: "/assets/app.js", status: 405, allow: "GET, HEAD", detail: "Method PUT not allowed on /assets/app.js"},
 
 		{method: "GET", path: "/nope", status: 404, detail: "Not found: /nope"},
 		{method: "POST", path: "/nope/deeper", status: 404, detail: "Not found: /nope/deeper"},
