@@ -79,8 +79,6 @@ func RunContext(ctx context.Context, o Options) error {
 	})
 	mux.HandleFunc("GET /readyz", ready)
 	mux.Handle("/", crossOriginProtection(o.Handler))
-	// Knative's drainer answers kubelet and Knative probes, and turns them
-	// to 503 once draining starts, whatever path they use.
 	// Knative's drainer answers the kubelet's probes itself, whatever their
 	// path: liveness (/healthz) must stay up while a dependency is away, or
 	// a database blip restarts every pod; readiness follows it.
