@@ -27,13 +27,16 @@ const (
 // Following: how often the process's poller asks the store for new
 // records (once for every stream), how long a record may take to become
 // visible after a later id did (concurrent MySQL inserts may commit out of
-// id order), and how often an idle stream gets a comment so proxies keep
-// it open.
+// id order), how often an idle stream gets a comment so proxies keep it
+// open, and how long one write to a stream may take (twice keepAlive)
+// before the stream is ended: a client that stops reading holds its
+// connection and slot no longer than that.
 var (
-	pollEvery   = 250 * time.Millisecond
-	settle      = time.Second
-	keepAlive   = 15 * time.Second
-	followBatch = 1000
+	pollEvery    = 250 * time.Millisecond
+	settle       = time.Second
+	keepAlive    = 15 * time.Second
+	writeTimeout = 30 * time.Second
+	followBatch  = 1000
 )
 
 // functionName is what a function's name looks like, compiled when first
@@ -195,11 +198,15 @@ func (a *api) logs(w http.ResponseWriter, r *http.Request) {
 // events (id = record id, data = the text line or the JSON record) until the
 // client leaves. A client reconnecting with Last-Event-ID resumes after it.
 // New records come from the process's one poller (hub); the stream itself
-// reads the store only when it starts.
+// reads the store only when it starts. Every write has writeTimeout to
+// complete: a client that stops reading is let go, its connection closed
+// and its slot given back.
 func (a *api) follow(w http.ResponseWriter, r *http.Request, req *request) {
 	ctx := r.Context()
-	flusher, ok := w.(http.Flusher)
-	if !ok {
+	rc := http.NewResponseController(w)
+	// deadline gives the next write (or flush) writeTimeout to complete.
+	deadline := func() error { return rc.SetWriteDeadline(time.Now().Add(writeTimeout)) }
+	if err := deadline(); err != nil {
 		httpx.Error(w, staging.Errorf(staging.Internal, "streaming is not supported here"))
 		return
 	}
@@ -244,13 +251,23 @@ func (a *api) follow(w http.ResponseWriter, r *http.Request, req *request) {
 		if err != nil {
 			return err
 		}
+		if err := deadline(); err != nil {
+			return err
+		}
 		_, err = fmt.Fprintf(w, "id: %d\ndata: %s\n\n", rec.ID, data)
 		return err
+	}
+	flush := func() error {
+		if err := deadline(); err != nil {
+			return err
+		}
+		return rc.Flush()
 	}
 	for i := range first {
 		if send(&entry{Record: first[i]}) != nil {
 			return
 		}
+		first[i] = logging.Record{} // sent: its memory may go
 	}
 	// A resumed stream reads what the hub handed out before it joined.
 	if after < cursor {
@@ -275,7 +292,9 @@ func (a *api) follow(w http.ResponseWriter, r *http.Request, req *request) {
 			q.After = recs[len(recs)-1].ID
 		}
 	}
-	flusher.Flush()
+	if flush() != nil {
+		return
+	}
 
 	idle := time.NewTicker(keepAlive)
 	defer idle.Stop()
@@ -286,11 +305,12 @@ func (a *api) follow(w http.ResponseWriter, r *http.Request, req *request) {
 		case <-s.gone:
 			return // too slow: the client reconnects and catches up
 		case <-idle.C:
+			if deadline() != nil {
+				return
+			}
 			if _, err := fmt.Fprint(w, ": keep-alive\n\n"); err != nil {
 				return
 			}
-			flusher.Flush()
-			continue
 		case rec := <-s.ch:
 			for more := true; more; {
 				if rec.ID > after && !caught[rec.ID] {
@@ -305,7 +325,9 @@ func (a *api) follow(w http.ResponseWriter, r *http.Request, req *request) {
 				}
 			}
 		}
-		flusher.Flush()
+		if flush() != nil {
+			return
+		}
 		idle.Reset(keepAlive)
 	}
 }

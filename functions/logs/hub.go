@@ -26,7 +26,8 @@ type hub struct {
 	max   int // most streams at once
 
 	mu      sync.Mutex
-	subs    map[*sub]struct{}
+	subs    map[*sub]struct{} // the streams the poller feeds
+	open    int               // streams whose handler runs: each holds a slot until it returns
 	running bool
 	t       *tail // the hub's position; changed only by its goroutine, under mu
 
@@ -61,7 +62,7 @@ func errTooManyStreams(max int) error {
 func (h *hub) subscribe(ctx context.Context, q logging.Query, after int64) (s *sub, floor, cursor int64, err error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if len(h.subs) >= h.max {
+	if h.open >= h.max {
 		return nil, 0, 0, errTooManyStreams(h.max)
 	}
 	if !h.running {
@@ -75,21 +76,25 @@ func (h *hub) subscribe(ctx context.Context, q logging.Query, after int64) (s *s
 	}
 	s = &sub{q: q, after: after, ch: make(chan *entry, subQueue), gone: make(chan struct{})}
 	h.subs[s] = struct{}{}
+	h.open++
 	return s, h.t.floor, h.t.cursor, nil
 }
 
-// unsubscribe removes s (once the stream ended).
+// unsubscribe removes s and gives its slot back, once its handler returns
+// (not when the hub cut it off: its handler may still be writing, so the
+// slots bound the streams actually open).
 func (h *hub) unsubscribe(s *sub) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	delete(h.subs, s)
+	h.open--
 }
 
-// streams is how many streams follow now.
+// streams is how many streams are open now (each holding a slot).
 func (h *hub) streams() int {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	return len(h.subs)
+	return h.open
 }
 
 // run polls until no stream is left.

@@ -3,8 +3,11 @@ package main
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
+	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"slices"
@@ -257,6 +260,57 @@ func TestSlowStreamIsCutOff(t *testing.T) {
 		t.Fatalf("the reading stream got %d records", got)
 	}
 	h.unsubscribe(fast)
+}
+
+// TestNonReadingStreamIsLetGo: a client that opens a stream and never
+// reads holds its slot as long as its handler runs, even once the hub cut
+// it off (so MAX_LOG_STREAMS bounds the streams really open), and no
+// longer than writeTimeout after its last write began: then the handler
+// ends, the connection is closed and the slot is free.
+func TestNonReadingStreamIsLetGo(t *testing.T) {
+	defer func(every, write time.Duration) { pollEvery, writeTimeout = every, write }(pollEvery, writeTimeout)
+	pollEvery, writeTimeout = 20*time.Millisecond, 3*time.Second
+	store := &memLogs{}
+	a := newAPI(store, auth.None{}, 1)
+	srv := httptest.NewServer(a.handler())
+	defer srv.Close()
+
+	conn, err := net.Dial("tcp", srv.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	fmt.Fprint(conn, "GET /logs?follow=true HTTP/1.1\r\nHost: logs\r\n\r\n")
+	waitFor(t, func() bool { return a.hub.streams() == 1 })
+	// More than the socket's buffers and the stream's queue hold: the
+	// handler blocks in a write and the hub cuts the stream off.
+	big := strings.Repeat("x", 16<<10)
+	for range 2 * subQueue {
+		store.add("u", big)
+	}
+	waitFor(t, func() bool {
+		a.hub.mu.Lock()
+		defer a.hub.mu.Unlock()
+		return len(a.hub.subs) == 0
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	if _, status := openStream(t, ctx, srv.URL+"/logs?follow=true"); status != http.StatusServiceUnavailable {
+		t.Fatalf("a stream while the cut-off one still writes: %d, want 503", status)
+	}
+	// The blocked write times out: the slot comes back and the server
+	// closes the connection (the client reads what was sent, then EOF).
+	waitFor(t, func() bool { return a.hub.streams() == 0 })
+	conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	n, err := io.Copy(io.Discard, conn)
+	if ne := net.Error(nil); errors.As(err, &ne) && ne.Timeout() {
+		t.Fatalf("the connection stayed open (%d bytes read): %v", n, err)
+	}
+	s, status := openStream(t, ctx, srv.URL+"/logs?follow=true&limit=1")
+	if status != http.StatusOK {
+		t.Fatalf("a stream once the slot is free: %d", status)
+	}
+	s.await(t, []int64{int64(2 * subQueue)})
 }
 
 func waitFor(t *testing.T, cond func() bool) {
