@@ -28,15 +28,19 @@ const (
 // records (once for every stream), how long a record may take to become
 // visible after a later id did (concurrent MySQL inserts may commit out of
 // id order), how often an idle stream gets a comment so proxies keep it
-// open, and how long one write to a stream may take (twice keepAlive)
-// before the stream is ended: a client that stops reading holds its
-// connection and slot no longer than that.
+// open, how long one write to a stream may take (twice keepAlive) before
+// the stream is ended: a client that stops reading holds its connection and
+// slot no longer than that, and how long a stream lasts at most: then the
+// server ends it cleanly and the client resumes with Last-Event-ID, so no
+// client holds a slot for ever, and the server ends a stream before
+// Knative's request timeout (600 s, config/knative/logs.yaml) would cut it.
 var (
-	pollEvery    = 250 * time.Millisecond
-	settle       = time.Second
-	keepAlive    = 15 * time.Second
-	writeTimeout = 30 * time.Second
-	followBatch  = 1000
+	pollEvery     = 250 * time.Millisecond
+	settle        = time.Second
+	keepAlive     = 15 * time.Second
+	writeTimeout  = 30 * time.Second
+	maxStreamLife = 5 * time.Minute
+	followBatch   = 1000
 )
 
 // functionName is what a function's name looks like, compiled when first
@@ -200,9 +204,13 @@ func (a *api) logs(w http.ResponseWriter, r *http.Request) {
 // New records come from the process's one poller (hub); the stream itself
 // reads the store only when it starts. Every write has writeTimeout to
 // complete: a client that stops reading is let go, its connection closed
-// and its slot given back.
+// and its slot given back. After maxStreamLife the stream ends cleanly,
+// its last id the newest it covered (sent without data when the client has
+// no such event), for the client to resume from.
 func (a *api) follow(w http.ResponseWriter, r *http.Request, req *request) {
 	ctx := r.Context()
+	life := time.NewTimer(maxStreamLife)
+	defer life.Stop()
 	rc := http.NewResponseController(w)
 	// deadline gives the next write (or flush) writeTimeout to complete.
 	deadline := func() error { return rc.SetWriteDeadline(time.Now().Add(writeTimeout)) }
@@ -246,6 +254,8 @@ func (a *api) follow(w http.ResponseWriter, r *http.Request, req *request) {
 	h.Set("Cache-Control", "no-cache")
 	h.Set("X-Accel-Buffering", "no") // proxies must not hold events back
 	w.WriteHeader(http.StatusOK)
+	// sent: the last id the client holds (its Last-Event-ID).
+	sent := resume
 	send := func(rec *entry) error {
 		data, err := rec.data(req.json)
 		if err != nil {
@@ -255,6 +265,7 @@ func (a *api) follow(w http.ResponseWriter, r *http.Request, req *request) {
 			return err
 		}
 		_, err = fmt.Fprintf(w, "id: %d\ndata: %s\n\n", rec.ID, data)
+		sent = rec.ID
 		return err
 	}
 	flush := func() error {
@@ -304,6 +315,13 @@ func (a *api) follow(w http.ResponseWriter, r *http.Request, req *request) {
 			return
 		case <-s.gone:
 			return // too slow: the client reconnects and catches up
+		case <-life.C:
+			// Long enough: the client resumes from the newest id covered.
+			if last := max(after, sent); last > sent && deadline() == nil {
+				fmt.Fprintf(w, "id: %d\n\n", last)
+			}
+			flush()
+			return
 		case <-idle.C:
 			if deadline() != nil {
 				return

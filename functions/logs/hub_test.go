@@ -70,6 +70,7 @@ func (m *memLogs) PruneLogs(ctx context.Context, before time.Time) (int64, error
 type stream struct {
 	resp *http.Response
 	ids  chan int64
+	err  error // why the body ended, once ids is closed
 }
 
 func openStream(t *testing.T, ctx context.Context, url string, header ...string) (*stream, int) {
@@ -96,6 +97,7 @@ func openStream(t *testing.T, ctx context.Context, url string, header ...string)
 				s.ids <- n
 			}
 		}
+		s.err = sc.Err()
 	}()
 	return s, http.StatusOK
 }
@@ -311,6 +313,53 @@ func TestNonReadingStreamIsLetGo(t *testing.T) {
 		t.Fatalf("a stream once the slot is free: %d", status)
 	}
 	s.await(t, []int64{int64(2 * subQueue)})
+}
+
+// TestStreamLifetime: after maxStreamLife the server ends a stream
+// cleanly, giving the client the newest id it covered even when no event
+// carried it; the client resumes from there and misses nothing.
+func TestStreamLifetime(t *testing.T) {
+	defer func(every, life time.Duration) { pollEvery, maxStreamLife = every, life }(pollEvery, maxStreamLife)
+	pollEvery, maxStreamLife = 20*time.Millisecond, 300*time.Millisecond
+	store := &memLogs{}
+	mine := store.add("alice", "a0")
+	theirs := store.add("bob", "b0")
+	a := newAPI(store, auth.None{}, 10)
+	srv := httptest.NewServer(a.handler())
+	defer srv.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+
+	start := time.Now()
+	s, status := openStream(t, ctx, srv.URL+"/logs?follow=true&username=alice")
+	if status != http.StatusOK {
+		t.Fatalf("follow: %d", status)
+	}
+	// The record there, then, when the stream ends, the id it covered
+	// (bob's record, which the stream does not show).
+	var got []int64
+	for id := range s.ids {
+		got = append(got, id)
+	}
+	if s.err != nil || !slices.Equal(got, []int64{mine, theirs}) {
+		t.Fatalf("stream gave %v and ended with %v, want %v and a clean end", got, s.err, []int64{mine, theirs})
+	}
+	if took := time.Since(start); took < maxStreamLife {
+		t.Errorf("the stream ended after %s, before its lifetime %s", took, maxStreamLife)
+	}
+	waitFor(t, func() bool { return a.hub.streams() == 0 })
+
+	// Resuming from it gives what came since, once.
+	maxStreamLife = time.Minute
+	next := store.add("alice", "a1")
+	store.add("bob", "b1")
+	s, status = openStream(t, ctx, srv.URL+"/logs?follow=true&username=alice", "Last-Event-ID", strconv.FormatInt(got[len(got)-1], 10))
+	if status != http.StatusOK {
+		t.Fatalf("resume: %d", status)
+	}
+	s.await(t, []int64{next})
+	last := store.add("alice", "a2")
+	s.await(t, []int64{last})
 }
 
 func waitFor(t *testing.T, cond func() bool) {
