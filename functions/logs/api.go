@@ -177,7 +177,13 @@ func (a *api) logs(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	if req.follow {
-		a.follow(w, r, req)
+		// Each user holds a bounded share of the streams; without
+		// authentication (AUTH_MODE=none) callers are not told apart.
+		who := caller.Name
+		if _, anonymous := a.auth.(auth.None); anonymous {
+			who = ""
+		}
+		a.follow(w, r, req, who)
 		return
 	}
 	records, err := a.store.QueryLogs(r.Context(), req.query)
@@ -207,7 +213,7 @@ func (a *api) logs(w http.ResponseWriter, r *http.Request) {
 // and its slot given back. After maxStreamLife the stream ends cleanly,
 // its last id the newest it covered (sent without data when the client has
 // no such event), for the client to resume from.
-func (a *api) follow(w http.ResponseWriter, r *http.Request, req *request) {
+func (a *api) follow(w http.ResponseWriter, r *http.Request, req *request, who string) {
 	ctx := r.Context()
 	life := time.NewTimer(maxStreamLife)
 	defer life.Stop()
@@ -229,7 +235,7 @@ func (a *api) follow(w http.ResponseWriter, r *http.Request, req *request) {
 	}
 	filters := req.query
 	filters.Limit, filters.After = 0, 0
-	s, floor, cursor, err := a.hub.subscribe(ctx, filters, max(resume, 0))
+	s, floor, cursor, err := a.hub.subscribe(ctx, who, filters, max(resume, 0))
 	if err != nil {
 		httpx.Error(w, err)
 		return

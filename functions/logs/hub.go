@@ -28,6 +28,7 @@ type hub struct {
 	mu      sync.Mutex
 	subs    map[*sub]struct{} // the streams the poller feeds
 	open    int               // streams whose handler runs: each holds a slot until it returns
+	mine    map[string]int    // open streams by caller
 	running bool
 	t       *tail // the hub's position; changed only by its goroutine, under mu
 
@@ -36,6 +37,7 @@ type hub struct {
 
 // sub is one stream's subscription.
 type sub struct {
+	who   string        // the caller, "" when callers are not told apart
 	q     logging.Query // filters only
 	after int64         // records up to this id are the stream's to read itself
 	ch    chan *entry
@@ -47,23 +49,32 @@ type sub struct {
 const subQueue = 1024
 
 func newHub(store logging.Store, max int) *hub {
-	return &hub{store: store, max: max, subs: map[*sub]struct{}{}}
+	return &hub{store: store, max: max, subs: map[*sub]struct{}{}, mine: map[string]int{}}
 }
+
+// perCaller is how many streams one caller may hold: a quarter of the
+// slots (at least one), so one user cannot take them all.
+func (h *hub) perCaller() int { return max(1, h.max/4) }
 
 // errTooManyStreams is the answer beyond the cap.
 func errTooManyStreams(max int) error {
 	return staging.Errorf(staging.Unavailable, "Too many live log streams (%d); try again later", max)
 }
 
-// subscribe registers a stream filtered by q that has read the store up to
-// id after, and returns it with the hub's position: every record with an
-// id above cursor (and those above floor still settling) will come through
-// s.ch; the stream reads (after, cursor] from the store itself.
-func (h *hub) subscribe(ctx context.Context, q logging.Query, after int64) (s *sub, floor, cursor int64, err error) {
+// subscribe registers a stream of caller who ("" for a caller not told
+// apart from others, who is not counted), filtered by q, that has read the
+// store up to id after, and returns it with the hub's position: every
+// record with an id above cursor (and those above floor still settling)
+// will come through s.ch; the stream reads (after, cursor] from the store
+// itself.
+func (h *hub) subscribe(ctx context.Context, who string, q logging.Query, after int64) (s *sub, floor, cursor int64, err error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.open >= h.max {
 		return nil, 0, 0, errTooManyStreams(h.max)
+	}
+	if who != "" && h.mine[who] >= h.perCaller() {
+		return nil, 0, 0, staging.Errorf(staging.TooMany, "You have %d live log streams open, the most one user may; close one first", h.mine[who])
 	}
 	if !h.running {
 		last, err := h.store.LastLogID(ctx)
@@ -74,9 +85,12 @@ func (h *hub) subscribe(ctx context.Context, q logging.Query, after int64) (s *s
 		h.running = true
 		go h.run()
 	}
-	s = &sub{q: q, after: after, ch: make(chan *entry, subQueue), gone: make(chan struct{})}
+	s = &sub{who: who, q: q, after: after, ch: make(chan *entry, subQueue), gone: make(chan struct{})}
 	h.subs[s] = struct{}{}
 	h.open++
+	if who != "" {
+		h.mine[who]++
+	}
 	return s, h.t.floor, h.t.cursor, nil
 }
 
@@ -88,6 +102,11 @@ func (h *hub) unsubscribe(s *sub) {
 	defer h.mu.Unlock()
 	delete(h.subs, s)
 	h.open--
+	if s.who != "" {
+		if h.mine[s.who]--; h.mine[s.who] == 0 {
+			delete(h.mine, s.who)
+		}
+	}
 }
 
 // streams is how many streams are open now (each holding a slot).

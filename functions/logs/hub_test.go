@@ -20,6 +20,7 @@ import (
 
 	"github.com/ska-telescope/skao-staging-service/lib/auth"
 	"github.com/ska-telescope/skao-staging-service/lib/logging"
+	"github.com/ska-telescope/skao-staging-service/lib/staging"
 )
 
 // memLogs is a logging.Store in memory that counts its queries.
@@ -229,11 +230,11 @@ func TestSlowStreamIsCutOff(t *testing.T) {
 	defer func(every time.Duration) { pollEvery = every }(pollEvery)
 	pollEvery = 20 * time.Millisecond
 	h := newHub(store, 10)
-	slow, _, _, err := h.subscribe(context.Background(), logging.Query{}, 0)
+	slow, _, _, err := h.subscribe(context.Background(), "", logging.Query{}, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	fast, _, _, _ := h.subscribe(context.Background(), logging.Query{}, 0)
+	fast, _, _, _ := h.subscribe(context.Background(), "", logging.Query{}, 0)
 	got := 0
 	done := make(chan struct{})
 	go func() {
@@ -360,6 +361,53 @@ func TestStreamLifetime(t *testing.T) {
 	s.await(t, []int64{next})
 	last := store.add("alice", "a2")
 	s.await(t, []int64{last})
+}
+
+// byToken is an Authenticator whose tokens are user names.
+type byToken struct{}
+
+func (byToken) Caller(_ context.Context, token string) (staging.Caller, error) {
+	return staging.Caller{Name: token}, nil
+}
+
+// TestStreamsPerCaller: one user holds at most a quarter of the slots
+// (429 beyond); others still get theirs, and a closed stream gives its
+// slot back to its user.
+func TestStreamsPerCaller(t *testing.T) {
+	a := newAPI(&memLogs{}, byToken{}, 8)
+	srv := httptest.NewServer(a.handler())
+	defer srv.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	follow := func(ctx context.Context, user string) (*stream, int) {
+		return openStream(t, ctx, srv.URL+"/logs?follow=true", "Authorization", "token "+user)
+	}
+	first, cancelFirst := context.WithCancel(ctx)
+	var mine []*stream
+	for i := range 2 {
+		c := ctx
+		if i == 0 {
+			c = first
+		}
+		s, status := follow(c, "alice")
+		if status != http.StatusOK {
+			t.Fatalf("alice's stream %d: %d", i+1, status)
+		}
+		mine = append(mine, s)
+	}
+	if _, status := follow(ctx, "alice"); status != http.StatusTooManyRequests {
+		t.Fatalf("alice's third stream: %d, want 429", status)
+	}
+	if _, status := follow(ctx, "bob"); status != http.StatusOK {
+		t.Fatalf("bob's stream beside alice's: %d", status)
+	}
+	cancelFirst()
+	for range mine[0].ids {
+	}
+	waitFor(t, func() bool { return a.hub.streams() == 2 })
+	if _, status := follow(ctx, "alice"); status != http.StatusOK {
+		t.Fatalf("alice's stream once one closed: %d", status)
+	}
 }
 
 func waitFor(t *testing.T, cond func() bool) {
