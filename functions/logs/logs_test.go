@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/url"
 	"os"
@@ -20,6 +21,7 @@ import (
 
 	"github.com/ska-telescope/skao-staging-service/internal/testenv"
 	"github.com/ska-telescope/skao-staging-service/lib/logging"
+	"github.com/ska-telescope/skao-staging-service/lib/store"
 )
 
 func TestMain(m *testing.M) { testenv.Main(m) }
@@ -237,7 +239,7 @@ func TestOneLogForAllReplicas(t *testing.T) {
 		if got := c.records(t, "since="+url.QueryEscape(since.Format(time.RFC3339Nano))); len(got) == 0 || got[0].Time.Before(since) {
 			t.Errorf("since=%s:\n%s", since, texts(got))
 		}
-		for _, bad := range []string{"limit=0", "limit=10001", "limit=x", "level=LOUD", "username=../x", "operation=nope",
+		for _, bad := range []string{"limit=0", "limit=1001", "limit=x", "after=x", "after=-1", "follow=true&after=1", "level=LOUD", "username=../x", "operation=nope",
 			"function=Bad%20Name", "since=yesterday", "format=xml", "follow=maybe"} {
 			status, body, _ := c.get(t, bad, nil)
 			var d struct{ Detail string }
@@ -396,5 +398,115 @@ func TestLogStoreAway(t *testing.T) {
 	c.await(t, "username=back", func(r []logging.Record) bool { return len(finished(r, back)) == 1 })
 	if got := finished(c.records(t, "username=away"), lost...); len(got) != 0 {
 		t.Errorf("records written while the table was gone: %v", got)
+	}
+}
+
+// TestLargeAnswersArePaged: records with large attributes, more than one
+// answer holds, written out of time order (as replicas' batches are): each
+// answer stays within maxAnswer bytes, its Link names the next page, and the
+// pages hold every record once, in text and in JSON, from the newest
+// records or from an id.
+func TestLargeAnswersArePaged(t *testing.T) {
+	c := newCluster(t)
+	st, err := store.Open(context.Background(), c.db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	const n = 300
+	big := strings.Repeat("y", 9000)
+	base := time.Now().UTC().Add(-time.Hour)
+	var batch []logging.Record
+	for i := range n {
+		// Time order is not id order: the i-th record written is the
+		// (i*7 % n)-th in time.
+		batch = append(batch, logging.Record{Time: base.Add(time.Duration(i*7%n) * time.Millisecond), Level: slog.LevelInfo,
+			Message: fmt.Sprint("r", i), Function: "stage", Username: "pager", Attrs: logging.Attrs{{Key: "blob", Value: big}}})
+	}
+	if err := st.AppendLogs(context.Background(), batch); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.AppendLogs(context.Background(), []logging.Record{{Time: base, Level: slog.LevelInfo, Message: "other",
+		Function: "stage", Username: "other"}}); err != nil {
+		t.Fatal(err)
+	}
+
+	// pages follows the Link headers from query and returns the messages
+	// of every page, in order, and how many pages there were.
+	pages := func(t *testing.T, query string, asJSON bool) ([]string, int) {
+		t.Helper()
+		var msgs []string
+		count := 0
+		for path := "/logs?" + query; path != ""; count++ {
+			req, _ := http.NewRequest(http.MethodGet, c.logs.URL+path, nil)
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusOK || len(body) > maxAnswer {
+				t.Fatalf("GET %s: %d, %d bytes (at most %d)", path, resp.StatusCode, len(body), maxAnswer)
+			}
+			if asJSON {
+				var recs []logging.Record
+				if err := json.Unmarshal(body, &recs); err != nil {
+					t.Fatalf("GET %s: %v", path, err)
+				}
+				for _, r := range recs {
+					msgs = append(msgs, r.Message)
+				}
+			} else {
+				for _, l := range strings.Split(strings.TrimSuffix(string(body), "\n"), "\n") {
+					if l != "" {
+						msgs = append(msgs, strings.SplitN(l, " - ", 3)[2])
+					}
+				}
+			}
+			path = ""
+			if link := resp.Header.Get("Link"); link != "" {
+				next, ok := strings.CutSuffix(link, `>; rel="next"`)
+				if !ok || !strings.HasPrefix(next, "</logs?") {
+					t.Fatalf("GET %s: Link %q", path, link)
+				}
+				path = next[1:]
+			}
+		}
+		return msgs, count
+	}
+	every := func(t *testing.T, msgs []string) {
+		t.Helper()
+		seen := map[string]int{}
+		for _, m := range msgs {
+			seen[strings.Fields(m)[0]]++
+		}
+		for i := range n {
+			if got := seen[fmt.Sprint("r", i)]; got != 1 {
+				t.Errorf("record r%d in %d pages, want 1", i, got)
+			}
+		}
+		if len(seen) != n {
+			t.Errorf("pages hold %d records, want the %d of the user", len(seen), n)
+		}
+	}
+	for _, format := range []string{"text", "json"} {
+		t.Run(format, func(t *testing.T) {
+			msgs, count := pages(t, "username=pager&format="+format, format == "json")
+			if count < 3 {
+				t.Errorf("%d pages of %d records of 9 KB, want 3 or more", count, n)
+			}
+			every(t, msgs)
+			// From an id, limit records a page.
+			msgs, count = pages(t, "username=pager&after=0&limit=50&format="+format, format == "json")
+			if count != n/50 { // reading one more, the last page knows it is the last
+				t.Errorf("%d pages of 50 of %d records, want %d", count, n, n/50)
+			}
+			every(t, msgs)
+		})
+	}
+	// An answer that fits is whole, in time order, without a Link.
+	status, body, h := c.get(t, "username=other", nil)
+	if status != http.StatusOK || h.Get("Link") != "" || !strings.Contains(body, "other") {
+		t.Errorf("a small answer: %d, Link %q:\n%s", status, h.Get("Link"), body)
 	}
 }
