@@ -297,7 +297,7 @@ func TestNonReadingStreamIsLetGo(t *testing.T) {
 		return len(a.hub.subs) == 0
 	})
 	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
+	defer idle(t, a.hub, cancel) // before the globals are restored
 	if _, status := openStream(t, ctx, srv.URL+"/logs?follow=true"); status != http.StatusServiceUnavailable {
 		t.Fatalf("a stream while the cut-off one still writes: %d, want 503", status)
 	}
@@ -329,7 +329,7 @@ func TestStreamLifetime(t *testing.T) {
 	srv := httptest.NewServer(a.handler())
 	defer srv.Close()
 	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
+	defer idle(t, a.hub, cancel) // before the globals are restored
 
 	start := time.Now()
 	s, status := openStream(t, ctx, srv.URL+"/logs?follow=true&username=alice")
@@ -408,6 +408,17 @@ func TestStreamsPerCaller(t *testing.T) {
 	if _, status := follow(ctx, "alice"); status != http.StatusOK {
 		t.Fatalf("alice's stream once one closed: %d", status)
 	}
+}
+
+// idle cancels the test's streams and waits until h's poller has stopped,
+// so that the test may restore the globals the streams and the poller read.
+func idle(t *testing.T, h *hub, cancel context.CancelFunc) {
+	cancel()
+	waitFor(t, func() bool {
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		return h.open == 0 && !h.running
+	})
 }
 
 func waitFor(t *testing.T, cond func() bool) {
