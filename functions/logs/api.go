@@ -251,7 +251,7 @@ func (a *api) page(w http.ResponseWriter, r *http.Request, req *request) {
 		} else {
 			b = []byte(rec.Text())
 		}
-		if count > 0 && body.Len()+len(b)+2 > maxAnswer {
+		if count > 0 && body.Len()+len(b)+3 > maxAnswer { // with a comma or newline, and "]\n"
 			return false, nil
 		}
 		if req.json && count > 0 {
@@ -264,23 +264,19 @@ func (a *api) page(w http.ResponseWriter, r *http.Request, req *request) {
 		count, last = count+1, rec.ID
 		return true, nil
 	}
-	fail := func(err error) {
-		if ctx.Err() == nil {
-			err = staging.DatabaseUnavailable(err)
-		}
-		httpx.Error(w, err)
-	}
+	unavailable := func(err error) { httpx.Error(w, staging.DatabaseUnavailable(err)) }
+	failed := func(err error) { httpx.Error(w, staging.Wrap(staging.Internal, "Cannot render log records", err)) }
 	start()
 	if req.after < 0 {
 		recs, err := a.store.QueryLogs(ctx, req.query)
 		if err != nil {
-			fail(err)
+			unavailable(err)
 			return
 		}
 		for i := range recs {
 			ok, err := add(&recs[i])
 			if err != nil {
-				fail(err)
+				failed(err)
 				return
 			}
 			if !ok {
@@ -307,7 +303,7 @@ func (a *api) page(w http.ResponseWriter, r *http.Request, req *request) {
 			q.Limit = min(req.query.Limit-count+1, readChunk) // one more tells whether more follow
 			recs, err := a.store.QueryLogs(ctx, q)
 			if err != nil {
-				fail(err)
+				unavailable(err)
 				return
 			}
 			for i := range recs {
@@ -317,7 +313,7 @@ func (a *api) page(w http.ResponseWriter, r *http.Request, req *request) {
 				}
 				ok, err := add(&recs[i])
 				if err != nil {
-					fail(err)
+					failed(err)
 					return
 				}
 				if !ok {
