@@ -15,10 +15,6 @@ import (
 	"testing"
 
 	"github.com/ska-telescope/skao-staging-service/internal/testenv"
-	"github.com/ska-telescope/skao-staging-service/lib/auth"
-	"github.com/ska-telescope/skao-staging-service/lib/events"
-	"github.com/ska-telescope/skao-staging-service/lib/function"
-	"github.com/ska-telescope/skao-staging-service/lib/methods"
 	"github.com/ska-telescope/skao-staging-service/lib/staging"
 )
 
@@ -98,20 +94,9 @@ func FuzzStageRequest(f *testing.F) {
 	check(os.Symlink("../outside/secret", filepath.Join(source, "escape")))
 	check(os.Symlink("../../outside", filepath.Join(target, "alice", "out")))
 	check(os.Symlink("../outside", filepath.Join(target, "mallory")))
-	for k, v := range map[string]string{"SOURCE_STORAGE_PATH": source, "TARGET_STORAGE_PATH": target,
+	fn, handler := inProcessAPI(f, map[string]string{"SOURCE_STORAGE_PATH": source, "TARGET_STORAGE_PATH": target,
 		"DATABASE_URL": "sqlite://" + filepath.Join(dir, "staging.db"), "LOG_TO_STORE": "false", "LOGGING_LEVEL": "ERROR",
-		"ENABLE_FILE_CREATOR": "false"} {
-		f.Setenv(k, v)
-	}
-	fn, err := function.Setup(context.Background(), "stage", methods.All)
-	if err != nil {
-		f.Fatal(err)
-	}
-	svc := fn.Service
-	f.Cleanup(func() { fn.Store.Close(); fn.Storage.Close() })
-	a := &api{f: fn, svc: svc, auth: auth.None{},
-		receiver: &events.Receiver{Service: svc, Source: fn.Source, Logger: fn.Logger, Auth: auth.None{}}}
-	handler := a.routes()
+		"ENABLE_FILE_CREATOR": "false"})
 	sourceBefore, outsideBefore := tree(f, source), tree(f, outside)
 
 	for _, seed := range []struct{ method, query, body string }{
@@ -144,7 +129,7 @@ func FuzzStageRequest(f *testing.F) {
 			r.URL.Path, r.URL.RawQuery = path, query
 			w := httptest.NewRecorder()
 			handler.ServeHTTP(w, r)
-			svc.Shutdown(context.Background())
+			fn.Service.Shutdown(context.Background())
 			if w.Code >= 500 {
 				t.Fatalf("%s %s?%s %q: %d %s", method, path, query, body, w.Code, w.Body)
 			}

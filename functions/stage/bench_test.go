@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"fmt"
 	"io"
 	"net/http"
@@ -12,10 +11,6 @@ import (
 	"sync/atomic"
 	"testing"
 
-	"github.com/ska-telescope/skao-staging-service/lib/auth"
-	"github.com/ska-telescope/skao-staging-service/lib/events"
-	"github.com/ska-telescope/skao-staging-service/lib/function"
-	"github.com/ska-telescope/skao-staging-service/lib/methods"
 	"github.com/ska-telescope/skao-staging-service/lib/telemetry"
 )
 
@@ -42,16 +37,9 @@ func BenchmarkLocalCopy64KiB(b *testing.B) {
 	for i := range files {
 		must(b, os.WriteFile(filepath.Join(source, fmt.Sprintf("small/f%05d", i)), content, 0o644))
 	}
-	for k, v := range map[string]string{"SOURCE_STORAGE_PATH": source, "TARGET_STORAGE_PATH": target,
-		"DATABASE_URL": "sqlite://" + filepath.Join(dir, "staging.db"), "LOGGING_LEVEL": envOr("BENCH_LOGGING_LEVEL", "WARNING"), "LOG_TO_STORE": envOr("BENCH_LOG_TO_STORE", "true")} {
-		b.Setenv(k, v)
-	}
-	fn, err := function.Setup(context.Background(), "stage", methods.All)
-	must(b, err)
-	b.Cleanup(func() { fn.Store.Close(); fn.Storage.Close() })
-	a := &api{f: fn, svc: fn.Service, auth: auth.None{},
-		receiver: &events.Receiver{Service: fn.Service, Source: fn.Source, Logger: fn.Logger, Auth: auth.None{}}}
-	srv := httptest.NewServer(telemetry.Handler(a.routes()))
+	_, handler := inProcessAPI(b, map[string]string{"SOURCE_STORAGE_PATH": source, "TARGET_STORAGE_PATH": target,
+		"DATABASE_URL": "sqlite://" + filepath.Join(dir, "staging.db"), "LOGGING_LEVEL": envOr("BENCH_LOGGING_LEVEL", "WARNING"), "LOG_TO_STORE": envOr("BENCH_LOG_TO_STORE", "true")})
+	srv := httptest.NewServer(telemetry.Handler(handler))
 	defer srv.Close()
 	transport := &http.Transport{MaxIdleConnsPerHost: 64}
 	client := &http.Client{Transport: transport}

@@ -14,10 +14,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ska-telescope/skao-staging-service/lib/auth"
-	"github.com/ska-telescope/skao-staging-service/lib/events"
 	"github.com/ska-telescope/skao-staging-service/lib/function"
-	"github.com/ska-telescope/skao-staging-service/lib/methods"
 	"github.com/ska-telescope/skao-staging-service/lib/staging"
 )
 
@@ -29,16 +26,10 @@ func inProcess(t *testing.T) (*function.Function, *httptest.Server, string) {
 	dir := t.TempDir()
 	source := filepath.Join(dir, "source")
 	must(t, os.MkdirAll(source, 0o755))
-	for k, v := range map[string]string{"SOURCE_STORAGE_PATH": source, "TARGET_STORAGE_PATH": filepath.Join(dir, "areas"),
-		"DATABASE_URL": "sqlite://" + filepath.Join(dir, "staging.db"), "LOGGING_LEVEL": "WARNING", "LOG_TO_STORE": "false"} {
-		t.Setenv(k, v)
-	}
-	fn, err := function.Setup(context.Background(), "stage", methods.All)
-	must(t, err)
-	a := &api{f: fn, svc: fn.Service, auth: auth.None{},
-		receiver: &events.Receiver{Service: fn.Service, Source: fn.Source, Logger: fn.Logger, Auth: auth.None{}}}
-	srv := httptest.NewServer(a.routes())
-	t.Cleanup(func() { srv.Close(); fn.Service.Shutdown(context.Background()); fn.Store.Close(); fn.Storage.Close() })
+	fn, handler := inProcessAPI(t, map[string]string{"SOURCE_STORAGE_PATH": source, "TARGET_STORAGE_PATH": filepath.Join(dir, "areas"),
+		"DATABASE_URL": "sqlite://" + filepath.Join(dir, "staging.db"), "LOGGING_LEVEL": "WARNING", "LOG_TO_STORE": "false"})
+	srv := httptest.NewServer(handler)
+	t.Cleanup(srv.Close)
 	return fn, srv, source
 }
 

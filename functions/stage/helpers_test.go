@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"net/http"
 	"os"
@@ -10,9 +11,35 @@ import (
 	"time"
 
 	"github.com/ska-telescope/skao-staging-service/internal/testenv"
+	"github.com/ska-telescope/skao-staging-service/lib/auth"
+	"github.com/ska-telescope/skao-staging-service/lib/events"
+	"github.com/ska-telescope/skao-staging-service/lib/function"
+	"github.com/ska-telescope/skao-staging-service/lib/methods"
 )
 
 func TestMain(m *testing.M) { testenv.Main(m) }
+
+// inProcessAPI sets env and builds the stage function's handler in this
+// process, with authentication off: for tests that reach inside it. The
+// function is shut down and closed when the test ends.
+func inProcessAPI(tb testing.TB, env map[string]string) (*function.Function, http.Handler) {
+	tb.Helper()
+	for k, v := range env {
+		tb.Setenv(k, v)
+	}
+	fn, err := function.Setup(context.Background(), "stage", methods.All)
+	must(tb, err)
+	tb.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		fn.Service.Shutdown(ctx)
+		fn.Store.Close()
+		fn.Storage.Close()
+	})
+	a := &api{f: fn, svc: fn.Service, auth: auth.None{},
+		receiver: &events.Receiver{Service: fn.Service, Source: fn.Source, Logger: fn.Logger, Auth: auth.None{}}}
+	return fn, a.routes()
+}
 
 // stack is one stage function over temporary storage.
 type stack struct {
