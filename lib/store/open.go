@@ -115,11 +115,10 @@ func newStore(db *sql.DB, dialect, where string) *Store {
 func mysqlConfig(raw string) (*mysql.Config, error) {
 	u, err := url.Parse(raw)
 	if err != nil {
-		var ue *url.Error
-		if errors.As(err, &ue) {
-			err = ue.Err
-		}
-		return nil, fmt.Errorf("database URL: invalid mysql URL: %v", err)
+		// The parser's message quotes part of the URL, which may be the
+		// password's (a "/" in it ends the host early): say nothing of it.
+		return nil, errors.New("database URL: invalid mysql URL (mysql://user:pass@host:port/db; " +
+			"characters such as / # ? @ : in the password must be percent-encoded)")
 	}
 	if u.User == nil || u.User.Username() == "" {
 		return nil, errors.New("database URL: mysql URL has no user (mysql://user:pass@host:port/db)")
@@ -131,7 +130,7 @@ func mysqlConfig(raw string) (*mysql.Config, error) {
 	if port == "" {
 		port = "3306"
 	} else if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
-		return nil, fmt.Errorf("database URL: invalid mysql port %q", port)
+		return nil, errors.New("database URL: invalid mysql port: a number from 1 to 65535")
 	}
 	dbName := strings.TrimPrefix(u.Path, "/")
 	if dbName == "" || strings.Contains(dbName, "/") {

@@ -683,6 +683,7 @@ func TestOpenBadURLs(t *testing.T) {
 		{"mysql://root@127.0.0.1:99999/db", "port"},
 		{"mysql://root@127.0.0.1:x/db", "mysql URL"},
 		{"mysql://root:hunter2@127.0.0.1:1/db", "127.0.0.1:1"}, // nothing listens there
+		{"mysql://staging:Top/Secret@127.0.0.1:3306/db", "percent-encoded"},
 		{"sqlite://", "no file path"},
 		{"sqlite:///tmp/a.db?mode=ro", "must not contain"},
 		{"sqlite:///dev/null/x/staging.db", "/dev/null/x/staging.db"},
@@ -697,6 +698,9 @@ func TestOpenBadURLs(t *testing.T) {
 		}
 		if !strings.Contains(err.Error(), c.want) {
 			t.Errorf("Open(%q) = %q, want it to mention %q", c.url, err, c.want)
+		}
+		if strings.Contains(err.Error(), "hunter2") || strings.Contains(err.Error(), "Top") || strings.Contains(err.Error(), "Secret") {
+			t.Errorf("Open(%q) = %q repeats the password", c.url, err)
 		}
 		if strings.Contains(err.Error(), "hunter2") {
 			t.Errorf("Open(%q) error shows the password: %q", c.url, err)
