@@ -382,6 +382,19 @@ func TestWebPage(t *testing.T) {
 				t.Errorf("%s: token field shown %v, want %v", method, got, shown)
 			}
 		}
+		// The token goes in the body, never in the URL (which proxies log).
+		eval[bool](t, p, `(() => { const f = window.fetch; window.sent = [];
+			window.fetch = (url, o) => { window.sent.push([String(url), String(o && o.body)]); return f(url, o); }; return true })()`)
+		p.set(t, "#method", "jupyter_copy")
+		p.set(t, "#source", "samples/hello.txt")
+		p.set(t, "#target", "nb/hello.txt")
+		p.set(t, "#jupyter-token", "token-of-alice-123")
+		p.submit(t)
+		sent := eval[[][]string](t, p, `window.sent.filter(([u]) => u.startsWith("/stage_data"))`)
+		if len(sent) != 1 || strings.Contains(sent[0][0], "token-of-alice-123") || !strings.Contains(sent[0][1], `"jupyter_token":"token-of-alice-123"`) {
+			t.Errorf("jupyter_copy sent %q, want the token in the body only", sent)
+		}
+		p.set(t, "#jupyter-token", "")
 		p.set(t, "#method", "local_copy")
 	})
 
