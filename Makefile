@@ -70,7 +70,7 @@ deploy-overlay:
 
 ## deploy: build and push the images, create the Secrets once, then apply config/knative with the images' digests
 deploy: images deploy-overlay
-	KUBECTL="$(KUBECTL)" ./tools/knative-secrets.sh $(JUPYTERHUB_API_TOKEN)
+	KUBECTL="$(KUBECTL)" ./tools/knative-secrets.sh
 	$(KUBECTL) apply --server-side -k $(DEPLOY_DIR)
 
 ## undeploy: remove the functions, eventing (EventPolicies included) and route; claims, MySQL, secrets and namespace stay
@@ -79,7 +79,8 @@ undeploy:
 
 ## helm-install: build and push the images, then install or upgrade the chart with them, pinned by digest
 helm-install: images
-	$(HELM) upgrade --install $(HELM_RELEASE) charts/skao-staging-service --namespace $(HELM_NAMESPACE) --create-namespace \
+	@echo "$(HELM) upgrade --install $(HELM_RELEASE) charts/skao-staging-service --namespace $(HELM_NAMESPACE) (HELM_ARGS not shown: they may hold secrets)"
+	@$(HELM) upgrade --install $(HELM_RELEASE) charts/skao-staging-service --namespace $(HELM_NAMESPACE) --create-namespace \
 		$$(./tools/helm-image-args.sh $(IMAGE_REFS)) $(HELM_ARGS)
 
 ## cluster-test: install config/knative and the chart on a control plane built here (etcd, kube-apiserver, kube-controller-manager, Knative Serving's webhook and controller) and check what it makes of them

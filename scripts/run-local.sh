@@ -14,6 +14,19 @@ export TARGET_STORAGE_PATH="${TARGET_STORAGE_PATH:-$data/user_areas}"
 export DATABASE_URL="${DATABASE_URL:-sqlite://$data/staging.db}"
 export ENABLE_FILE_CREATOR="${ENABLE_FILE_CREATOR:-true}"
 export LOGGING_LEVEL="${LOGGING_LEVEL:-INFO}"
+case $PORT in
+'' | *[!0-9]*) echo "PORT: \"$PORT\" is not a number (make run uses it and the three ports after it)" >&2; exit 1 ;;
+esac
+if [ "$PORT" -lt 1 ] || [ "$PORT" -gt 65532 ]; then
+	echo "PORT: $PORT is not from 1 to 65532 (make run uses it and the three ports after it)" >&2
+	exit 1
+fi
+case $HOST in
+127.* | localhost | ::1) ;;
+*) if [ "${AUTH_MODE:-none}" = none ]; then
+	echo "warning: HOST=$HOST with AUTH_MODE=none: anyone who reaches this address may stage, read and create files as any user" >&2
+fi ;;
+esac
 
 if [ ! -e "$SOURCE_STORAGE_PATH/samples" ] && [ "$SOURCE_STORAGE_PATH" = "$data/source" ]; then
 	mkdir -p "$SOURCE_STORAGE_PATH/samples/observation-001/calibration"
@@ -47,9 +60,13 @@ start jupyter
 export JUPYTER_FUNCTION_URL="${JUPYTER_FUNCTION_URL:-$JUPYTER_URL}"
 start stage /
 start logs /logs
-# Wait until the functions accept connections (bash's /dev/tcp, no curl needed).
+# Wait until the functions accept connections (bash's /dev/tcp, no curl
+# needed); one that exits (a bad setting) ends the run with its message.
 for _ in $(seq 200); do
 	(exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
+	for pid in "${pids[@]}"; do
+		kill -0 "$pid" 2>/dev/null || { echo "a function did not start: see its message above" >&2; exit 1; }
+	done
 	sleep 0.05
 done
 
