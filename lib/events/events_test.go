@@ -112,7 +112,8 @@ func TestSenderSignsOrSendsItsToken(t *testing.T) {
 	}
 	withToken, _ := NewSender(srv.URL, "/skao/staging/stage", &Credentials{TokenFile: token}, slog.Default())
 	plain, _ := NewSender(srv.URL, "/skao/staging/stage", nil, slog.Default())
-	req := &staging.Request{Method: "local_copy", Username: "alice", Source: "a", Target: "b", DID: "s:n", OperationID: "op-2"}
+	req := &staging.Request{Method: "local_copy", Username: "alice", Source: "a", Target: "b", DID: "s:n", OperationID: "op-2",
+		JupyterToken: "users-hub-token"}
 	for _, s := range []*Sender{signed, withToken, plain} {
 		if err := s.Handoff(context.Background(), req); err != nil {
 			t.Fatal(err)
@@ -125,6 +126,14 @@ func TestSenderSignsOrSendsItsToken(t *testing.T) {
 	}
 	if got, _ := DecodeRequest(rec.events[0]); got.DID != "s:n" || got.Source != "a" || got.OperationID != "op-2" {
 		t.Errorf("the hand-off lost its request: %+v", got)
+	}
+	for _, ev := range rec.events[:3] {
+		if strings.Contains(string(ev.Data()), "users-hub-token") {
+			t.Errorf("a hand-off through the broker carries the user's hub token: %s", ev.Data())
+		}
+	}
+	if req.JupyterToken != "users-hub-token" {
+		t.Error("Handoff changed the caller's request")
 	}
 	if rec.auth[1] != "Bearer projected-token" || rec.auth[2] != "" {
 		t.Errorf("Authorization %q, %q", rec.auth[1], rec.auth[2])

@@ -59,7 +59,12 @@ func (s *Sender) Send(ctx context.Context, ev cloudevents.Event) (err error) {
 // broker as a request event, which a Trigger delivers to whichever replica
 // of the function that runs its method.
 func (s *Sender) Handoff(ctx context.Context, req *staging.Request) error {
-	ev, err := NewRequest(s.source, req)
+	// A user's JupyterHub token never goes through the broker, which keeps
+	// events (and may log the ones it cannot deliver): the function that
+	// runs the request uses its own hub token (JUPYTERHUB_API_TOKEN).
+	r := *req
+	r.JupyterToken = ""
+	ev, err := NewRequest(s.source, &r)
 	if err != nil {
 		return err
 	}
