@@ -471,6 +471,10 @@ func TestChartRefuses(t *testing.T) {
 		{map[string]any{"knative": map[string]any{"enabled": true, "eventing": map[string]any{"channel": "NatsChannel"}}}, "value must be one of 'KafkaChannel', 'InMemoryChannel'"},
 		{map[string]any{"config": map[string]any{"events": map[string]any{"auth": "oidc"}}}, "config.events.auth=oidc is Knative Eventing's sender identity: it needs knative.enabled"},
 		{map[string]any{"config": map[string]any{"events": map[string]any{"hmacSecret": "too-short"}}}, "config.events.hmacSecret: a secret of 9 bytes; at least 32 are required"},
+		{map[string]any{"config": map[string]any{"authMode": "oidc"}}, "config.authMode=oidc needs config.oidc.issuerURL and config.oidc.audience"},
+		{map[string]any{"logging": map[string]any{"level": "loud"}}, `logging.level "loud" is not one of DEBUG, INFO, WARNING, ERROR`},
+		{map[string]any{"knative": map[string]any{"enabled": true}, "config": map[string]any{"authMode": "oidc", "events": map[string]any{"auth": "none"},
+			"oidc": map[string]any{"issuerURL": "https://iam.example.org/", "audience": "staging"}}}, "config.events.auth=none with config.authMode=oidc"},
 		{map[string]any{"config": map[string]any{"events": map[string]any{"tokenFile": "/var/run/token"}}}, "additional properties 'tokenFile' not allowed"},
 		{map[string]any{"knative": map[string]any{"eventing": map[string]any{"rucioSenders": []any{"rucio-bridge"}}}}, "rucioSenders"},
 	} {

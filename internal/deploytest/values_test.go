@@ -197,6 +197,8 @@ func changedValue(key string, def any, n int) (v any, sentinel string) {
 		return digest(7900 + n), digest(7900 + n)
 	case key == "config.stagedOwner":
 		return "65532:100", ""
+	case key == "logging.level":
+		return "DEBUG", ""
 	case key == "config.stagedFileMode":
 		return "0400", ""
 	case key == "config.stagedDirMode":

@@ -458,6 +458,20 @@ PT{{ . }}S
 {{- end -}}
 
 {{/*
+config.authMode and logging.level must be what the functions start with:
+oidc needs its issuer and audience, and the level is one they know.
+*/}}
+{{- define "staging.checkConfig" -}}
+{{- $c := .Values.config -}}
+{{- if and (eq $c.authMode "oidc") (not (and $c.oidc.issuerURL $c.oidc.audience)) -}}
+{{- fail "config.authMode=oidc needs config.oidc.issuerURL and config.oidc.audience (the site's identity provider and the audience its access tokens carry for this service)" -}}
+{{- end -}}
+{{- if not (has (upper (trim (toString .Values.logging.level))) (list "DEBUG" "INFO" "WARNING" "WARN" "ERROR" "CRITICAL")) -}}
+{{- fail (printf "logging.level %q is not one of DEBUG, INFO, WARNING, ERROR" .Values.logging.level) -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
 config.events must be something the functions and the cluster can do: oidc
 is Knative Eventing's sender identity (a Broker and Triggers); an HMAC
 secret has at least 32 bytes a line.
@@ -466,6 +480,9 @@ secret has at least 32 bytes a line.
 {{- $e := .Values.config.events -}}
 {{- if and (eq $e.auth "oidc") (not (and .Values.knative.enabled .Values.knative.eventing.enabled)) -}}
 {{- fail "config.events.auth=oidc is Knative Eventing's sender identity: it needs knative.enabled and knative.eventing.enabled; use hmac otherwise" -}}
+{{- end -}}
+{{- if and .Values.knative.enabled .Values.knative.eventing.enabled (ne .Values.config.authMode "none") (eq $e.auth "none") -}}
+{{- fail (printf "config.events.auth=none with config.authMode=%s: async requests handed on through the broker must prove who sent them; set config.events.auth to hmac or oidc" .Values.config.authMode) -}}
 {{- end -}}
 {{- if and (eq $e.auth "hmac") $e.hmacSecret -}}
 {{- range $line := splitList "\n" $e.hmacSecret -}}
