@@ -42,7 +42,7 @@ func startStack(t *testing.T, hub *testenv.JupyterHub, env, jupyterEnv map[strin
 	for k, v := range env {
 		common[k] = v
 	}
-	je := map[string]string{"JUPYTERHUB_API_TOKEN": hub.Token}
+	je := map[string]string{"JUPYTERHUB_API_TOKEN": hub.StagingToken}
 	for k, v := range common {
 		je[k] = v
 	}

@@ -152,7 +152,9 @@ func TestHubErrors(t *testing.T) {
 		t.Fatal("the user's token shows in a log")
 	}
 	other := hub.NewHubUser(t, "tokenother", false)
-	expect(t, bad.stage(t, other, bsrc, "f.txt", "&jupyter_token="+tok), http.StatusNotFound, "", "")
+	// Someone else's token never goes to the user's server.
+	expect(t, bad.stage(t, other, bsrc, "f.txt", "&jupyter_token="+tok), http.StatusForbidden,
+		"detail", "jupyter_token belongs to "+user+", not "+other)
 
 	down := testenv.HubFor(t)
 	ds := startStack(t, down, nil, nil)

@@ -29,17 +29,27 @@ var (
 	hubErr  error
 )
 
-// ServiceScopes are the scopes of the hub's service token: enough to look
-// users up, create them, start their servers and reach them, and mint tokens.
+// ServiceScopes are the scopes of the harness's own service token (Token):
+// enough to look users up, create them, start their servers and reach them,
+// and mint tokens.
 var ServiceScopes = []string{"admin:users", "admin:servers", "access:servers", "read:users", "list:users", "tokens"}
+
+// StagingScopes are the scopes of StagingToken, those the README asks of
+// the staging service's JUPYTERHUB_API_TOKEN: look users up, start their
+// servers, mint and delete tokens for them. Not access:servers: the service
+// token never goes to a user's server.
+var StagingScopes = []string{"read:users", "admin:servers", "tokens"}
 
 // JupyterHub is a real JupyterHub (Debian's jupyterhub package) on loopback
 // ports, with the dummy authenticator and real single-user servers started by
 // SimpleLocalProcessSpawner, users' homes under a temporary directory.
 type JupyterHub struct {
 	URL   string // public URL, http://127.0.0.1:PORT
-	Token string // the service token (scopes ServiceScopes)
-	dir   string
+	Token string // the harness's service token (scopes ServiceScopes)
+	// StagingToken is a service token with StagingScopes only, for the
+	// staging service under test.
+	StagingToken string
+	dir          string
 
 	mu   sync.Mutex
 	cmd  *exec.Cmd
@@ -108,14 +118,17 @@ func startHub() (*JupyterHub, error) {
 			return nil, err
 		}
 	}
-	secret := make([]byte, 32)
+	secret, staging := make([]byte, 32), make([]byte, 32)
 	rand.Read(secret)
-	h := &JupyterHub{URL: fmt.Sprintf("http://127.0.0.1:%d", ports[0]), Token: hex.EncodeToString(secret), dir: dir}
+	rand.Read(staging)
+	h := &JupyterHub{URL: fmt.Sprintf("http://127.0.0.1:%d", ports[0]), Token: hex.EncodeToString(secret),
+		StagingToken: hex.EncodeToString(staging), dir: dir}
 	if err := os.MkdirAll(filepath.Join(dir, "home"), 0o755); err != nil {
 		os.RemoveAll(dir)
 		return nil, err
 	}
 	scopes, _ := json.Marshal(ServiceScopes)
+	stagingScopes, _ := json.Marshal(StagingScopes)
 	config := fmt.Sprintf(`# Written by internal/testenv for one test hub.
 c = get_config()  # noqa
 c.JupyterHub.bind_url = 'http://127.0.0.1:%d'
@@ -133,11 +146,12 @@ c.Spawner.ip = '127.0.0.1'
 c.Spawner.args = ['--allow-root']
 c.Spawner.start_timeout = 60
 c.Spawner.http_timeout = 60
-c.JupyterHub.services = [{'name': 'staging', 'api_token': %q}]
-c.JupyterHub.load_roles = [{'name': 'staging', 'scopes': %s, 'services': ['staging']}]
+c.JupyterHub.services = [{'name': 'harness', 'api_token': %q}, {'name': 'staging', 'api_token': %q}]
+c.JupyterHub.load_roles = [{'name': 'harness', 'scopes': %s, 'services': ['harness']},
+                           {'name': 'staging', 'scopes': %s, 'services': ['staging']}]
 `, ports[0], ports[1], ports[2], filepath.Join(dir, "proxy.pid"), filepath.Join(dir, "hub.pid"),
 		filepath.Join(dir, "hub.sqlite"), filepath.Join(dir, "cookie_secret"),
-		filepath.Join(dir, "home", "{username}"), h.Token, scopes)
+		filepath.Join(dir, "home", "{username}"), h.Token, h.StagingToken, scopes, stagingScopes)
 	if err := os.WriteFile(filepath.Join(dir, "jupyterhub_config.py"), []byte(config), 0o600); err != nil {
 		os.RemoveAll(dir)
 		return nil, err
@@ -363,6 +377,44 @@ func (h *JupyterHub) UserToken(tb testing.TB, user string) string {
 		tb.Fatalf("hub: token for %s: %v %s", user, err, b)
 	}
 	return tok.Token
+}
+
+// Tokens lists user's API tokens as the hub describes them (id, note,
+// scopes, expires_at, ...), read with the service token.
+func (h *JupyterHub) Tokens(tb testing.TB, user string) []map[string]any {
+	tb.Helper()
+	b := h.must(tb, http.MethodGet, "/hub/api/users/"+url.PathEscape(user)+"/tokens", nil, http.StatusOK)
+	var out struct {
+		Tokens []map[string]any `json:"api_tokens"`
+	}
+	if err := json.Unmarshal(b, &out); err != nil {
+		tb.Fatalf("hub: tokens of %s: %v %s", user, err, b)
+	}
+	return out.Tokens
+}
+
+// RecordAuthorization makes user's single-user server, from its next
+// start, append the Authorization header of every request it receives to
+// the file at log, one a line, as a user's own code in their server could
+// (a jupyter_notebook_config.py in their home).
+func (h *JupyterHub) RecordAuthorization(tb testing.TB, user, log string) {
+	tb.Helper()
+	dir := filepath.Join(h.Home(user), ".jupyter")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		tb.Fatal(err)
+	}
+	config := fmt.Sprintf(`# Written by internal/testenv: records what the server receives.
+import tornado.web
+_init = tornado.web.RequestHandler.__init__
+def _record(self, application, request, **kwargs):
+    with open(%q, 'a') as f:
+        f.write(request.headers.get('Authorization', '') + '\n')
+    _init(self, application, request, **kwargs)
+tornado.web.RequestHandler.__init__ = _record
+`, log)
+	if err := os.WriteFile(filepath.Join(dir, "jupyter_notebook_config.py"), []byte(config), 0o644); err != nil {
+		tb.Fatal(err)
+	}
 }
 
 // StartServer starts user's single-user server and waits until it is ready,

@@ -111,36 +111,151 @@ func (c *Client) Whoami(ctx context.Context, token string) (*User, error) {
 // ErrSpawnFailed is matched by a server that the hub reports as failed.
 var ErrSpawnFailed = errors.New("the Jupyter server failed to start")
 
-// Server returns the contents API of name's default server, starting the
-// server and following the hub's progress stream until it is ready. ctx
-// bounds the wait.
-func (c *Client) Server(ctx context.Context, token, name string) (*Contents, error) {
+// Server makes sure name's default server runs, starting it and following
+// the hub's progress stream until it is ready, and returns its path (the
+// "url" of the hub's server model), for Contents. token goes to the hub
+// only. ctx bounds the wait.
+func (c *Client) Server(ctx context.Context, token, name string) (string, error) {
 	for {
 		u, err := c.User(ctx, token, name)
 		if err != nil {
-			return nil, err
+			return "", err
 		}
 		srv, exists := u.Servers[""]
 		switch {
 		case exists && srv.Ready && srv.URL != "":
-			return c.contents(srv.URL, token), nil
+			return srv.URL, nil
 		case exists && srv.Pending != nil && *srv.Pending == "stop":
 			// Stopping: it can be started again once it is gone.
 			if err := sleep(ctx, 200*time.Millisecond); err != nil {
-				return nil, err
+				return "", err
 			}
 			continue
 		case !exists || srv.Pending == nil:
 			err := c.do(ctx, http.MethodPost, c.hubURL("users", name, "server"), token, nil, nil, "start server of "+name)
 			if err != nil && StatusOf(err) != http.StatusBadRequest { // 400: already started meanwhile
-				return nil, err
+				return "", err
 			}
 		}
 		if err := c.waitReady(ctx, token, name); err != nil {
-			return nil, err
+			return "", err
 		}
 	}
 }
+
+// Token is an API token as the hub creates it.
+type Token struct {
+	ID      string // "a<number>", for DeleteToken
+	Token   string
+	Expires time.Time // zero: never
+}
+
+// NewToken creates a token owned by user with exactly scopes, valid for
+// expiresIn (rounded up to a second; 0: no expiry), with note. hubToken
+// needs the "tokens" scope on user, and the hub grants only scopes user
+// holds.
+func (c *Client) NewToken(ctx context.Context, hubToken, user string, scopes []string, expiresIn time.Duration, note string) (*Token, error) {
+	body := map[string]any{"scopes": scopes, "note": note}
+	if expiresIn > 0 {
+		body["expires_in"] = int64((expiresIn + time.Second - 1) / time.Second)
+	}
+	start := time.Now()
+	var out struct {
+		ID    string `json:"id"`
+		Token string `json:"token"`
+	}
+	if err := c.do(ctx, http.MethodPost, c.hubURL("users", user, "tokens"), hubToken, body, &out, "create a token for "+user); err != nil {
+		return nil, err
+	}
+	if out.ID == "" || out.Token == "" {
+		return nil, &APIError{Op: "create a token for " + user, Status: http.StatusBadGateway, Message: "the answer holds no token"}
+	}
+	t := &Token{ID: out.ID, Token: out.Token}
+	if expiresIn > 0 {
+		t.Expires = start.Add(expiresIn)
+	}
+	return t, nil
+}
+
+// DeleteToken deletes user's token id.
+func (c *Client) DeleteToken(ctx context.Context, hubToken, user, id string) error {
+	return c.do(ctx, http.MethodDelete, c.hubURL("users", user, "tokens", id), hubToken, nil, nil, "delete a token of "+user)
+}
+
+// ServerScope is the one scope of the tokens ServerAccess mints: access to
+// user's default server, nothing else.
+func ServerScope(user string) string { return "access:servers!server=" + user + "/" }
+
+// ServerAccess is a short-lived token owned by one user that reaches only
+// their default server (ServerScope), minted with a hub token that may
+// create tokens for them (which itself never goes to the user's server).
+// It is renewed when less than a third of its lifetime is left, the old one
+// deleted; Close deletes the last one. Safe for one goroutine at a time.
+type ServerAccess struct {
+	c        *Client
+	hubToken string
+	user     string
+	ttl      time.Duration
+	note     string
+	cur      *Token
+	// Failed is told of a token that could not be deleted (nil: nothing).
+	Failed func(error)
+}
+
+// ServerAccess returns a ServerAccess for user's default server whose tokens
+// live ttl (0: 10 minutes) and carry note; nothing is minted before the
+// first Token.
+func (c *Client) ServerAccess(hubToken, user string, ttl time.Duration, note string) *ServerAccess {
+	if ttl <= 0 {
+		ttl = 10 * time.Minute
+	}
+	return &ServerAccess{c: c, hubToken: hubToken, user: user, ttl: ttl, note: note}
+}
+
+// Token returns the current token, minting one first if there is none or
+// it has less than a third of its lifetime left.
+func (a *ServerAccess) Token(ctx context.Context) (string, error) {
+	if a.cur != nil && time.Until(a.cur.Expires) > a.ttl/3 {
+		return a.cur.Token, nil
+	}
+	t, err := a.c.NewToken(ctx, a.hubToken, a.user, []string{ServerScope(a.user)}, a.ttl, a.note)
+	if err != nil {
+		return "", err
+	}
+	old := a.cur
+	a.cur = t
+	if old != nil {
+		a.delete(ctx, old)
+	}
+	return t.Token, nil
+}
+
+// Close deletes the current token, even when ctx is cancelled.
+func (a *ServerAccess) Close(ctx context.Context) {
+	if a.cur != nil {
+		a.delete(ctx, a.cur)
+		a.cur = nil
+	}
+}
+
+func (a *ServerAccess) delete(ctx context.Context, t *Token) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	err := a.c.DeleteToken(ctx, a.hubToken, a.user, t.ID)
+	if err != nil && StatusOf(err) != http.StatusNotFound && a.Failed != nil {
+		a.Failed(err)
+	}
+}
+
+// TokenSource gives the token of each request to a Jupyter server.
+type TokenSource interface {
+	Token(ctx context.Context) (string, error)
+}
+
+// StaticToken is a TokenSource of one token.
+type StaticToken string
+
+func (t StaticToken) Token(context.Context) (string, error) { return string(t), nil }
 
 // waitReady follows the server's progress event stream until it reports
 // ready or failed.
@@ -197,11 +312,12 @@ func (c *Client) hubURL(parts ...string) string {
 	return c.base.String() + "/hub/api/" + strings.Join(parts, "/")
 }
 
-// contents is the contents API of the server at serverPath (the "url" of
-// the hub's server model: escaped, and holding the hub's base path).
-func (c *Client) contents(serverPath, token string) *Contents {
+// Contents is the contents API of the server at serverPath (the "url" of
+// the hub's server model, as Server returns it: escaped, and holding the
+// hub's base path), reached with the tokens of tokens.
+func (c *Client) Contents(serverPath string, tokens TokenSource) *Contents {
 	base := c.base.Scheme + "://" + c.base.Host + "/" + strings.Trim(serverPath, "/") + "/api/contents"
-	return &Contents{c: c, base: base, token: token}
+	return &Contents{c: c, base: base, tokens: tokens}
 }
 
 func (c *Client) send(req *http.Request) (*http.Response, error) {
@@ -241,6 +357,38 @@ func (c *Client) do(ctx context.Context, method, u, token string, in, out any, o
 	return c.roundTrip(req, out, op)
 }
 
+// MaxAnswer bounds a JSON answer of the hub or of a Jupyter server (the
+// user's server is the user's own code): a larger one fails with
+// ErrTooLarge before it is held in memory.
+const MaxAnswer = 16 << 20
+
+// ErrTooLarge is matched by an answer over MaxAnswer.
+var ErrTooLarge = errors.New("the answer is larger than 16 MiB")
+
+// capped reads at most max bytes of r, and fails with ErrTooLarge beyond.
+type capped struct {
+	r   io.Reader
+	max int64
+}
+
+func (c *capped) Read(p []byte) (int, error) {
+	if c.max <= 0 {
+		// One byte more tells a body of exactly max from a longer one.
+		var one [1]byte
+		n, err := c.r.Read(one[:])
+		if n > 0 {
+			return 0, ErrTooLarge
+		}
+		return 0, err
+	}
+	if int64(len(p)) > c.max {
+		p = p[:c.max]
+	}
+	n, err := c.r.Read(p)
+	c.max -= int64(n)
+	return n, err
+}
+
 func (c *Client) roundTrip(req *http.Request, out any, op string) error {
 	resp, err := c.send(req)
 	if err != nil {
@@ -254,7 +402,10 @@ func (c *Client) roundTrip(req *http.Request, out any, op string) error {
 		io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<20))
 		return nil
 	}
-	if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
+	if err := json.NewDecoder(&capped{r: resp.Body, max: MaxAnswer}).Decode(out); err != nil {
+		if errors.Is(err, ErrTooLarge) {
+			return fmt.Errorf("%s: %w", op, ErrTooLarge)
+		}
 		return fmt.Errorf("%s: malformed answer: %w", op, err)
 	}
 	return nil
@@ -283,9 +434,18 @@ func sleep(ctx context.Context, d time.Duration) error {
 // Contents is one Jupyter server's contents API. Paths are relative to the
 // server's root directory, with forward slashes.
 type Contents struct {
-	c     *Client
-	base  string // .../user/<name>/api/contents
-	token string
+	c      *Client
+	base   string // .../user/<name>/api/contents
+	tokens TokenSource
+}
+
+// do is Client.do with the contents API's current token.
+func (c *Contents) do(ctx context.Context, method, u string, in, out any, op string) error {
+	token, err := c.tokens.Token(ctx)
+	if err != nil {
+		return err
+	}
+	return c.c.do(ctx, method, u, token, in, out, op)
 }
 
 // Model is a file or directory as the contents API describes it.
@@ -315,7 +475,7 @@ func (c *Contents) Get(ctx context.Context, p string, entries bool) (*Model, err
 		Model
 		Content json.RawMessage `json:"content"`
 	}
-	if err := c.c.do(ctx, http.MethodGet, c.url(p)+q, c.token, nil, &raw, "GET "+p); err != nil {
+	if err := c.do(ctx, http.MethodGet, c.url(p)+q, nil, &raw, "GET "+p); err != nil {
 		return nil, err
 	}
 	m := raw.Model
@@ -329,17 +489,17 @@ func (c *Contents) Get(ctx context.Context, p string, entries bool) (*Model, err
 
 // Mkdir creates directory p (nothing happens if it exists).
 func (c *Contents) Mkdir(ctx context.Context, p string) error {
-	return c.c.do(ctx, http.MethodPut, c.url(p), c.token, map[string]string{"type": "directory"}, nil, "create folder "+p)
+	return c.do(ctx, http.MethodPut, c.url(p), map[string]string{"type": "directory"}, nil, "create folder "+p)
 }
 
 // Rename moves from to to; the server refuses (409) when to exists.
 func (c *Contents) Rename(ctx context.Context, from, to string) error {
-	return c.c.do(ctx, http.MethodPatch, c.url(from), c.token, map[string]string{"path": to}, nil, "rename "+from)
+	return c.do(ctx, http.MethodPatch, c.url(from), map[string]string{"path": to}, nil, "rename "+from)
 }
 
 // Delete removes p (a folder with its content).
 func (c *Contents) Delete(ctx context.Context, p string) error {
-	return c.c.do(ctx, http.MethodDelete, c.url(p), c.token, nil, nil, "delete "+p)
+	return c.do(ctx, http.MethodDelete, c.url(p), nil, nil, "delete "+p)
 }
 
 // Upload writes size bytes read from src at offset 0 to file p, as base64
@@ -384,6 +544,10 @@ func (c *Contents) put(ctx context.Context, p string, chunk int, data io.Reader,
 		head += fmt.Sprintf(`"chunk":%d,`, chunk)
 	}
 	head += `"content":"`
+	token, err := c.tokens.Token(ctx)
+	if err != nil {
+		return err
+	}
 	const tail = `"}`
 	body := io.MultiReader(strings.NewReader(head), newBase64Reader(data), strings.NewReader(tail))
 	req, err := http.NewRequestWithContext(ctx, http.MethodPut, c.url(p), body)
@@ -391,7 +555,7 @@ func (c *Contents) put(ctx context.Context, p string, chunk int, data io.Reader,
 		return err
 	}
 	req.ContentLength = int64(len(head)) + int64(base64.StdEncoding.EncodedLen(int(n))) + int64(len(tail))
-	req.Header.Set("Authorization", "token "+c.token)
+	req.Header.Set("Authorization", "token "+token)
 	req.Header.Set("Content-Type", "application/json")
 	op := "write " + p
 	if chunk != 0 {

@@ -51,7 +51,7 @@ func TestURLs(t *testing.T) {
 		if c.base.Path != "" {
 			serverPath = c.base.Path + serverPath
 		}
-		if got := c.contents(serverPath, "t").url("dir/x?y#z.txt"); got != tc.contents {
+		if got := c.Contents(serverPath, StaticToken("t")).url("dir/x?y#z.txt"); got != tc.contents {
 			t.Errorf("%s: contents URL %s, want %s", tc.in, got, tc.contents)
 		}
 	}

@@ -44,7 +44,14 @@ type Jupyter struct {
 	ServiceToken string             // JUPYTERHUB_API_TOKEN; a request's jupyter_token wins
 	StartTimeout time.Duration      // JUPYTERHUB_START_TIMEOUT (0: 120s)
 	ChunkSize    int64              // bytes per contents API chunk (0: 8 MiB)
+	// TokenTTL is the lifetime of the tokens minted for a user's server
+	// (renewed when a third is left; 0: 10 minutes).
+	TokenTTL time.Duration
 }
+
+// MintedTokenNote is the note of the tokens jupyter_copy mints for users'
+// servers (and deletes when done).
+const MintedTokenNote = "skao staging"
 
 func (JupyterCopy) Name() string { return "jupyter_copy" }
 
@@ -85,14 +92,10 @@ func (m JupyterCopy) Prepare(ctx context.Context, req *staging.Request) (*stagin
 	if hidden(rel) {
 		return nil, staging.Errorf(staging.Rejected, "Jupyter servers refuse hidden files and folders: %s", req.Target)
 	}
-	token, service := req.JupyterToken, false
-	if token == "" {
-		token, service = m.Jupyter.ServiceToken, true
-	}
-	if token == "" {
+	if req.JupyterToken == "" && m.Jupyter.ServiceToken == "" {
 		return nil, staging.Errorf(staging.Rejected, "jupyter_copy needs a JupyterHub token: pass jupyter_token (no service token is configured)")
 	}
-	w := &workspace{m: m, user: req.Username, token: token, service: service, src: src, rel: rel}
+	w := &workspace{m: m, user: req.Username, given: req.JupyterToken, src: src, rel: rel}
 	// The listing's walk, one folder per level; the tree's root twice
 	// (the listing's and the upload's), the file being uploaded, the two
 	// folders os.Root holds at most while it opens a path inside the tree,
@@ -104,8 +107,9 @@ func (m JupyterCopy) Prepare(ctx context.Context, req *staging.Request) (*stagin
 type workspace struct {
 	m       JupyterCopy
 	user    string
-	token   string
-	service bool // token is JUPYTERHUB_API_TOKEN, not the caller's
+	given   string // the request's jupyter_token, if any
+	token   string // the token for the hub's API (never sent to the user's server unless it is the user's own)
+	service bool   // token is JUPYTERHUB_API_TOKEN, not the caller's
 	src     *storage.Source
 	rel     string // target, relative to the workspace root, with slashes
 	c       *jupyterhub.Contents
@@ -116,8 +120,12 @@ func (w *workspace) run(ctx context.Context, job *staging.Job) (*staging.Result,
 	if timeout <= 0 {
 		timeout = 120 * time.Second
 	}
+	own, err := w.tokens(ctx)
+	if err != nil {
+		return nil, err
+	}
 	startCtx, cancel := context.WithTimeout(ctx, timeout)
-	c, err := w.m.Jupyter.Hub.Server(startCtx, w.token, w.user)
+	server, err := w.m.Jupyter.Hub.Server(startCtx, w.token, w.user)
 	cancel()
 	if err != nil {
 		if errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
@@ -126,7 +134,22 @@ func (w *workspace) run(ctx context.Context, job *staging.Job) (*staging.Result,
 		}
 		return nil, w.hubError(err)
 	}
-	w.c = c
+	if own {
+		w.c = w.m.Jupyter.Hub.Contents(server, jupyterhub.StaticToken(w.token))
+	} else {
+		// The service token never goes to the user's server (the user's
+		// own code, which could keep it): a token owned by the user, for
+		// their server only, short-lived, deleted when done.
+		access := w.m.Jupyter.Hub.ServerAccess(w.token, w.user, w.m.Jupyter.TokenTTL, MintedTokenNote)
+		access.Failed = func(err error) {
+			w.logger().WarnContext(ctx, "delete a token minted for a Jupyter server", "user", w.user, "error", err)
+		}
+		defer access.Close(ctx)
+		if _, err := access.Token(ctx); err != nil {
+			return nil, w.mintError(err)
+		}
+		w.c = w.m.Jupyter.Hub.Contents(server, mintedTokens{access, w})
+	}
 	w.sweep(ctx, job.Operation.ID)
 
 	// A tree is checked for names Jupyter refuses before anything is written.
@@ -406,6 +429,68 @@ func (w *workspace) conflict() error {
 	return staging.Errorf(staging.Conflict, "A different file or folder already exists at %s in the Jupyter workspace of %s", w.rel, w.user)
 }
 
+// tokens chooses the token for the hub's API (w.token, w.service) and
+// reports whether it may also go to the user's server: only a request's
+// jupyter_token that the user owns may. A jupyter_token of someone else
+// never reaches the user's server: a hub admin's is replaced by the service
+// token (which then mints one for the user's server), anyone else's is
+// refused.
+func (w *workspace) tokens(ctx context.Context) (own bool, err error) {
+	if w.given == "" {
+		w.token, w.service = w.m.Jupyter.ServiceToken, true
+		return false, nil
+	}
+	w.token = w.given
+	owner, err := w.m.Jupyter.Hub.Whoami(ctx, w.given)
+	if err != nil {
+		return false, w.hubError(err)
+	}
+	if owner.Kind != "service" && owner.Name == w.user {
+		return true, nil
+	}
+	if !owner.Admin || w.m.Jupyter.ServiceToken == "" {
+		return false, staging.Errorf(staging.Forbidden, "jupyter_token belongs to %s, not %s", ownerName(owner), w.user)
+	}
+	w.token, w.service = w.m.Jupyter.ServiceToken, true
+	return false, nil
+}
+
+func ownerName(u *jupyterhub.User) string {
+	if u.Kind == "service" {
+		return "service " + u.Name
+	}
+	return u.Name
+}
+
+// mintedTokens are the tokens of a ServerAccess, its failures (renewals)
+// told as the hub's.
+type mintedTokens struct {
+	a *jupyterhub.ServerAccess
+	w *workspace
+}
+
+func (t mintedTokens) Token(ctx context.Context) (string, error) {
+	tok, err := t.a.Token(ctx)
+	if err != nil {
+		return "", t.w.mintError(err)
+	}
+	return tok, nil
+}
+
+// mintError turns a failure to mint a token for the user's server into what
+// the caller sees.
+func (w *workspace) mintError(err error) error {
+	var api *jupyterhub.APIError
+	switch status := jupyterhub.StatusOf(err); {
+	case status == http.StatusUnauthorized || status == http.StatusForbidden:
+		return staging.Wrap(staging.Upstream, fmt.Sprintf("JupyterHub refused the service token (JUPYTERHUB_API_TOKEN) "+
+			"a token for the server of %s: it needs the scope tokens", w.user), err)
+	case status == http.StatusBadRequest && errors.As(err, &api):
+		return staging.Wrap(staging.Upstream, fmt.Sprintf("JupyterHub refused a token for the server of %s: %s", w.user, api.Message), err)
+	}
+	return w.hubError(err)
+}
+
 // hubError turns a failure of the hub's API into what the caller sees.
 // Tokens are never part of it.
 func (w *workspace) hubError(err error) error {
@@ -432,6 +517,10 @@ func (w *workspace) hubError(err error) error {
 // contentsError turns a failure of the user's server into what the caller
 // sees.
 func (w *workspace) contentsError(err error, p string) error {
+	var se *staging.Error
+	if errors.As(err, &se) {
+		return err // already told (a token that could not be renewed)
+	}
 	status := jupyterhub.StatusOf(err)
 	var api *jupyterhub.APIError
 	msg := ""
@@ -444,7 +533,7 @@ func (w *workspace) contentsError(err error, p string) error {
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		return staging.Wrap(staging.Unavailable, "Staging interrupted", err)
 	case (status == http.StatusUnauthorized || status == http.StatusForbidden) && w.service:
-		return staging.Wrap(staging.Upstream, fmt.Sprintf("The Jupyter server of %s rejected the service token (JUPYTERHUB_API_TOKEN)", w.user), err)
+		return staging.Wrap(staging.Upstream, fmt.Sprintf("The Jupyter server of %s rejected the token minted for it with the service token (JUPYTERHUB_API_TOKEN)", w.user), err)
 	case status == http.StatusUnauthorized || status == http.StatusForbidden:
 		return staging.Wrap(staging.Forbidden, fmt.Sprintf("The Jupyter server of %s refused to write %s with the token given in jupyter_token", w.user, p), err)
 	case status == http.StatusConflict:
@@ -455,10 +544,6 @@ func (w *workspace) contentsError(err error, p string) error {
 		return staging.Wrap(staging.Rejected, fmt.Sprintf("The Jupyter server of %s refused %s%s", w.user, p, msg), err)
 	case status != 0:
 		return staging.Wrap(staging.Upstream, fmt.Sprintf("The Jupyter server of %s failed on %s (HTTP %d)%s", w.user, p, status, msg), err)
-	}
-	var se *staging.Error
-	if errors.As(err, &se) {
-		return err
 	}
 	return staging.Wrap(staging.Upstream, fmt.Sprintf("Upload of %s to the Jupyter server of %s failed", p, w.user), err)
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -13,6 +14,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/ska-telescope/skao-staging-service/lib/jupyterhub"
 	"github.com/ska-telescope/skao-staging-service/lib/staging"
@@ -36,10 +38,13 @@ type fakeJupyter struct {
 	mu       sync.Mutex
 	files    map[string][]byte // nil: a folder
 	requests []string          // "METHOD path"
+	minted   map[string]string // live tokens minted for alice's server, by id
+	nMinted  int
+	badAuth  []string // Authorization headers of contents requests that were not a live minted token
 }
 
 func newFakeJupyter(t *testing.T, rootLen int) (*fakeJupyter, *jupyterhub.Client) {
-	f := &fakeJupyter{rootLen: rootLen, files: map[string][]byte{"": nil}}
+	f := &fakeJupyter{rootLen: rootLen, files: map[string][]byte{"": nil}, minted: map[string]string{}}
 	srv := httptest.NewServer(f)
 	t.Cleanup(srv.Close)
 	hub, err := jupyterhub.New(srv.URL)
@@ -59,6 +64,37 @@ func (f *fakeJupyter) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			"servers": map[string]any{"": map[string]any{"ready": true, "url": "/user/alice/"}}})
 		return
 	}
+	if r.URL.Path == "/hub/api/users/alice/tokens" && r.Method == http.MethodPost {
+		var body struct {
+			Scopes    []string
+			ExpiresIn int `json:"expires_in"`
+			Note      string
+		}
+		json.NewDecoder(r.Body).Decode(&body)
+		if r.Header.Get("Authorization") != "token service" || len(body.Scopes) != 1 || body.Scopes[0] != "access:servers!server=alice/" ||
+			body.ExpiresIn <= 0 || body.Note != MintedTokenNote {
+			fail(400, "unexpected token request")
+			return
+		}
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		f.nMinted++
+		id, tok := fmt.Sprintf("a%d", f.nMinted), fmt.Sprintf("minted-%d", f.nMinted)
+		f.minted[id] = tok
+		answer(201, map[string]any{"id": id, "token": tok, "user": "alice"})
+		return
+	}
+	if id, ok := strings.CutPrefix(r.URL.Path, "/hub/api/users/alice/tokens/"); ok && r.Method == http.MethodDelete {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		if _, ok := f.minted[id]; !ok || r.Header.Get("Authorization") != "token service" {
+			fail(404, "no such token")
+			return
+		}
+		delete(f.minted, id)
+		w.WriteHeader(204)
+		return
+	}
 	p, ok := strings.CutPrefix(r.URL.Path, "/user/alice/api/contents")
 	if !ok {
 		fail(404, "Not found")
@@ -68,6 +104,11 @@ func (f *fakeJupyter) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.requests = append(f.requests, r.Method+" "+p)
+	if auth := r.Header.Get("Authorization"); !f.live(strings.TrimPrefix(auth, "token ")) {
+		f.badAuth = append(f.badAuth, auth)
+		fail(403, "Forbidden")
+		return
+	}
 	switch r.Method {
 	case http.MethodGet:
 		if _, ok := f.files[p]; !ok {
@@ -177,6 +218,16 @@ func (f *fakeJupyter) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	default:
 		fail(405, "Method not allowed")
 	}
+}
+
+// live reports whether tok is a minted token not deleted yet (f.mu held).
+func (f *fakeJupyter) live(tok string) bool {
+	for _, t := range f.minted {
+		if t == tok {
+			return true
+		}
+	}
+	return false
 }
 
 // parentOf is the folder of workspace path p ("" for the root).
@@ -324,6 +375,29 @@ func TestJupyterCopyRenameFails(t *testing.T) {
 			if left := f.temps(); len(left) != 0 {
 				t.Errorf("temporary uploads left: %v", left)
 			}
+			f.mu.Lock()
+			defer f.mu.Unlock()
+			if len(f.badAuth) != 0 || len(f.minted) != 0 || f.nMinted == 0 {
+				t.Errorf("the server got %d requests without a minted token; %d of %d minted tokens not deleted", len(f.badAuth), len(f.minted), f.nMinted)
+			}
 		})
+	}
+}
+
+// The token minted for the user's server is renewed as it nears its expiry,
+// each old one deleted, and the last one deleted at the end; the service
+// token never reaches the server.
+func TestJupyterCopyRenewsMintedToken(t *testing.T) {
+	fx := newFixture(t)
+	fx.tree(t, "tree", map[string]string{"a.txt": "a", "sub/b.txt": "bb", "sub/c.txt": "ccc"})
+	f, hub := newFakeJupyter(t, 0)
+	m := JupyterCopy{Storage: fx.st, Jupyter: Jupyter{Hub: hub, ServiceToken: "service", TokenTTL: time.Nanosecond},
+		Logger: slog.New(slog.DiscardHandler), MaxDepth: 8}
+	_, _, err := stage(context.Background(), t, m, staging.Request{Method: "jupyter_copy", Username: "alice", Source: "tree", Target: "t"})
+	must(t, err)
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if len(f.badAuth) != 0 || len(f.minted) != 0 || f.nMinted < 3 {
+		t.Fatalf("%d requests without a live minted token; %d of %d minted tokens left", len(f.badAuth), len(f.minted), f.nMinted)
 	}
 }
