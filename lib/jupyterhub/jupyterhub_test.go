@@ -2,9 +2,16 @@ package jupyterhub
 
 import (
 	"bytes"
+	"context"
 	"encoding/base64"
+	"errors"
 	"io"
 	"math/rand/v2"
+	"net/http"
+	"net/http/httptest"
+	"strconv"
+	"strings"
+	"sync/atomic"
 	"testing"
 	"testing/iotest"
 )
@@ -60,4 +67,61 @@ func TestURLs(t *testing.T) {
 			t.Errorf("New(%q) accepted", bad)
 		}
 	}
+}
+
+// The user's server answers what it likes: an answer over MaxAnswer fails
+// with ErrTooLarge, read no further than MaxAnswer+1 bytes; one just within
+// is decoded.
+func TestAnswerBound(t *testing.T) {
+	var sent atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// A directory listing of one entry whose name is as long as asked.
+		n, _ := strconv.Atoi(strings.TrimPrefix(r.URL.Path, "/"))
+		w.Header().Set("Content-Type", "application/json")
+		head := `{"name":"d","path":"d","type":"directory","content":[{"name":"`
+		tail := `","path":"d/x","type":"file","size":1}]}`
+		cw := &countingWriter{w: w, n: &sent}
+		io.WriteString(cw, head)
+		io.CopyN(cw, strings.NewReader(strings.Repeat("x", n)), int64(n))
+		io.WriteString(cw, tail)
+	}))
+	defer srv.Close()
+	c, err := New(srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	overhead := len(`{"name":"d","path":"d","type":"directory","content":[{"name":"` + `","path":"d/x","type":"file","size":1}]}`)
+	for _, tc := range []struct {
+		name string
+		n    int
+		err  error
+	}{
+		{"within", MaxAnswer - overhead, nil},
+		{"one byte over", MaxAnswer - overhead + 1, ErrTooLarge},
+		{"far over", 256 << 20, ErrTooLarge},
+	} {
+		sent.Store(0)
+		ct := &Contents{c: c, base: srv.URL, tokens: StaticToken("t")}
+		m, err := ct.Get(context.Background(), strconv.Itoa(tc.n), true)
+		if !errors.Is(err, tc.err) {
+			t.Fatalf("%s: error %v, want %v", tc.name, err, tc.err)
+		}
+		if tc.err == nil && (len(m.Content) != 1 || len(m.Content[0].Name) != tc.n) {
+			t.Fatalf("%s: listing not decoded", tc.name)
+		}
+		if tc.err != nil && sent.Load() > 2*MaxAnswer {
+			t.Fatalf("%s: the client read on: the server sent %d bytes", tc.name, sent.Load())
+		}
+	}
+}
+
+type countingWriter struct {
+	w io.Writer
+	n *atomic.Int64
+}
+
+func (c *countingWriter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	c.n.Add(int64(n))
+	return n, err
 }

@@ -305,7 +305,10 @@ func (w *workspace) present(ctx context.Context, entries []entry) (bool, error) 
 		return false, w.conflict()
 	}
 	there := map[string]int64{}
-	if err := w.list(ctx, w.rel, ".", there); err != nil {
+	if err := w.list(ctx, w.rel, ".", 0, len(entries), there); err != nil {
+		if errors.Is(err, errDiffers) {
+			return false, w.conflict()
+		}
 		return false, err
 	}
 	if len(there) != len(entries) {
@@ -320,18 +323,29 @@ func (w *workspace) present(ctx context.Context, entries []entry) (bool, error) 
 	return true, nil
 }
 
-// list records the tree at p (named rel in the record) as sizes, -1 for
-// folders.
-func (w *workspace) list(ctx context.Context, p, rel string, into map[string]int64) error {
+// errDiffers stops list once the tree cannot be the source's.
+var errDiffers = errors.New("the tree differs from the source")
+
+// list records the tree at p (named rel in the record, depth folders below
+// the target) as sizes, -1 for folders. The tree is the user's: list stops
+// (errDiffers) once it holds more than max entries or goes deeper than
+// MaxDepth, which the source's tree does not.
+func (w *workspace) list(ctx context.Context, p, rel string, depth, max int, into map[string]int64) error {
 	into[rel] = -1
+	if len(into) > max || (w.m.MaxDepth > 0 && depth > w.m.MaxDepth) {
+		return errDiffers
+	}
 	m, err := w.c.Get(ctx, p, true)
 	if err != nil {
 		return w.contentsError(err, p)
 	}
+	if len(into)+len(m.Content) > max {
+		return errDiffers
+	}
 	for _, child := range m.Content {
 		name := path.Join(rel, child.Name)
 		if child.Type == "directory" {
-			if err := w.list(ctx, path.Join(p, child.Name), name, into); err != nil {
+			if err := w.list(ctx, path.Join(p, child.Name), name, depth+1, max, into); err != nil {
 				return err
 			}
 		} else if child.Size != nil {
@@ -530,6 +544,8 @@ func (w *workspace) contentsError(err error, p string) error {
 	switch {
 	case errors.Is(err, jupyterhub.ErrUnreachable):
 		return staging.Wrap(staging.Unavailable, fmt.Sprintf("The Jupyter server of %s is unreachable", w.user), err)
+	case errors.Is(err, jupyterhub.ErrTooLarge):
+		return staging.Wrap(staging.Upstream, fmt.Sprintf("The Jupyter server of %s answered more than %d MiB on %s", w.user, jupyterhub.MaxAnswer>>20, p), err)
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		return staging.Wrap(staging.Unavailable, "Staging interrupted", err)
 	case (status == http.StatusUnauthorized || status == http.StatusForbidden) && w.service:

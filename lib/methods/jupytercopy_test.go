@@ -401,3 +401,50 @@ func TestJupyterCopyRenewsMintedToken(t *testing.T) {
 		t.Fatalf("%d requests without a live minted token; %d of %d minted tokens left", len(f.badAuth), len(f.minted), f.nMinted)
 	}
 }
+
+// The target's tree is the user's: comparing it with the source stops as
+// soon as it holds more entries than the source's tree, or goes deeper than
+// MaxDepth, without listing the rest.
+func TestJupyterCopyListBound(t *testing.T) {
+	fx := newFixture(t)
+	fx.tree(t, "tree", map[string]string{"a.txt": "a", "sub/b.txt": "bb"})
+	for _, tc := range []struct {
+		name  string
+		there func(f *fakeJupyter)
+	}{
+		{"wide", func(f *fakeJupyter) {
+			for i := range 200 {
+				f.files[fmt.Sprintf("t/d%03d", i)] = nil
+				f.files[fmt.Sprintf("t/d%03d/x", i)] = []byte("x")
+			}
+		}},
+		{"deep", func(f *fakeJupyter) {
+			p := "t"
+			for range 50 {
+				p += "/d"
+				f.files[p] = nil
+			}
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f, hub := newFakeJupyter(t, 0)
+			f.files["t"] = nil
+			tc.there(f)
+			m := JupyterCopy{Storage: fx.st, Jupyter: Jupyter{Hub: hub, ServiceToken: "service"},
+				Logger: slog.New(slog.DiscardHandler), MaxDepth: 8}
+			_, _, err := stage(context.Background(), t, m, staging.Request{Method: "jupyter_copy", Username: "alice", Source: "tree", Target: "t"})
+			wantStatus(t, err, http.StatusConflict, "A different file or folder already exists at t in the Jupyter workspace of alice")
+			f.mu.Lock()
+			defer f.mu.Unlock()
+			gets := 0
+			for _, r := range f.requests {
+				if strings.HasPrefix(r, "GET t") {
+					gets++
+				}
+			}
+			if gets > 10 {
+				t.Fatalf("%d listings of the target, want it to stop early", gets)
+			}
+		})
+	}
+}
