@@ -522,6 +522,12 @@ func (w *workspace) hubError(err error) error {
 		return staging.Wrap(staging.Forbidden, "JupyterHub rejected the token given in jupyter_token for user "+w.user, err)
 	case errors.Is(err, context.Canceled):
 		return staging.Wrap(staging.Unavailable, "Staging interrupted", err)
+	case status == http.StatusServiceUnavailable:
+		// The hub is down behind its proxy, or restarting: transient.
+		return staging.Wrap(staging.Unavailable, "JupyterHub is unavailable at "+w.m.Jupyter.Hub.URL()+" (HTTP 503)", err)
+	case status == http.StatusTooManyRequests:
+		// concurrent_spawn_limit and the like: transient.
+		return staging.Wrap(staging.TooMany, "JupyterHub is busy (HTTP 429): try again shortly", err)
 	case status != 0:
 		return staging.Wrap(staging.Upstream, fmt.Sprintf("JupyterHub failed (HTTP %d)", status), err)
 	}

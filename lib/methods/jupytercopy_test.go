@@ -448,3 +448,38 @@ func TestJupyterCopyListBound(t *testing.T) {
 		})
 	}
 }
+
+// What the hub answers becomes what the caller sees; a hub down behind its
+// proxy (503) and a busy hub (429) are transient.
+func TestJupyterCopyHubStatus(t *testing.T) {
+	fx := newFixture(t)
+	fx.file(t, "f.txt", "f")
+	for _, tc := range []struct {
+		hub    int
+		status int
+		detail string
+	}{
+		{http.StatusServiceUnavailable, http.StatusServiceUnavailable, "JupyterHub is unavailable at %s (HTTP 503)"},
+		{http.StatusTooManyRequests, http.StatusTooManyRequests, "JupyterHub is busy (HTTP 429): try again shortly"},
+		{http.StatusNotFound, http.StatusNotFound, "JupyterHub user alice not found"},
+		{http.StatusForbidden, http.StatusBadGateway, "JupyterHub rejected the service token (JUPYTERHUB_API_TOKEN)"},
+		{http.StatusInternalServerError, http.StatusBadGateway, "JupyterHub failed (HTTP 500)"},
+		{http.StatusBadGateway, http.StatusBadGateway, "JupyterHub failed (HTTP 502)"},
+	} {
+		t.Run(http.StatusText(tc.hub), func(t *testing.T) {
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				w.WriteHeader(tc.hub)
+			}))
+			defer srv.Close()
+			hub, err := jupyterhub.New(srv.URL)
+			must(t, err)
+			m := JupyterCopy{Storage: fx.st, Jupyter: Jupyter{Hub: hub, ServiceToken: "service"}, Logger: slog.New(slog.DiscardHandler), MaxDepth: 8}
+			_, _, err = stage(context.Background(), t, m, staging.Request{Method: "jupyter_copy", Username: "alice", Source: "f.txt", Target: "f.txt"})
+			detail := tc.detail
+			if strings.Contains(detail, "%s") {
+				detail = fmt.Sprintf(detail, srv.URL)
+			}
+			wantStatus(t, err, tc.status, detail)
+		})
+	}
+}
