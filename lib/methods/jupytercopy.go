@@ -497,8 +497,8 @@ func (w *workspace) mintError(err error) error {
 	var api *jupyterhub.APIError
 	switch status := jupyterhub.StatusOf(err); {
 	case status == http.StatusUnauthorized || status == http.StatusForbidden:
-		return staging.Wrap(staging.Upstream, fmt.Sprintf("JupyterHub refused the service token (JUPYTERHUB_API_TOKEN) "+
-			"a token for the server of %s: it needs the scope tokens", w.user), err)
+		return staging.Wrap(staging.Upstream, fmt.Sprintf("JupyterHub refused to make a token for the server of %s "+
+			"with the service token (JUPYTERHUB_API_TOKEN): it needs the scope tokens", w.user), err)
 	case status == http.StatusBadRequest && errors.As(err, &api):
 		return staging.Wrap(staging.Upstream, fmt.Sprintf("JupyterHub refused a token for the server of %s: %s", w.user, api.Message), err)
 	}
