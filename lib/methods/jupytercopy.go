@@ -562,6 +562,10 @@ func (w *workspace) contentsError(err error, p string) error {
 		return w.conflict()
 	case status == http.StatusInsufficientStorage:
 		return staging.Wrap(staging.InsufficientStorage, "No space left in the Jupyter workspace of "+w.user, err)
+	case status == http.StatusTooManyRequests:
+		return staging.Wrap(staging.TooMany, fmt.Sprintf("The Jupyter server of %s is busy (HTTP 429)%s: try again shortly", w.user, msg), err)
+	case status == http.StatusServiceUnavailable:
+		return staging.Wrap(staging.Unavailable, fmt.Sprintf("The Jupyter server of %s is unavailable (HTTP 503)%s", w.user, msg), err)
 	case status >= 400 && status < 500:
 		return staging.Wrap(staging.Rejected, fmt.Sprintf("The Jupyter server of %s refused %s%s", w.user, p, msg), err)
 	case status != 0:

@@ -319,7 +319,7 @@ func TestJupyterCopyRenameFails(t *testing.T) {
 		{name: "a nested name that always fails", source: "f.txt", target: "d/x.txt", rename: always(500),
 			status: http.StatusBadGateway, detail: "The Jupyter server of alice failed on d/x.txt (HTTP 500): rename refused"},
 		{name: "a top-level name the server cannot reach", source: "f.txt", target: "x.txt", rename: always(http.StatusServiceUnavailable),
-			status: http.StatusBadGateway, detail: "The Jupyter server of alice failed on x.txt (HTTP 503): rename refused"},
+			status: http.StatusServiceUnavailable, detail: "The Jupyter server of alice is unavailable (HTTP 503): rename refused"},
 		{name: "a top-level name taken before the direct upload", source: "f.txt", target: top,
 			rename: func(f *fakeJupyter, _, to string) int {
 				if to == top {
@@ -451,6 +451,31 @@ func TestJupyterCopyListBound(t *testing.T) {
 
 // What the hub answers becomes what the caller sees; a hub down behind its
 // proxy (503) and a busy hub (429) are transient.
+// What the user's server answers is told as its own, the transient kinds
+// (busy, unavailable) as such, so a broker retries them and only them.
+func TestContentsErrorStatus(t *testing.T) {
+	w := &workspace{user: "alice"}
+	for _, tc := range []struct {
+		status int
+		kind   staging.Kind
+		detail string
+	}{
+		{http.StatusTooManyRequests, staging.TooMany, "The Jupyter server of alice is busy (HTTP 429): bad name: try again shortly"},
+		{http.StatusServiceUnavailable, staging.Unavailable, "The Jupyter server of alice is unavailable (HTTP 503): bad name"},
+		{http.StatusInsufficientStorage, staging.InsufficientStorage, "No space left in the Jupyter workspace of alice"},
+		{http.StatusBadRequest, staging.Rejected, "The Jupyter server of alice refused f.txt: bad name"},
+		{http.StatusInternalServerError, staging.Upstream, "The Jupyter server of alice failed on f.txt (HTTP 500): bad name"},
+	} {
+		err := w.contentsError(&jupyterhub.APIError{Op: "PUT f.txt", Status: tc.status, Message: "bad name"}, "f.txt")
+		if kind, detail := staging.KindOf(err); kind != tc.kind || detail != tc.detail {
+			t.Errorf("HTTP %d: %s %q, want %s %q", tc.status, kind, detail, tc.kind, tc.detail)
+		}
+		if tc.kind.Transient() != (tc.status == 429 || tc.status == 503 || tc.status == 507 || tc.status == 500) {
+			t.Errorf("HTTP %d: transient %v", tc.status, tc.kind.Transient())
+		}
+	}
+}
+
 func TestJupyterCopyHubStatus(t *testing.T) {
 	fx := newFixture(t)
 	fx.file(t, "f.txt", "f")
