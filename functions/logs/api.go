@@ -266,6 +266,20 @@ func (a *api) page(w http.ResponseWriter, r *http.Request, req *request) {
 	}
 	unavailable := func(err error) { httpx.Error(w, staging.DatabaseUnavailable(err)) }
 	failed := func(err error) { httpx.Error(w, staging.Wrap(staging.Internal, "Cannot render log records", err)) }
+	// fill adds recs in order while they fit and the answer holds fewer
+	// than limit records; cut reports that some were left out.
+	fill := func(recs []logging.Record) (cut bool, err error) {
+		for i := range recs {
+			if count == req.query.Limit {
+				return true, nil
+			}
+			ok, err := add(&recs[i])
+			if err != nil || !ok {
+				return !ok, err
+			}
+		}
+		return false, nil
+	}
 	start()
 	if req.after < 0 {
 		recs, err := a.store.QueryLogs(ctx, req.query)
@@ -273,32 +287,20 @@ func (a *api) page(w http.ResponseWriter, r *http.Request, req *request) {
 			unavailable(err)
 			return
 		}
-		for i := range recs {
-			ok, err := add(&recs[i])
-			if err != nil {
-				failed(err)
-				return
-			}
-			if !ok {
-				more = true
-				break
-			}
+		if more, err = fill(recs); err != nil {
+			failed(err)
+			return
 		}
 		if more {
 			// Cut: in id order, so that the next page (above the last id)
 			// holds the rest.
 			slices.SortFunc(recs, func(x, y logging.Record) int { return cmp.Compare(x.ID, y.ID) })
 			start()
-			for i := range recs {
-				if ok, _ := add(&recs[i]); !ok {
-					break
-				}
-			}
+			fill(recs) // rendered once already
 		}
 	} else {
 		q := req.query
 		q.After, q.Ascending = req.after, true
-	read:
 		for {
 			q.Limit = min(req.query.Limit-count+1, readChunk) // one more tells whether more follow
 			recs, err := a.store.QueryLogs(ctx, q)
@@ -306,22 +308,11 @@ func (a *api) page(w http.ResponseWriter, r *http.Request, req *request) {
 				unavailable(err)
 				return
 			}
-			for i := range recs {
-				if count == req.query.Limit {
-					more = true
-					break read
-				}
-				ok, err := add(&recs[i])
-				if err != nil {
-					failed(err)
-					return
-				}
-				if !ok {
-					more = true
-					break read
-				}
+			if more, err = fill(recs); err != nil {
+				failed(err)
+				return
 			}
-			if len(recs) < q.Limit {
+			if more || len(recs) < q.Limit {
 				break
 			}
 			q.After = recs[len(recs)-1].ID
