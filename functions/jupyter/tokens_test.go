@@ -79,6 +79,15 @@ func TestServiceTokenNeverReachesServer(t *testing.T) {
 		t.Fatal("someone else's token reached the user's server")
 	}
 
+	// An admin's token made only to identify them (as one the hub gives
+	// another service) acts as nobody's admin: refused too.
+	identifyTok := hub.UserTokenWith(t, admin, []string{"read:users:name!user=" + admin})
+	expect(t, s.stage(t, user, src, "identify.txt", "&jupyter_token="+identifyTok), http.StatusForbidden,
+		"detail", "jupyter_token belongs to "+admin+", not "+user)
+	if got := received(); strings.Contains(got, identifyTok) || strings.Contains(got, hub.StagingToken) {
+		t.Fatal("the admin's identify-only token or the service token reached the user's server")
+	}
+
 	// The user's own token is theirs to send to their server.
 	ownTok := hub.UserToken(t, user)
 	own := s.write(t, "own.txt", []byte("own"))

@@ -369,7 +369,18 @@ func (h *JupyterHub) CreateUser(name string, admin bool) error {
 // hub's token page.
 func (h *JupyterHub) UserToken(tb testing.TB, user string) string {
 	tb.Helper()
-	b := h.must(tb, http.MethodPost, "/hub/api/users/"+user+"/tokens", map[string]any{"note": "test"}, http.StatusCreated, http.StatusOK)
+	return h.UserTokenWith(tb, user, nil)
+}
+
+// UserTokenWith mints an API token owned by user with only scopes (the
+// hub's default, all of the user's own, when nil).
+func (h *JupyterHub) UserTokenWith(tb testing.TB, user string, scopes []string) string {
+	tb.Helper()
+	req := map[string]any{"note": "test"}
+	if scopes != nil {
+		req["scopes"] = scopes
+	}
+	b := h.must(tb, http.MethodPost, "/hub/api/users/"+user+"/tokens", req, http.StatusCreated, http.StatusOK)
 	var tok struct {
 		Token string `json:"token"`
 	}

@@ -30,12 +30,16 @@ type None struct{}
 
 func (None) Caller(context.Context, string) (staging.Caller, error) { return staging.Trusted, nil }
 
-// JupyterHub is AUTH_MODE=jupyterhub: the hub says whose a token is; a hub
-// admin may act for anyone. Answers are cached for a while.
+// JupyterHub is AUTH_MODE=jupyterhub: the hub says whose a token is and
+// what it may do. A token acts for its owner if it may act in their Jupyter
+// servers or was issued for this service (jupyterhub.User.MayActFor); a hub
+// admin's token with admin scopes may act for anyone. Answers are cached
+// for a while.
 type JupyterHub struct {
-	hub *jupyterhub.Client
-	ttl time.Duration
-	max int
+	hub     *jupyterhub.Client
+	service string
+	ttl     time.Duration
+	max     int
 
 	mu    sync.Mutex
 	cache map[[32]byte]owner
@@ -47,16 +51,19 @@ type owner struct {
 }
 
 // NewJupyterHub returns an Authenticator asking hub, caching each token's
-// owner for ttl (30 s when 0).
-func NewJupyterHub(hub *jupyterhub.Client, ttl time.Duration) *JupyterHub {
+// owner for ttl (30 s when 0). service is this service's name at the hub
+// (JUPYTERHUB_SERVICE_NAME, "" when it is not one): tokens issued for it
+// are accepted too.
+func NewJupyterHub(hub *jupyterhub.Client, service string, ttl time.Duration) *JupyterHub {
 	if ttl <= 0 {
 		ttl = 30 * time.Second
 	}
-	return &JupyterHub{hub: hub, ttl: ttl, max: 4096, cache: map[[32]byte]owner{}}
+	return &JupyterHub{hub: hub, service: service, ttl: ttl, max: 4096, cache: map[[32]byte]owner{}}
 }
 
 // Caller is anonymous without a token; a token the hub does not know is
-// Unauthenticated, and a hub that cannot be asked Unavailable.
+// Unauthenticated, one that may not act for its owner here Forbidden, and a
+// hub that cannot be asked Unavailable.
 func (a *JupyterHub) Caller(ctx context.Context, token string) (staging.Caller, error) {
 	if token == "" {
 		return staging.Caller{}, nil
@@ -80,7 +87,11 @@ func (a *JupyterHub) Caller(ctx context.Context, token string) (staging.Caller, 
 			return staging.Caller{}, staging.Wrap(staging.Unavailable, "Cannot check the token with JupyterHub", err)
 		}
 	}
-	c := staging.Caller{Name: u.Name, Admin: u.Admin, Token: token}
+	if !u.MayActFor(a.service) {
+		return staging.Caller{}, staging.Errorf(staging.Forbidden, "This JupyterHub token only identifies %s: use a token "+
+			"from the hub's Token page, which may act in %s's servers (scope access:servers)", ownerName(u), ownerName(u))
+	}
+	c := staging.Caller{Name: u.Name, Admin: u.ActsAsAdmin(), Token: token}
 	if u.Kind != "user" {
 		c.Name = u.Kind + ":" + u.Name // a service is nobody's user area
 	}
@@ -111,4 +122,11 @@ func Token(r *http.Request, fallback string) string {
 		}
 	}
 	return fallback
+}
+
+func ownerName(u *jupyterhub.User) string {
+	if u.Kind != "user" {
+		return u.Kind + " " + u.Name
+	}
+	return u.Name
 }

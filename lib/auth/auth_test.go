@@ -52,9 +52,13 @@ func TestJupyterHubCaller(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	a := NewJupyterHub(client, 0)
+	a := NewJupyterHub(client, "staging", 0)
 	owner, admin, other := hub.NewHubUser(t, "owner", false), hub.NewHubUser(t, "boss", true), hub.NewHubUser(t, "other", false)
 	ownerTok, adminTok, otherTok := hub.UserToken(t, owner), hub.UserToken(t, admin), hub.UserToken(t, other)
+	// Tokens the hub made for other uses: to identify their owner only (as
+	// through OAuth to another service), or to act in the owner's server.
+	identify := func(user string) string { return hub.UserTokenWith(t, user, []string{"read:users:name!user=" + user}) }
+	servers := func(user string) string { return hub.UserTokenWith(t, user, []string{"access:servers!user=" + user}) }
 	ctx := context.Background()
 	for _, tc := range []struct {
 		name, token string
@@ -62,6 +66,10 @@ func TestJupyterHubCaller(t *testing.T) {
 	}{
 		{"owner", ownerTok, 0},
 		{"admin", adminTok, 0},
+		{"owner's identify-only token", identify(owner), http.StatusForbidden},
+		{"admin's identify-only token", identify(admin), http.StatusForbidden},
+		{"owner's token for their servers", servers(owner), 0},
+		{"admin's token without admin scopes", servers(admin), http.StatusForbidden},
 		{"another user", otherTok, http.StatusForbidden},
 		{"no token", "", http.StatusUnauthorized},
 		{"unknown token", "0123456789abcdef", http.StatusUnauthorized},
@@ -86,7 +94,7 @@ func TestJupyterHubCaller(t *testing.T) {
 	if c, err := a.Caller(ctx, ownerTok); err != nil || c.Name != owner || c.Token != ownerTok {
 		t.Errorf("cached owner while the hub is down: %+v %v", c, err)
 	}
-	fresh := NewJupyterHub(client, time.Minute)
+	fresh := NewJupyterHub(client, "staging", time.Minute)
 	if _, err := fresh.Caller(ctx, ownerTok); func() int { s, _ := httpx.Status(err); return s }() != http.StatusServiceUnavailable {
 		t.Errorf("hub down: %v, want 503", err)
 	}

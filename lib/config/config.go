@@ -41,6 +41,7 @@ type Config struct {
 	DatabaseURL        string        // DATABASE_URL, default sqlite under ./.data
 	Sink               string        // K_SINK, set by a Knative SinkBinding
 	JupyterHubURL      string        // JUPYTERHUB_URL
+	JupyterHubService  string        // JUPYTERHUB_SERVICE_NAME: this service's name at the hub, if it is one
 	RucioBaseURL       string        // RUCIO_BASE_URL
 	StagedOwner        Owner         // STAGED_OWNER: none, user or <uid>:<gid>
 	SymlinkTargetRoot  string        // SYMLINK_TARGET_ROOT: the source root as pods see it
@@ -119,6 +120,7 @@ func Load(lookup func(string) (string, bool)) (*Config, error) {
 		Sink:               get("K_SINK", ""),
 		JupyterHubURL:      get("JUPYTERHUB_URL", ""),
 		RucioBaseURL:       get("RUCIO_BASE_URL", ""),
+		JupyterHubService:  get("JUPYTERHUB_SERVICE_NAME", ""),
 		RucioRSE:           get("RUCIO_RSE", ""),
 		RucioRSEPrefix:     get("RUCIO_RSE_PREFIX", ""),
 		SymlinkTargetRoot:  get("SYMLINK_TARGET_ROOT", ""),

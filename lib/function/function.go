@@ -412,7 +412,7 @@ func (f *Function) authenticator() (auth.Authenticator, error) {
 		if err != nil {
 			return nil, err
 		}
-		return auth.NewJupyterHub(hub, 0), nil
+		return auth.NewJupyterHub(hub, c.JupyterHubService, 0), nil
 	case "oidc":
 		leeway := c.OIDC.Leeway
 		if leeway == 0 {

@@ -16,6 +16,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"time"
 )
@@ -81,6 +82,48 @@ type User struct {
 	Kind    string            `json:"kind"` // "user", or "service" for a service's token
 	Admin   bool              `json:"admin"`
 	Servers map[string]Server `json:"servers"`
+	// Scopes are those of the token that asked (GET /hub/api/user), nil
+	// from a hub older than 2.0, whose tokens all act fully for their owner.
+	Scopes []string `json:"scopes"`
+}
+
+// MayActFor reports whether the token whose owner u is may act for its
+// owner at the hub service named service ("" for none): a token that may
+// already act in the owner's Jupyter servers (the hub's Token page gives
+// one, as does a server's own JUPYTERHUB_API_TOKEN), or one issued for
+// that service. A token the hub issued only to identify its owner, for
+// example to another service through OAuth, may not.
+func (u *User) MayActFor(service string) bool {
+	if u.Scopes == nil {
+		return true
+	}
+	for _, s := range u.Scopes {
+		scope, filter, _ := strings.Cut(s, "!")
+		switch {
+		case scope == "access:servers":
+			if filter == "" || filter == "user="+u.Name || strings.HasPrefix(filter, "server="+u.Name+"/") {
+				return true
+			}
+		case scope == "access:services":
+			if filter == "" || (service != "" && filter == "service="+service) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// ActsAsAdmin reports whether the token acts as a hub admin: its owner is
+// one and the token carries an admin's unfiltered scope (admin:users or
+// admin:servers), so an admin's token made only to identify them is not.
+func (u *User) ActsAsAdmin() bool {
+	if !u.Admin {
+		return false
+	}
+	if u.Scopes == nil {
+		return true
+	}
+	return slices.Contains(u.Scopes, "admin:users") || slices.Contains(u.Scopes, "admin:servers")
 }
 
 // Server is one of a user's servers ("" is the default one).

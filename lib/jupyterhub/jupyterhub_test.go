@@ -125,3 +125,42 @@ func (c *countingWriter) Write(p []byte) (int, error) {
 	c.n.Add(int64(n))
 	return n, err
 }
+
+// TestTokenScopes: which of a token's scopes (as GET /hub/api/user lists
+// them) let it act for its owner at the service "staging", and as an admin.
+func TestTokenScopes(t *testing.T) {
+	for _, tc := range []struct {
+		name          string
+		admin         bool
+		scopes        []string
+		acts, asAdmin bool
+	}{
+		{name: "hub older than 2.0 (no scopes)", scopes: nil, acts: true},
+		{name: "hub older than 2.0, admin", admin: true, scopes: nil, acts: true, asAdmin: true},
+		{name: "Token page (the owner's own scopes)", scopes: []string{"read:users!user=alice", "access:servers!user=alice", "tokens!user=alice"}, acts: true},
+		{name: "a server's own token", scopes: []string{"users:activity!user=alice", "access:servers!server=alice/"}, acts: true},
+		{name: "a named server's token", scopes: []string{"access:servers!server=alice/gpu"}, acts: true},
+		{name: "issued for this service", scopes: []string{"access:services!service=staging", "read:users:name!user=alice"}, acts: true},
+		{name: "every service", scopes: []string{"access:services"}, acts: true},
+		{name: "identify only", scopes: []string{"read:users:name!user=alice", "read:users:groups!user=alice"}},
+		{name: "issued for another service", scopes: []string{"access:services!service=grades", "read:users:name!user=alice"}},
+		{name: "another user's server", scopes: []string{"access:servers!server=alicia/", "access:servers!user=al"}},
+		{name: "a group's servers", scopes: []string{"access:servers!group=physics"}},
+		{name: "no scopes at all", scopes: []string{}},
+		{name: "admin, Token page", admin: true, scopes: []string{"admin:users", "admin:servers", "access:servers", "tokens"}, acts: true, asAdmin: true},
+		{name: "admin, identify only", admin: true, scopes: []string{"read:users:name!user=alice"}},
+		{name: "admin, own servers only", admin: true, scopes: []string{"access:servers!user=alice"}, acts: true},
+		{name: "admin scopes of a non-admin", scopes: []string{"admin:users", "access:servers"}, acts: true},
+	} {
+		u := &User{Name: "alice", Kind: "user", Admin: tc.admin, Scopes: tc.scopes}
+		if got := u.MayActFor("staging"); got != tc.acts {
+			t.Errorf("%s: MayActFor %v, want %v", tc.name, got, tc.acts)
+		}
+		if got := u.ActsAsAdmin(); got != tc.asAdmin {
+			t.Errorf("%s: ActsAsAdmin %v, want %v", tc.name, got, tc.asAdmin)
+		}
+	}
+	if (&User{Name: "alice", Scopes: []string{"access:services!service=staging"}}).MayActFor("") {
+		t.Error("a token for a service named staging acts here while this service has no name at the hub")
+	}
+}

@@ -446,9 +446,9 @@ func (w *workspace) conflict() error {
 // tokens chooses the token for the hub's API (w.token, w.service) and
 // reports whether it may also go to the user's server: only a request's
 // jupyter_token that the user owns may. A jupyter_token of someone else
-// never reaches the user's server: a hub admin's is replaced by the service
-// token (which then mints one for the user's server), anyone else's is
-// refused.
+// never reaches the user's server: a hub admin's with admin scopes
+// (ActsAsAdmin) is replaced by the service token (which then mints one for
+// the user's server), anyone else's is refused.
 func (w *workspace) tokens(ctx context.Context) (own bool, err error) {
 	if w.given == "" {
 		w.token, w.service = w.m.Jupyter.ServiceToken, true
@@ -462,7 +462,7 @@ func (w *workspace) tokens(ctx context.Context) (own bool, err error) {
 	if owner.Kind != "service" && owner.Name == w.user {
 		return true, nil
 	}
-	if !owner.Admin || w.m.Jupyter.ServiceToken == "" {
+	if !owner.ActsAsAdmin() || w.m.Jupyter.ServiceToken == "" {
 		return false, staging.Errorf(staging.Forbidden, "jupyter_token belongs to %s, not %s", ownerName(owner), w.user)
 	}
 	w.token, w.service = w.m.Jupyter.ServiceToken, true
