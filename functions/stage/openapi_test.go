@@ -14,12 +14,19 @@ import (
 	"strings"
 	"testing"
 
+	cloudevents "github.com/cloudevents/sdk-go/v2"
+	cehttp "github.com/cloudevents/sdk-go/v2/protocol/http"
 	"github.com/getkin/kin-openapi/openapi3"
 	"github.com/getkin/kin-openapi/openapi3filter"
 	"github.com/getkin/kin-openapi/routers"
 	"github.com/getkin/kin-openapi/routers/legacy"
 
+	"github.com/ska-telescope/skao-staging-service/internal/cetest"
 	"github.com/ska-telescope/skao-staging-service/internal/testenv"
+	"github.com/ska-telescope/skao-staging-service/lib/eventauth"
+	"github.com/ska-telescope/skao-staging-service/lib/httpx"
+	"github.com/ska-telescope/skao-staging-service/lib/rucio"
+	"github.com/ska-telescope/skao-staging-service/lib/staging"
 )
 
 func init() {
@@ -215,6 +222,10 @@ func TestOpenAPIContract(t *testing.T) {
 		{name: "event missing source", method: "POST", path: "/", body: `{"method": "local_copy", "username": "alice", "local_path_on_storage": "samples/missing", "relative_path": "event2.txt"}`,
 			header: []string{"ce-specversion", "1.0", "ce-id", "contract-2", "ce-source", "/test", "ce-type", "org.skao.staging.request"}, status: 400},
 		{name: "not an event", method: "POST", path: "/", body: `{"method": "local_copy"}`, status: 422, badRequest: true},
+		{name: "transfer-done without RUCIO_RSE", method: "POST", path: "/", body: `{"scope": "skao", "name": "late.dat", "dst-rse": "SKAO_SITE"}`,
+			header: []string{"ce-specversion", "1.0", "ce-id", "contract-3", "ce-source", "/rucio/hermes", "ce-type", "io.rucio.transfer-done"}, status: 400},
+		{name: "event of another type", method: "POST", path: "/", body: `{"id": "x", "status": "success"}`,
+			header: []string{"ce-specversion", "1.0", "ce-id", "contract-4", "ce-source", "/test", "ce-type", "org.skao.staging.completed"}, status: 400, badRequest: true},
 	}
 	for _, e := range exchanges {
 		t.Run(e.name, func(t *testing.T) { c.check(t, s.URL, e) })
@@ -272,6 +283,7 @@ func TestOpenAPIContract(t *testing.T) {
 	})
 
 	t.Run("logs", func(t *testing.T) { checkLogsContract(t, c, s) })
+	t.Run("events", func(t *testing.T) { checkEventsContract(t, c) })
 
 	// Every operation of the description was exercised.
 	for _, op := range c.operations() {
@@ -339,4 +351,197 @@ func checkLogsContract(t *testing.T, c *contract, s *stack) {
 	}
 	// That stream is the one MAX_LOG_STREAMS allows.
 	c.check(t, logs.URL, exchange{method: "GET", path: "/logs?follow=true", status: 503})
+}
+
+// eventExchange is an exchange that delivers ev to POST / as a broker does,
+// in binary mode (ce-* headers, the data as the body) or structured mode
+// (the whole event as application/cloudevents+json).
+func eventExchange(t *testing.T, ev cloudevents.Event, structured bool) exchange {
+	t.Helper()
+	e := exchange{method: http.MethodPost, path: "/"}
+	if structured {
+		b, err := ev.MarshalJSON()
+		must(t, err)
+		e.body, e.header = string(b), []string{"Content-Type", "application/cloudevents+json"}
+		return e
+	}
+	req, err := cehttp.NewHTTPRequestFromEvent(context.Background(), "http://127.0.0.1/", ev)
+	must(t, err)
+	b, err := io.ReadAll(req.Body)
+	must(t, err)
+	e.body = string(b)
+	for name, values := range req.Header {
+		for _, v := range values {
+			e.header = append(e.header, name, v)
+		}
+	}
+	return e
+}
+
+// transferDoneData is an io.rucio.transfer-done event whose data is data
+// as given (Rucio's message, its payload, or something malformed).
+func transferDoneData(id, data string) cloudevents.Event {
+	ev := cloudevents.NewEvent()
+	ev.SetID(id)
+	ev.SetSource("/rucio/hermes")
+	ev.SetType("io.rucio.transfer-done")
+	ev.SetData(cloudevents.ApplicationJSON, []byte(data))
+	return ev
+}
+
+// checkEventsContract delivers both event types of POST / (staging
+// requests and Rucio's transfer-done), in binary and structured mode,
+// signed as the deployments' EVENT_AUTH=hmac wants or not, to stage
+// functions with a Rucio RSE, and checks each request and answer against
+// the description: a transfer-done that completes, fails, is ignored
+// (nobody waits, a redelivery, another RSE), comes before its replica
+// (503), names another file (403), is unsigned or from a sender or user
+// that may not send it (401, 403), is malformed (422) or too large (413).
+func checkEventsContract(t *testing.T, c *contract) {
+	r := startRucio(t, map[string]string{"EVENT_AUTH": "hmac", "EVENT_HMAC_SECRET": hmacKey})
+	r.write(t, "samples/hello.txt", "hello")
+	signed := func(ev cloudevents.Event) cloudevents.Event {
+		ev = ev.Clone()
+		must(t, eventauth.Sign(&ev, []byte(hmacKey)))
+		return ev
+	}
+	request := func(id string, req staging.Request) cloudevents.Event {
+		return signed(cetest.RequestEvent(t, id, req))
+	}
+	hello := transferDone("td-1", "user.jdoe", "hello.txt", "SKAO_SITE", helloAdler, len(helloContent))
+	forged := `{"scope": "skao", "name": "late.dat", "dst-rse": "SKAO_SITE", "dst-url": "root://xrd.site:1094//rucio/custom/late.dat", "bytes": 16}`
+	otherKey := transferDone("td-key", "skao", "late.dat", "SKAO_SITE", "", 16)
+	must(t, eventauth.Sign(&otherKey, []byte(strings.Repeat("k", 32))))
+
+	waiting := map[string]string{} // the operation each 202 recorded
+	for _, tc := range []struct {
+		name       string
+		ev         cloudevents.Event
+		structured bool
+		status     int
+		badRequest bool
+		before     func() // what must be in place first
+		check      func(body []byte)
+	}{
+		{name: "request, structured", ev: request("ev-1", staging.Request{Method: "local_copy", Username: "alice", Source: "samples/hello.txt", Target: "ev-1.txt"}),
+			structured: true, status: 200},
+		{name: "request by DID", ev: request("ev-2", staging.Request{Method: "local_copy", Username: "jdoe", DID: "user.jdoe:hello.txt", Target: "hello.txt"}), status: 202,
+			check: func(b []byte) { waiting["hello"] = pendingID(t, b) }},
+		{name: "request by DID, structured", ev: request("ev-3", staging.Request{Method: "local_copy", Username: "alice", DID: "skao:bad.dat", Target: "bad.dat"}),
+			structured: true, status: 202, check: func(b []byte) { waiting["bad"] = pendingID(t, b) }},
+		{name: "request by DID, redelivered", ev: request("ev-3", staging.Request{Method: "local_copy", Username: "alice", DID: "skao:bad.dat", Target: "bad.dat"}),
+			status: 202},
+		{name: "request for a late replica", ev: request("ev-4", staging.Request{Method: "local_copy", Username: "alice", DID: "skao:late.dat", Target: "late.dat"}), status: 202},
+
+		{name: "transfer-done", ev: signed(hello), status: 200,
+			before: func() { r.placeReplica(t, "user.jdoe:hello.txt", helloContent) },
+			check: func(b []byte) {
+				var result rucio.Result
+				must(t, json.Unmarshal(b, &result))
+				if result.Status != "completed" || result.DID != "user.jdoe:hello.txt" || len(result.Operations) != 1 || result.Operations[0] != waiting["hello"] {
+					t.Errorf("transfer-done answered %s, want the completion of %s", b, waiting["hello"])
+				}
+			}},
+		{name: "transfer-done, redelivered in structured mode", ev: signed(hello), structured: true, status: 200,
+			check: func(b []byte) { wantResult(t, b, "ignored", "no request waits for user.jdoe:hello.txt") }},
+		{name: "transfer-done, replica does not match", ev: signed(transferDone("td-2", "skao", "bad.dat", "SKAO_SITE", "0badc0de", len(helloContent))), status: 200,
+			before: func() { r.placeReplica(t, "skao:bad.dat", helloContent) },
+			check: func(b []byte) {
+				wantResult(t, b, "failed", "Replica of skao:bad.dat has adler32 "+helloAdler+", the transfer reported 0badc0de")
+			}},
+		{name: "transfer-done, another RSE", ev: signed(transferDone("td-3", "skao", "late.dat", "OTHER_SITE", "", 1)), status: 200,
+			check: func(b []byte) { wantResult(t, b, "ignored", "transfer to another RSE: OTHER_SITE") }},
+		{name: "transfer-done, payload only, byte count as a string, nobody waits",
+			ev:     signed(transferDoneData("td-4", `{"scope": "skao", "name": "nobody.dat", "dst-rse": "SKAO_SITE", "bytes": null, "file-size": "5", "checksum-md5": null}`)),
+			status: 200, check: func(b []byte) { wantResult(t, b, "ignored", "no request waits for skao:nobody.dat") }},
+		{name: "transfer-done, replica not visible yet", ev: signed(transferDone("td-5", "skao", "late.dat", "SKAO_SITE", "", 16)), status: 503},
+		{name: "transfer-done, dst-url of another file", ev: signed(transferDoneData("td-6", forged)), status: 403},
+		{name: "transfer-done, unsigned", ev: transferDone("td-7", "skao", "late.dat", "SKAO_SITE", "", 16), status: 401},
+		{name: "transfer-done, signed with another secret", ev: otherKey, status: 401},
+		{name: "transfer-done without dst-rse", ev: signed(transferDoneData("td-8", `{"payload": {"scope": "skao", "name": "late.dat"}}`)), status: 422, badRequest: true},
+		{name: "transfer-done, not an object", ev: signed(transferDoneData("td-9", `["skao", "late.dat"]`)), status: 422, badRequest: true},
+		{name: "transfer-done, bytes not a number", ev: signed(transferDoneData("td-10", `{"scope": "skao", "name": "late.dat", "dst-rse": "SKAO_SITE", "bytes": "many"}`)),
+			status: 422, badRequest: true},
+		{name: "transfer-done, another Rucio event", ev: signed(transferDoneData("td-11", `{"event_type": "transfer-failed", "payload": {"scope": "skao", "name": "late.dat", "dst-rse": "SKAO_SITE"}}`)),
+			status: 422, badRequest: true},
+		{name: "transfer-done, bad DID", ev: signed(transferDoneData("td-12", `{"scope": "skao", "name": "../late.dat", "dst-rse": "SKAO_SITE"}`)), status: 422, badRequest: true},
+		{name: "transfer-done over 1 MiB", ev: signed(transferDoneData("td-13", `{"scope": "skao", "name": "late.dat", "dst-rse": "SKAO_SITE", "padding": "`+strings.Repeat("x", 1<<20)+`"}`)),
+			status: 413},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if tc.before != nil {
+				tc.before()
+			}
+			e := eventExchange(t, tc.ev, tc.structured)
+			e.status, e.badRequest = tc.status, tc.badRequest
+			body := c.check(t, r.URL, e)
+			if tc.check != nil {
+				tc.check(body)
+			}
+		})
+	}
+	t.Run("not a CloudEvent", func(t *testing.T) {
+		c.check(t, r.URL, exchange{method: "POST", path: "/", body: `{"scope": "skao", "name": "late.dat", "dst-rse": "SKAO_SITE"}`,
+			header: []string{"ce-type", "io.rucio.transfer-done"}, status: 422})
+	})
+	if op := r.operation(t, waiting["hello"]); op["status"] != "success" {
+		t.Errorf("the transfer-done left its operation %v", op)
+	}
+	if op := r.operation(t, waiting["bad"]); op["status"] != "failed" {
+		t.Errorf("the mismatching replica left its operation %v", op)
+	}
+
+	// Users and senders that may not complete requests: with AUTH_MODE=oidc
+	// an event without a sender credential is a user's own, and only an
+	// admin's completes anything; a signed one needs EVENT_SENDERS to allow
+	// its type.
+	t.Run("who may complete", func(t *testing.T) {
+		p := idp(t)
+		u := startRucio(t, oidcEnv(p, map[string]string{"EVENT_AUTH": "hmac", "EVENT_HMAC_SECRET": hmacKey,
+			"EVENT_SENDERS": "org.skao.staging.request=hmac"}))
+		done := transferDone("td-u", "skao", "late.dat", "SKAO_SITE", "", 16)
+		for _, tc := range []struct {
+			name   string
+			ev     cloudevents.Event
+			header []string
+			status int
+			detail string
+		}{
+			{"anonymous", done, nil, 401, "Authentication is required"},
+			{"a user", done, bearer(login(t, p, "alice")), 403, "Only an administrator may do this"},
+			{"a sender not allowed the type", signed(done), nil, 403, "The event's sender may not send io.rucio.transfer-done"},
+		} {
+			t.Run(tc.name, func(t *testing.T) {
+				e := eventExchange(t, tc.ev, false)
+				e.header = append(e.header, tc.header...)
+				e.status = tc.status
+				var got httpx.Detail
+				must(t, json.Unmarshal(c.check(t, u.URL, e), &got))
+				if got.Detail != tc.detail {
+					t.Errorf("detail %q, want %q", got.Detail, tc.detail)
+				}
+			})
+		}
+	})
+}
+
+// pendingID is the operation id of a 202 answer.
+func pendingID(t *testing.T, body []byte) string {
+	t.Helper()
+	var p struct{ Status, ID string }
+	must(t, json.Unmarshal(body, &p))
+	if p.Status != "pending" || p.ID == "" {
+		t.Fatalf("202 answer %s", body)
+	}
+	return p.ID
+}
+
+// wantResult checks a transfer-done's answer.
+func wantResult(t *testing.T, body []byte, status, reason string) {
+	t.Helper()
+	var got rucio.Result
+	must(t, json.Unmarshal(body, &got))
+	if got.Status != status || got.Reason != reason {
+		t.Errorf("transfer-done answered %s, want status %q and reason %q", body, status, reason)
+	}
 }
