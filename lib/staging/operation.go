@@ -127,6 +127,10 @@ type Store interface {
 	// PendingByDID returns up to limit operations waiting for did's replica,
 	// oldest first.
 	PendingByDID(ctx context.Context, did string, limit int) ([]Operation, error)
+	// CountWaiting returns how many requests of username wait for a DID's
+	// replica (pending with a DID), counting no further than limit: it
+	// reads at most limit of them, however many operations the user has.
+	CountWaiting(ctx context.Context, username string, limit int) (int, error)
 	// Ping checks that the database answers.
 	Ping(ctx context.Context) error
 	Close() error

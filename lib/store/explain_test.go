@@ -36,12 +36,14 @@ func TestQueryPlans(t *testing.T) {
 			}{
 				{"operations of a user", "operations_username_created", true, s.listQuery(staging.Filter{Username: "u001", Limit: 101})},
 				{"operations of a user, deep page", "operations_username_created", true, s.listQuery(staging.Filter{Username: "u000", Limit: 101, After: cursor})},
-				{"operations of a user by status", "operations_username_created|operations_status_created", true, s.listQuery(staging.Filter{Username: "u001", Status: staging.StatusFailed, Limit: 101})},
+				{"operations of a user by status", "operations_username_status_created|operations_username_created|operations_status_created", true, s.listQuery(staging.Filter{Username: "u001", Status: staging.StatusFailed, Limit: 101})},
 				{"operations, unfiltered", "operations_created", true, s.listQuery(staging.Filter{Limit: 101})},
 				{"operations, unfiltered, deep page", "operations_created", true, s.listQuery(staging.Filter{Limit: 101, After: cursor})},
 				{"operations by status", "operations_status_created", true, s.listQuery(staging.Filter{Status: staging.StatusFailed, Limit: 101})},
 				{"operations by status, deep page", "operations_status_created", true, s.listQuery(staging.Filter{Status: staging.StatusSuccess, Limit: 101, After: cursor})},
 				{"requests waiting for a DID", "operations_did_status", false, s.pendingByDIDQuery("user.u001:obs-1.ms", 1000)},
+				// MAX_WAITING_PER_USER: bounded, from the index alone, for the user who made most requests.
+				{"requests of a user waiting for a DID", "operations_username_status_created", true, s.countWaitingQuery("u000", 1000)},
 			}
 			logs := []struct {
 				name, index string

@@ -252,7 +252,8 @@ const DefaultLimit = 100
 
 // List returns up to f.Limit operations matching f, newest first, after
 // f.After when it is set: keyset pagination on (created_at, id), which the
-// indexes of migration 00005 serve for every filter the API offers.
+// indexes of migrations 00005 and 00006 serve for every filter the API
+// offers.
 func (s *Store) List(ctx context.Context, f staging.Filter) ([]staging.Operation, error) {
 	return s.query(ctx, "list operations", s.listQuery(f))
 }
@@ -315,6 +316,35 @@ func (s *Store) pendingByDIDQuery(did string, limit int) *goqu.SelectDataset {
 	return s.gq.From(table).Prepared(true).Select(columns...).
 		Where(goqu.C("did").Eq(did), goqu.C("status").Eq(string(staging.StatusPending))).
 		Order(goqu.C("created_at").Asc(), goqu.C("id").Asc()).Limit(uint(limit))
+}
+
+// CountWaiting returns how many requests of username wait for a DID's
+// replica, counting no further than limit: the count is over a subquery
+// bounded by limit, through the index of migration 00006 alone, so it
+// reads at most limit entries (and the user's other pending ones, which
+// are few: hand-offs being picked up) however many requests the user
+// ever made.
+func (s *Store) CountWaiting(ctx context.Context, username string, limit int) (int, error) {
+	q, args, err := s.countWaitingQuery(username, limit).ToSQL()
+	if err != nil {
+		return 0, fmt.Errorf("count waiting requests of %s: build query: %w", username, err)
+	}
+	st, err := s.stmt(ctx, q)
+	if err != nil {
+		return 0, fmt.Errorf("count waiting requests of %s: %w", username, err)
+	}
+	var n int
+	if err := st.QueryRowContext(ctx, args...).Scan(&n); err != nil {
+		return 0, fmt.Errorf("count waiting requests of %s: %w", username, err)
+	}
+	return n, nil
+}
+
+func (s *Store) countWaitingQuery(username string, limit int) *goqu.SelectDataset {
+	waiting := s.gq.From(table).Select(goqu.L("1")).
+		Where(goqu.C("username").Eq(username), goqu.C("status").Eq(string(staging.StatusPending)), goqu.C("did").Neq("")).
+		Limit(uint(max(limit, 0)))
+	return s.gq.From(waiting.As("waiting")).Prepared(true).Select(goqu.COUNT(goqu.Star()))
 }
 
 // query runs a select of columns and scans the operations.

@@ -47,6 +47,7 @@ var cases = []struct {
 	{"List", testList},
 	{"ListPages", testListPages},
 	{"PendingDIDs", testPendingDIDs},
+	{"CountWaiting", testCountWaiting},
 	{"Stale", testStale},
 	{"ConcurrentOpen", testConcurrentOpen},
 	{"ConcurrentWriters", testConcurrentWriters},
@@ -757,6 +758,57 @@ func testPendingDIDs(t *testing.T, url string) {
 	// Hand-offs waiting to be picked up are the others.
 	if ops, err := s.PendingBefore(ctx, t0.Add(time.Second), false, 10); err != nil || len(ops) != 1 || ops[0].ID != handoff.ID {
 		t.Errorf("PendingBefore, hand-offs: %v %v, want %s", ops, err, handoff.ID)
+	}
+}
+
+// testCountWaiting: CountWaiting counts a user's requests waiting for a
+// DID's replica (pending with a DID) and nothing else, no further than its
+// limit; one that is claimed or finished no longer counts.
+func testCountWaiting(t *testing.T, url string) {
+	ctx := context.Background()
+	s := open(t, url)
+	mk := func(user, did string, status staging.Status) *staging.Operation {
+		op := newOp(user, t0)
+		op.DID, op.Status = did, status
+		if status.Finished() {
+			op.FinishedAt = &t0
+		}
+		mustCreate(t, s, op)
+		return op
+	}
+	var waiting []*staging.Operation
+	for i := range 5 {
+		waiting = append(waiting, mk("alice", fmt.Sprintf("skao:f%d", i), staging.StatusPending))
+	}
+	mk("alice", "", staging.StatusPending)             // a hand-off, not waiting for a replica
+	mk("alice", "skao:done", staging.StatusSuccess)    // staged
+	mk("alice", "skao:failed", staging.StatusFailed)   // expired or refused
+	mk("alice", "skao:running", staging.StatusRunning) // its replica arrived
+	mk("bob", "skao:f0", staging.StatusPending)
+	for _, c := range []struct {
+		user        string
+		limit, want int
+	}{
+		{"alice", 100, 5},
+		{"alice", 5, 5},
+		{"alice", 3, 3}, // bounded: no further than the limit
+		{"alice", 1, 1},
+		{"bob", 100, 1},
+		{"carol", 100, 0},
+	} {
+		if n, err := s.CountWaiting(ctx, c.user, c.limit); err != nil || n != c.want {
+			t.Errorf("CountWaiting(%s, %d) = %d, %v, want %d", c.user, c.limit, n, err, c.want)
+		}
+	}
+	// Claimed (its replica arrived) and failed (expired): no longer waiting.
+	if ok, err := s.Claim(ctx, waiting[0].ID, "", "r1", t0); !ok || err != nil {
+		t.Fatalf("Claim: %v %v", ok, err)
+	}
+	if ok, err := s.Abandon(ctx, waiting[1].ID, staging.StatusPending, t0.Add(time.Hour), staging.UpstreamTimeout, "Expired"); !ok || err != nil {
+		t.Fatalf("Abandon: %v %v", ok, err)
+	}
+	if n, err := s.CountWaiting(ctx, "alice", 100); err != nil || n != 3 {
+		t.Errorf("CountWaiting after a claim and a failure = %d, %v, want 3", n, err)
 	}
 }
 

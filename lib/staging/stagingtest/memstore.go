@@ -268,6 +268,20 @@ func (m *MemStore) PendingByDID(ctx context.Context, did string, limit int) ([]s
 	}, false, limit)
 }
 
+func (m *MemStore) CountWaiting(ctx context.Context, username string, limit int) (int, error) {
+	if err := m.enter("CountWaiting"); err != nil {
+		return 0, err
+	}
+	defer m.mu.Unlock()
+	n := 0
+	for _, o := range m.ops {
+		if n < limit && o.Username == username && o.Status == staging.StatusPending && o.DID != "" {
+			n++
+		}
+	}
+	return n, nil
+}
+
 func (m *MemStore) Ping(ctx context.Context) error {
 	if err := m.enter("Ping"); err != nil {
 		return err
