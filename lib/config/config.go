@@ -59,6 +59,7 @@ type Config struct {
 	RucioRSERoot       string        // RUCIO_RSE_ROOT: where the RSE is mounted, default SOURCE_STORAGE_PATH
 	RucioRSEPrefix     string        // RUCIO_RSE_PREFIX: replica URL prefix that stands for RUCIO_RSE_ROOT
 	PendingTTL         time.Duration // PENDING_TTL: how long a request waits for its replica, default 168h
+	MaxWaitingPerUser  int           // MAX_WAITING_PER_USER: most requests of one user waiting for a replica, default 1000 (429 beyond)
 	HandoffTimeout     time.Duration // HANDOFF_TIMEOUT: how long an async request may wait to be picked up, default 15m
 	MaxPathDepth       int           // MAX_PATH_DEPTH: most folders in a request's path, default 64
 	MaxLogStreams      int           // MAX_LOG_STREAMS: most live log streams (GET /logs?follow=true) one logs function serves, default 1000
@@ -174,6 +175,9 @@ func Load(lookup func(string) (string, bool)) (*Config, error) {
 	}
 	if c.PendingTTL, err = time.ParseDuration(get("PENDING_TTL", "168h")); err != nil || c.PendingTTL < 100*time.Millisecond {
 		return nil, fmt.Errorf("PENDING_TTL: %q is not a duration of at least 100ms, such as 168h", get("PENDING_TTL", ""))
+	}
+	if c.MaxWaitingPerUser, err = intVar("MAX_WAITING_PER_USER", get("MAX_WAITING_PER_USER", "1000"), 1, 100_000); err != nil {
+		return nil, err
 	}
 	if c.HandoffTimeout, err = time.ParseDuration(get("HANDOFF_TIMEOUT", "15m")); err != nil || c.HandoffTimeout < time.Second {
 		return nil, fmt.Errorf("HANDOFF_TIMEOUT: %q is not a duration of at least 1s, such as 15m", get("HANDOFF_TIMEOUT", ""))

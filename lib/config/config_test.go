@@ -47,6 +47,9 @@ func TestLoadDefaults(t *testing.T) {
 	if c.MaxInflight != 64 {
 		t.Errorf("MaxInflight = %d, want 64", c.MaxInflight)
 	}
+	if c.MaxWaitingPerUser != 1000 {
+		t.Errorf("MaxWaitingPerUser = %d, want 1000", c.MaxWaitingPerUser)
+	}
 	if limit := openFileLimit(); limit == 0 || c.MaxOpenFiles != limit/2 {
 		t.Errorf("MaxOpenFiles = %d, want half the process's limit of %d", c.MaxOpenFiles, limit)
 	}
@@ -188,6 +191,7 @@ func TestLoadOtherValues(t *testing.T) {
 		"K_SINK": "http://broker-ingress.knative-eventing.svc/ns/default", "SYMLINK_TARGET_ROOT": "/mnt/source",
 		"JUPYTERHUB_URL": "https://hub.example.org", "RUCIO_BASE_URL": "https://rucio.example.org:443",
 		"OPERATION_LEASE": "1m30s", "READ_TIMEOUT": "1s", "MAX_INFLIGHT": "8", "MAX_OPEN_FILES": "200",
+		"MAX_WAITING_PER_USER": "3",
 	}).lookup)
 	if err != nil {
 		t.Fatalf("Load: %v", err)
@@ -218,6 +222,9 @@ func TestLoadOtherValues(t *testing.T) {
 	}
 	if c.MaxInflight != 8 || c.MaxOpenFiles != 200 {
 		t.Errorf("MaxInflight = %d, MaxOpenFiles = %d, want 8 and 200", c.MaxInflight, c.MaxOpenFiles)
+	}
+	if c.MaxWaitingPerUser != 3 {
+		t.Errorf("MaxWaitingPerUser = %d, want 3", c.MaxWaitingPerUser)
 	}
 }
 
@@ -253,6 +260,9 @@ func TestLoadErrors(t *testing.T) {
 		{"path depth not a number", base(env{"MAX_PATH_DEPTH": "deep"}), "MAX_PATH_DEPTH", ""},
 		{"in flight zero", base(env{"MAX_INFLIGHT": "0"}), "MAX_INFLIGHT", ""},
 		{"in flight not a number", base(env{"MAX_INFLIGHT": "lots"}), "MAX_INFLIGHT", `"lots"`},
+		{"waiting per user zero", base(env{"MAX_WAITING_PER_USER": "0"}), "MAX_WAITING_PER_USER", "from 1 to 100000"},
+		{"waiting per user too large", base(env{"MAX_WAITING_PER_USER": "100001"}), "MAX_WAITING_PER_USER", `"100001"`},
+		{"waiting per user not a number", base(env{"MAX_WAITING_PER_USER": "many"}), "MAX_WAITING_PER_USER", `"many"`},
 		{"open files zero", base(env{"MAX_OPEN_FILES": "0"}), "MAX_OPEN_FILES", ""},
 		{"open files beyond the process's", base(env{"MAX_OPEN_FILES": "2000000000"}), "MAX_OPEN_FILES", "the process may open"},
 		{"database postgres", base(env{"DATABASE_URL": "postgres://u:p@db/staging"}), "DATABASE_URL", ""},

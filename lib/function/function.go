@@ -156,16 +156,17 @@ func (f *Function) setupStaging(all func(methods.Env) []staging.Method) (*stagin
 	f.Storage = st
 	f.closers = append(f.closers, st.Close)
 	svc := &staging.Service{
-		Store:          telemetry.TraceStore(f.Store, dbSystem(f.Store.Dialect())),
-		Function:       f.Name,
-		Peers:          map[string]staging.Peer{},
-		Logger:         f.Logger,
-		Lease:          c.OperationLease,
-		HandoffTimeout: c.HandoffTimeout,
-		PendingTTL:     c.PendingTTL,
-		MaxPathDepth:   c.MaxPathDepth,
-		MaxInflight:    c.MaxInflight,
-		MaxOpenFiles:   c.MaxOpenFiles,
+		Store:             telemetry.TraceStore(f.Store, dbSystem(f.Store.Dialect())),
+		Function:          f.Name,
+		Peers:             map[string]staging.Peer{},
+		Logger:            f.Logger,
+		Lease:             c.OperationLease,
+		HandoffTimeout:    c.HandoffTimeout,
+		PendingTTL:        c.PendingTTL,
+		MaxWaitingPerUser: c.MaxWaitingPerUser,
+		MaxPathDepth:      c.MaxPathDepth,
+		MaxInflight:       c.MaxInflight,
+		MaxOpenFiles:      c.MaxOpenFiles,
 	}
 	env := methods.Env{Storage: st, Logger: f.Logger, Alive: svc.Alive, Options: methods.Options{
 		FileMode: c.StagedFileMode, DirMode: c.StagedDirMode, Workers: c.CopyWorkers, SymlinkTargetRoot: c.SymlinkTargetRoot,

@@ -102,8 +102,20 @@ func (s *Service) byEventKey(ctx context.Context, req *Request) (*Operation, err
 }
 
 // await records a request whose DID's replica has not arrived yet as
-// pending; a transfer-done event completes it.
+// pending; a transfer-done event completes it. A user has at most
+// MaxWaitingPerUser requests waiting: one more is refused with TooMany
+// and not recorded. A redelivery never gets here (handle replays it first)
+// unless it races its first delivery, which it then replays too.
 func (s *Service) await(ctx context.Context, req *Request) (*Outcome, error) {
+	if err := s.roomToWait(ctx, req.Username); err != nil {
+		if kind, _ := KindOf(err); kind != TooMany {
+			return nil, err
+		}
+		if op, rerr := s.byEventKey(ctx, req); rerr == nil {
+			return s.replay(ctx, op)
+		}
+		return s.refuse(ctx, req, err, false) // nothing recorded: a flood leaves no rows
+	}
 	op, replay, err := s.createPending(ctx, req)
 	if err != nil || replay {
 		return s.replayOr(ctx, op, err)
@@ -111,6 +123,31 @@ func (s *Service) await(ctx context.Context, req *Request) (*Outcome, error) {
 	s.logger().InfoContext(ctx, "staging waits for replica", "operation", op.ID, "did", req.DID,
 		"method", req.Method, "username", req.Username, "relative_path", req.Target)
 	return &Outcome{Operation: op, Waiting: true}, nil
+}
+
+// roomToWait checks that user has fewer than MaxWaitingPerUser requests
+// waiting for a replica, reading at most that many of them (a bounded
+// count through an index), never the user's history.
+//
+// The count and the insert that follows are not one transaction: requests
+// of one user that arrive at the same moment may each find room, so the
+// user may end up over the limit by at most the number of their requests
+// counted at once, never more. Closing that gap would take a lock per user
+// shared by the replicas (SQLite has no SELECT ... FOR UPDATE) for a bound
+// whose purpose is only to keep one user from filling the store.
+func (s *Service) roomToWait(ctx context.Context, user string) error {
+	most := s.MaxWaitingPerUser
+	if most <= 0 {
+		return nil
+	}
+	n, err := s.Store.CountWaiting(ctx, user, most)
+	if err != nil {
+		return DatabaseUnavailable(err)
+	}
+	if n >= most {
+		return Errorf(TooMany, "Too many requests waiting for a replica: user %s has %d, the most one user may (MAX_WAITING_PER_USER); try again once some have arrived or expired", user, most)
+	}
+	return nil
 }
 
 // open records req as running, holding lock, waiting while another live

@@ -43,6 +43,10 @@ type Service struct {
 	HandoffTimeout time.Duration
 	// PendingTTL is how long a request waits for its DID's replica.
 	PendingTTL time.Duration
+	// MaxWaitingPerUser bounds the requests of one user waiting for their
+	// DID's replica (MAX_WAITING_PER_USER); one more is refused with
+	// TooMany and not recorded (see roomToWait). 0 is no bound.
+	MaxWaitingPerUser int
 	// MaxPathDepth bounds the elements of a request's paths.
 	MaxPathDepth int
 	// Instance names this replica as the owner of the leases it holds; ""

@@ -1,0 +1,135 @@
+package staging_test
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"sync/atomic"
+	"testing"
+
+	"github.com/ska-telescope/skao-staging-service/lib/staging"
+	"github.com/ska-telescope/skao-staging-service/lib/staging/stagingtest"
+)
+
+// A user has at most MaxWaitingPerUser requests waiting for their DID's
+// replica: one more is refused with TooMany and leaves no record; other
+// users are not affected, a request that stops waiting makes room, and a
+// redelivered event is answered from its operation, never refused.
+func TestWaitingPerUser(t *testing.T) {
+	fx := newFixture(t)
+	fx.svc.MaxWaitingPerUser = 2
+	ctx := context.Background()
+	wait := func(user, did, eventID string) (*staging.Outcome, error) {
+		r := staging.Request{Method: "local_copy", Username: user, DID: did, Target: did}
+		if eventID != "" {
+			r.EventSource, r.EventID = "/test/sender", eventID
+		}
+		return fx.svc.Handle(ctx, staging.Trusted, r, staging.Options{})
+	}
+	mustWait := func(user, did, eventID string) *staging.Operation {
+		t.Helper()
+		out, err := wait(user, did, eventID)
+		if err != nil || out == nil || !out.Waiting || out.Operation.Status != staging.StatusPending {
+			t.Fatalf("%s waiting for %s: %+v %v", user, did, out, err)
+		}
+		return out.Operation
+	}
+	refused := func(user, did, eventID string) {
+		t.Helper()
+		before := len(fx.store.All())
+		out, err := wait(user, did, eventID)
+		wantKind(t, err, staging.TooMany, fmt.Sprintf("Too many requests waiting for a replica: user %s has 2, the most one user may (MAX_WAITING_PER_USER); try again once some have arrived or expired", user))
+		if out != nil {
+			t.Fatalf("refused request has an outcome: %+v", out)
+		}
+		if after := len(fx.store.All()); after != before {
+			t.Fatalf("a refused request was recorded: %d records, were %d", after, before)
+		}
+	}
+
+	first := mustWait("alice", "skao:a.fits", "e1")
+	mustWait("alice", "skao:b.fits", "")
+	refused("alice", "skao:c.fits", "")
+	refused("alice", "skao:c.fits", "e3") // an event too
+	// Another user is not affected.
+	mustWait("bob", "skao:a.fits", "")
+	// A redelivery of an accepted event is answered from its operation.
+	out, err := wait("alice", "skao:a.fits", "e1")
+	if err != nil || !out.Replayed || !out.Waiting || out.Operation.ID != first.ID {
+		t.Fatalf("redelivery: %+v %v", out, err)
+	}
+	// A request whose replica is here does not wait: it is not bounded.
+	if out, err := wait("alice", "skao:here.fits", ""); err != nil || out.Operation.Status != staging.StatusSuccess {
+		t.Fatalf("replica present: %+v %v", out, err)
+	}
+
+	// Completed: room for one more, and only one.
+	fx.replicas["skao:a.fits"] = "rse/a.fits"
+	done, err := fx.svc.Complete(ctx, staging.System, "skao:a.fits", "rse/a.fits", func() error { return nil })
+	if err != nil || len(done.Operations) != 2 {
+		t.Fatalf("complete: %+v %v", done, err)
+	}
+	mustWait("alice", "skao:c.fits", "")
+	refused("alice", "skao:d.fits", "")
+	// Failed (as an expired request is): room again.
+	waiting, err := fx.svc.Waiting(ctx, "skao:c.fits")
+	if err != nil || len(waiting) != 1 {
+		t.Fatalf("waiting for c: %v %v", waiting, err)
+	}
+	if !fx.svc.FailWaiting(ctx, &waiting[0], staging.Errorf(staging.UpstreamTimeout, "Expired")) {
+		t.Fatal("FailWaiting failed nothing")
+	}
+	mustWait("alice", "skao:d.fits", "")
+	refused("alice", "skao:e.fits", "")
+
+	// The count fails with the store: unavailable, nothing recorded.
+	fx.store.SetDown(true)
+	_, err = wait("alice", "skao:f.fits", "")
+	fx.store.SetDown(false)
+	wantKind(t, err, staging.Unavailable, "Database unavailable")
+	if n := fx.store.Calls["Create"]; n != 6 {
+		t.Fatalf("%d records created, want 6 (the accepted requests)", n)
+	}
+}
+
+// raceStore misses an event's key once, as a redelivery racing its first
+// delivery does: it looks before the first has recorded its operation.
+type raceStore struct {
+	*stagingtest.MemStore
+	missed atomic.Bool
+}
+
+func (s *raceStore) GetByEventKey(ctx context.Context, key string) (*staging.Operation, error) {
+	if s.missed.CompareAndSwap(false, true) {
+		return nil, staging.ErrNotFound
+	}
+	return s.MemStore.GetByEventKey(ctx, key)
+}
+
+// A redelivery that raced its first delivery past the lookup of its event
+// and then finds the user at the limit (its own first delivery counted)
+// is answered from the first delivery's operation, not refused.
+func TestWaitingPerUserRacingRedelivery(t *testing.T) {
+	fx := newFixture(t)
+	fx.svc.MaxWaitingPerUser = 1
+	r := staging.Request{Method: "local_copy", Username: "alice", DID: "skao:far.fits", Target: "far",
+		EventSource: "/test/sender", EventID: "e1"}
+	first, err := fx.svc.Handle(context.Background(), staging.Trusted, r, staging.Options{})
+	if err != nil || !first.Waiting {
+		t.Fatalf("first delivery: %+v %v", first, err)
+	}
+	fx.svc.Store = &raceStore{MemStore: fx.store}
+	out, err := fx.svc.Handle(context.Background(), staging.Trusted, r, staging.Options{})
+	if err != nil || !out.Replayed || out.Operation.ID != first.Operation.ID {
+		t.Fatalf("racing redelivery: %+v %v", out, err)
+	}
+	// Another request of the same user is refused all the same.
+	r.EventID, r.DID = "e2", "skao:other.fits"
+	_, err = fx.svc.Handle(context.Background(), staging.Trusted, r, staging.Options{})
+	if kind, detail := staging.KindOf(err); kind != staging.TooMany || !strings.Contains(detail, "MAX_WAITING_PER_USER") {
+		t.Fatalf("another request: %v", err)
+	}
+	if n := len(fx.store.All()); n != 1 {
+		t.Fatalf("%d records, want 1", n)
+	}
+}
