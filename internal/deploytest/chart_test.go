@@ -477,6 +477,8 @@ func TestChartRefuses(t *testing.T) {
 			"oidc": map[string]any{"issuerURL": "https://iam.example.org/", "audience": "staging"}}}, "config.events.auth=none with config.authMode=oidc"},
 		{map[string]any{"config": map[string]any{"events": map[string]any{"tokenFile": "/var/run/token"}}}, "additional properties 'tokenFile' not allowed"},
 		{map[string]any{"knative": map[string]any{"eventing": map[string]any{"rucioSenders": []any{"rucio-bridge"}}}}, "rucioSenders"},
+		{map[string]any{"config": map[string]any{"maxWaitingPerUser": 0}}, "maxWaitingPerUser"},
+		{map[string]any{"config": map[string]any{"maxWaitingPerUser": 100001}}, "maxWaitingPerUser"},
 	} {
 		args := append([]string{"template", "staging", chartDir}, helmValues(t, merge(baseValues(), tc.values))...)
 		if tc.want == "image.repository is empty: the chart ships no images" {
