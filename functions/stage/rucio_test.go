@@ -30,6 +30,7 @@ var replicaPaths = map[string]string{
 	"skao:bad.dat":        "skao/cf/b7/bad.dat",
 	"skao:late.dat":       "skao/7e/c6/late.dat",
 	"skao:batch.dat":      "skao/66/3c/batch.dat",
+	"skao:here.dat":       "skao/72/02/here.dat",
 }
 
 // Checksums of "replica of hello", from Python's zlib and hashlib.
@@ -100,7 +101,11 @@ func startRucio(t *testing.T, env map[string]string) *rucioStack {
 
 func (r *rucioStack) placeReplica(t *testing.T, did, content string) {
 	t.Helper()
-	p := filepath.Join(r.rse, replicaPaths[did])
+	rel, ok := replicaPaths[did]
+	if !ok {
+		t.Fatalf("placeReplica: no path for %s in replicaPaths", did)
+	}
+	p := filepath.Join(r.rse, rel)
 	must(t, os.MkdirAll(filepath.Dir(p), 0o755))
 	must(t, os.WriteFile(p, []byte(content), 0o644))
 }

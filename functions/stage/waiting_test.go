@@ -1,6 +1,7 @@
 package main
 
 import (
+	"net/http"
 	"strings"
 	"testing"
 
@@ -40,9 +41,21 @@ func TestWaitingPerUser(t *testing.T) {
 	if status != 429 || answer["detail"] != detail {
 		t.Fatalf("request event beyond the limit: %d %v", status, answer)
 	}
-	if n := r.countOperations(t); n != before {
-		t.Fatalf("refused requests were recorded: %d operations, were %d", n, before)
+	// In a batch, the item beyond the limit is answered 429 in its place,
+	// not recorded, and the others run.
+	r.placeReplica(t, "skao:here.dat", helloContent)
+	batch := testenv.Do(t, http.MethodPost, r.URL+"/stage_data?method=local_copy&username=alice", map[string]any{
+		"data": []map[string]string{{"did": "skao:here.dat", "relative_path": "here.dat"}, {"did": "skao:batch.dat", "relative_path": "batch.dat"}}})
+	expect(t, batch, 207, "status", "partial")
+	results, _ := batch.JSON["results"].([]any)
+	if len(results) != 2 || results[0].(map[string]any)["status"] != "success" ||
+		results[1].(map[string]any)["detail"] != detail || results[1].(map[string]any)["id"] != nil {
+		t.Fatalf("batch at the limit: %v", results)
 	}
+	if n := r.countOperations(t); n != before+1 {
+		t.Fatalf("batch at the limit recorded %d operations, want 1 (the item staged)", n-before)
+	}
+	before++
 
 	// Another user is not affected.
 	expect(t, r.stageDID(t, "bob", "skao:batch.dat", "batch.dat"), 202, "status", "pending")

@@ -95,3 +95,9 @@ func (s tracedStore) List(ctx context.Context, f staging.Filter) (ops []staging.
 	defer func() { End(span, err) }()
 	return s.Store.List(ctx, f)
 }
+
+func (s tracedStore) CountWaiting(ctx context.Context, username string, limit int) (n int, err error) {
+	ctx, span := s.start(ctx, "count waiting")
+	defer func() { End(span, err) }()
+	return s.Store.CountWaiting(ctx, username, limit)
+}
