@@ -43,7 +43,13 @@ func TestQueryPlans(t *testing.T) {
 				{"operations by status, deep page", "operations_status_created", true, s.listQuery(staging.Filter{Status: staging.StatusSuccess, Limit: 101, After: cursor})},
 				{"requests waiting for a DID", "operations_did_status", false, s.pendingByDIDQuery("user.u001:obs-1.ms", 1000)},
 				// MAX_WAITING_PER_USER: bounded, from the index alone, for the user who made most requests.
-				{"requests of a user waiting for a DID", "operations_username_status_created", true, s.countWaitingQuery("u000", 1000)},
+				{"requests of a user waiting for a DID", "operations_username_status_created|operations_waiting_username", true, s.countWaitingQuery("u000", 1000)},
+				// The sweeps, among many finished operations: a range of the
+				// unfinished ones (ties of updated_at are sorted by id).
+				// MariaDB may take the few pending hand-offs by did = ''.
+				{"running operations past their lease", "operations_status_updated", false, s.staleQuery(t0, 100)},
+				{"requests waiting for a DID past PENDING_TTL", "operations_status_updated", false, s.pendingBeforeQuery(t0, true, 100)},
+				{"hand-offs not picked up", "operations_status_updated|operations_did_status", false, s.pendingBeforeQuery(t0, false, 100)},
 			}
 			logs := []struct {
 				name, index string

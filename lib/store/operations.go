@@ -51,6 +51,16 @@ var listColumns = func() []any {
 // unfinished matches operations whose status is not final.
 var unfinished = goqu.C("status").In(string(staging.StatusPending), string(staging.StatusRunning))
 
+// The conditions of the embedded SQLite's partial indexes (migration
+// 00007), as SQL text: SQLite uses such an index only for a query that
+// states its condition, and a bound value (?) does not. On MySQL they are
+// conditions like any other.
+var (
+	indexedUnfinished = goqu.L("status IN ('pending', 'running')") // operations_status_updated
+	indexedDID        = goqu.L("did <> ''")                        // operations_did_status
+	indexedWaiting    = goqu.L("status = 'pending' AND did <> ''") // operations_waiting_username
+)
+
 // Create inserts op; a taken ID, EventKey or TargetLock is ErrDuplicate.
 func (s *Store) Create(ctx context.Context, op *staging.Operation) error {
 	if !op.Status.Valid() {
@@ -286,24 +296,30 @@ func (s *Store) listQuery(f staging.Filter) *goqu.SelectDataset {
 // Stale returns up to limit running operations whose heartbeat is older
 // than before.
 func (s *Store) Stale(ctx context.Context, before time.Time, limit int) ([]staging.Operation, error) {
-	ds := s.gq.From(table).Prepared(true).Select(columns...).
-		Where(goqu.C("status").Eq(string(staging.StatusRunning)), goqu.C("updated_at").Lt(s.timeValue(before))).
+	return s.query(ctx, "stale operations", s.staleQuery(before, limit))
+}
+
+func (s *Store) staleQuery(before time.Time, limit int) *goqu.SelectDataset {
+	return s.gq.From(table).Prepared(true).Select(columns...).
+		Where(goqu.C("status").Eq(string(staging.StatusRunning)), indexedUnfinished, goqu.C("updated_at").Lt(s.timeValue(before))).
 		Order(goqu.C("updated_at").Asc(), goqu.C("id").Asc()).Limit(uint(limit))
-	return s.query(ctx, "stale operations", ds)
 }
 
 // PendingBefore returns up to limit pending operations not touched since
 // before, oldest first: waiting for a DID's replica (waiting) or for their
 // hand-off.
 func (s *Store) PendingBefore(ctx context.Context, before time.Time, waiting bool, limit int) ([]staging.Operation, error) {
+	return s.query(ctx, "overdue pending operations", s.pendingBeforeQuery(before, waiting, limit))
+}
+
+func (s *Store) pendingBeforeQuery(before time.Time, waiting bool, limit int) *goqu.SelectDataset {
 	did := goqu.C("did").Eq("")
 	if waiting {
 		did = goqu.C("did").Neq("")
 	}
-	ds := s.gq.From(table).Prepared(true).Select(columns...).
-		Where(goqu.C("status").Eq(string(staging.StatusPending)), goqu.C("updated_at").Lt(s.timeValue(before)), did).
+	return s.gq.From(table).Prepared(true).Select(columns...).
+		Where(goqu.C("status").Eq(string(staging.StatusPending)), indexedUnfinished, goqu.C("updated_at").Lt(s.timeValue(before)), did).
 		Order(goqu.C("updated_at").Asc(), goqu.C("id").Asc()).Limit(uint(limit))
-	return s.query(ctx, "overdue pending operations", ds)
 }
 
 // PendingByDID returns up to limit operations waiting for did's replica,
@@ -314,16 +330,16 @@ func (s *Store) PendingByDID(ctx context.Context, did string, limit int) ([]stag
 
 func (s *Store) pendingByDIDQuery(did string, limit int) *goqu.SelectDataset {
 	return s.gq.From(table).Prepared(true).Select(columns...).
-		Where(goqu.C("did").Eq(did), goqu.C("status").Eq(string(staging.StatusPending))).
+		Where(goqu.C("did").Eq(did), indexedDID, goqu.C("status").Eq(string(staging.StatusPending))).
 		Order(goqu.C("created_at").Asc(), goqu.C("id").Asc()).Limit(uint(limit))
 }
 
 // CountWaiting returns how many requests of username wait for a DID's
 // replica, counting no further than limit: the count is over a subquery
-// bounded by limit, through the index of migration 00006 alone, so it
-// reads at most limit entries (and the user's other pending ones, which
-// are few: hand-offs being picked up) however many requests the user
-// ever made.
+// bounded by limit, through one index alone (MySQL: 00006's, the user's
+// pending operations, whose others are few: hand-offs being picked up;
+// SQLite: 00007's, which holds only waiting requests), so it reads at
+// most about limit entries however many requests the user ever made.
 func (s *Store) CountWaiting(ctx context.Context, username string, limit int) (int, error) {
 	q, args, err := s.countWaitingQuery(username, limit).ToSQL()
 	if err != nil {
@@ -342,7 +358,7 @@ func (s *Store) CountWaiting(ctx context.Context, username string, limit int) (i
 
 func (s *Store) countWaitingQuery(username string, limit int) *goqu.SelectDataset {
 	waiting := s.gq.From(table).Select(goqu.L("1")).
-		Where(goqu.C("username").Eq(username), goqu.C("status").Eq(string(staging.StatusPending)), goqu.C("did").Neq("")).
+		Where(goqu.C("username").Eq(username), indexedWaiting).
 		Limit(uint(max(limit, 0)))
 	return s.gq.From(waiting.As("waiting")).Prepared(true).Select(goqu.COUNT(goqu.Star()))
 }
