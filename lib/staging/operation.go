@@ -128,7 +128,8 @@ type Store interface {
 	// oldest first.
 	PendingByDID(ctx context.Context, did string, limit int) ([]Operation, error)
 	// CountWaiting returns how many requests of username wait for a DID's
-	// replica (pending with a DID), counting no further than limit: it
+	// replica (pending with a DID and no source yet: not the hand-off of
+	// one whose replica was here), counting no further than limit: it
 	// reads at most limit of them, however many operations the user has.
 	CountWaiting(ctx context.Context, username string, limit int) (int, error)
 	// Ping checks that the database answers.

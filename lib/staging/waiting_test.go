@@ -133,3 +133,29 @@ func TestWaitingPerUserRacingRedelivery(t *testing.T) {
 		t.Fatalf("%d records, want 1", n)
 	}
 }
+
+// keptHandoff accepts every hand-off and never runs it, as a broker that
+// has not delivered it yet.
+type keptHandoff struct{}
+
+func (keptHandoff) Handoff(context.Context, *staging.Request) error { return nil }
+
+// An async request by DID whose replica is here is pending until it is
+// picked up, but it waits for no replica: it does not count against
+// MaxWaitingPerUser, so the user's first request that does wait is taken.
+func TestWaitingPerUserNotHandoffs(t *testing.T) {
+	fx := newFixture(t)
+	fx.svc.MaxWaitingPerUser = 1
+	fx.svc.Handoff = keptHandoff{}
+	ctx := context.Background()
+	out, err := fx.svc.Handle(ctx, staging.Trusted, staging.Request{Method: "local_copy", Username: "alice",
+		DID: "skao:here.fits", Target: "here"}, staging.Options{Async: true})
+	if err != nil || !out.Accepted || out.Operation.Status != staging.StatusPending {
+		t.Fatalf("async request by DID: %+v %v", out, err)
+	}
+	out, err = fx.svc.Handle(ctx, staging.Trusted, staging.Request{Method: "local_copy", Username: "alice",
+		DID: "skao:far.fits", Target: "far"}, staging.Options{})
+	if err != nil || !out.Waiting {
+		t.Fatalf("the user's first request waiting for a replica: %+v %v", out, err)
+	}
+}

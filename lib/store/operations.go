@@ -336,10 +336,13 @@ func (s *Store) pendingByDIDQuery(did string, limit int) *goqu.SelectDataset {
 
 // CountWaiting returns how many requests of username wait for a DID's
 // replica, counting no further than limit: the count is over a subquery
-// bounded by limit, through one index alone (MySQL: 00006's, the user's
-// pending operations, whose others are few: hand-offs being picked up;
-// SQLite: 00007's, which holds only waiting requests), so it reads at
-// most about limit entries however many requests the user ever made.
+// bounded by limit, through one index (MySQL: 00006's, the user's pending
+// operations, whose others are few: hand-offs being picked up; SQLite:
+// 00007's, which holds only pending operations naming a DID), so it reads
+// at most about limit entries however many requests the user ever made.
+// A pending operation whose source is set is not waiting: it is the
+// hand-off of a request by DID whose replica was already here (async),
+// which the index cannot tell apart, so its rows are read to check.
 func (s *Store) CountWaiting(ctx context.Context, username string, limit int) (int, error) {
 	q, args, err := s.countWaitingQuery(username, limit).ToSQL()
 	if err != nil {
@@ -358,7 +361,7 @@ func (s *Store) CountWaiting(ctx context.Context, username string, limit int) (i
 
 func (s *Store) countWaitingQuery(username string, limit int) *goqu.SelectDataset {
 	waiting := s.gq.From(table).Select(goqu.L("1")).
-		Where(goqu.C("username").Eq(username), indexedWaiting).
+		Where(goqu.C("username").Eq(username), indexedWaiting, goqu.C("local_path_on_storage").Eq("")).
 		Limit(uint(max(limit, 0)))
 	return s.gq.From(waiting.As("waiting")).Prepared(true).Select(goqu.COUNT(goqu.Star()))
 }

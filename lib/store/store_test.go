@@ -762,14 +762,18 @@ func testPendingDIDs(t *testing.T, url string) {
 }
 
 // testCountWaiting: CountWaiting counts a user's requests waiting for a
-// DID's replica (pending with a DID) and nothing else, no further than its
-// limit; one that is claimed or finished no longer counts.
+// DID's replica (pending with a DID and no source yet) and nothing else,
+// no further than its limit; one that is claimed or finished no longer
+// counts.
 func testCountWaiting(t *testing.T, url string) {
 	ctx := context.Background()
 	s := open(t, url)
 	mk := func(user, did string, status staging.Status) *staging.Operation {
 		op := newOp(user, t0)
 		op.DID, op.Status = did, status
+		if did != "" {
+			op.LocalPathOnStorage = "" // a request by DID learns its source when it runs
+		}
 		if status.Finished() {
 			op.FinishedAt = &t0
 		}
@@ -780,7 +784,12 @@ func testCountWaiting(t *testing.T, url string) {
 	for i := range 5 {
 		waiting = append(waiting, mk("alice", fmt.Sprintf("skao:f%d", i), staging.StatusPending))
 	}
-	mk("alice", "", staging.StatusPending)             // a hand-off, not waiting for a replica
+	mk("alice", "", staging.StatusPending) // a hand-off, not waiting for a replica
+	// The async hand-off of a request by DID whose replica was here: its
+	// source is set, it waits to be picked up, not for a replica.
+	handoff := newOp("alice", t0)
+	handoff.DID, handoff.LocalPathOnStorage = "skao:here", "rse/here"
+	mustCreate(t, s, handoff)
 	mk("alice", "skao:done", staging.StatusSuccess)    // staged
 	mk("alice", "skao:failed", staging.StatusFailed)   // expired or refused
 	mk("alice", "skao:running", staging.StatusRunning) // its replica arrived

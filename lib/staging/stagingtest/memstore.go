@@ -275,7 +275,7 @@ func (m *MemStore) CountWaiting(ctx context.Context, username string, limit int)
 	defer m.mu.Unlock()
 	n := 0
 	for _, o := range m.ops {
-		if n < limit && o.Username == username && o.Status == staging.StatusPending && o.DID != "" {
+		if n < limit && o.Username == username && o.Status == staging.StatusPending && o.DID != "" && o.LocalPathOnStorage == "" {
 			n++
 		}
 	}
