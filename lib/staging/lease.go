@@ -329,7 +329,7 @@ func (s *Service) overdue(op *Operation) bool {
 		return false
 	case op.Status == StatusRunning:
 		return op.UpdatedAt.Before(time.Now().Add(-s.lease()))
-	case op.Status == StatusPending && op.DID == "":
+	case op.Status == StatusPending && !op.WaitsForReplica():
 		return op.UpdatedAt.Before(time.Now().Add(-s.handoffTimeout()))
 	}
 	return false

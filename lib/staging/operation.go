@@ -60,6 +60,13 @@ type Operation struct {
 	LeaseOwner string `json:"-"`
 }
 
+// WaitsForReplica reports whether op is a request waiting for its DID's
+// replica: pending with a DID and no source yet. An async request by DID
+// whose replica was here is pending with both, waiting for its hand-off.
+func (op *Operation) WaitsForReplica() bool {
+	return op.Status == StatusPending && op.DID != "" && op.LocalPathOnStorage == ""
+}
+
 // err is the failure a failed operation records.
 func (op *Operation) err() error {
 	kind := op.ErrorKind
@@ -121,8 +128,8 @@ type Store interface {
 	// older than before: their replicas died mid-staging.
 	Stale(ctx context.Context, before time.Time, limit int) ([]Operation, error)
 	// PendingBefore returns up to limit pending operations recorded before
-	// a time, oldest first: those waiting for a DID's replica (waiting), or
-	// those waiting for their hand-off (not waiting).
+	// a time, oldest first: those waiting for a DID's replica (waiting:
+	// WaitsForReplica), or those waiting for their hand-off (not waiting).
 	PendingBefore(ctx context.Context, before time.Time, waiting bool, limit int) ([]Operation, error)
 	// PendingByDID returns up to limit operations waiting for did's replica,
 	// oldest first.

@@ -277,7 +277,7 @@ func (s *Service) replayOr(ctx context.Context, op *Operation, err error) (*Outc
 func (s *Service) replay(ctx context.Context, op *Operation) (*Outcome, error) {
 	wait := time.Millisecond
 	for !op.Status.Finished() {
-		if op.Status == StatusPending && op.DID != "" {
+		if op.WaitsForReplica() {
 			return &Outcome{Operation: op, Replayed: true, Waiting: true}, nil // waits for its replica, not for us
 		}
 		if s.overdue(op) {

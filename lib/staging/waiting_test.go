@@ -6,6 +6,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/ska-telescope/skao-staging-service/lib/staging"
 	"github.com/ska-telescope/skao-staging-service/lib/staging/stagingtest"
@@ -157,5 +158,38 @@ func TestWaitingPerUserNotHandoffs(t *testing.T) {
 		DID: "skao:far.fits", Target: "far"}, staging.Options{})
 	if err != nil || !out.Waiting {
 		t.Fatalf("the user's first request waiting for a replica: %+v %v", out, err)
+	}
+}
+
+// An async request by DID whose replica is here, handed on and never picked
+// up, is lost like any hand-off: swept after the hand-off timeout, not left
+// pending until PENDING_TTL as if it waited for its replica; a request
+// that does wait for one is not swept then.
+func TestLostHandoffByDIDIsSwept(t *testing.T) {
+	fx := newFixture(t)
+	fx.svc.Handoff = keptHandoff{}
+	fx.svc.PendingTTL = time.Hour
+	ctx := context.Background()
+	handoff, err := fx.svc.Handle(ctx, staging.Trusted, staging.Request{Method: "local_copy", Username: "alice",
+		DID: "skao:here.fits", Target: "here"}, staging.Options{Async: true})
+	if err != nil || !handoff.Accepted {
+		t.Fatalf("async request by DID: %+v %v", handoff, err)
+	}
+	waiting, err := fx.svc.Handle(ctx, staging.Trusted, staging.Request{Method: "local_copy", Username: "alice",
+		DID: "skao:far.fits", Target: "far"}, staging.Options{})
+	if err != nil || !waiting.Waiting {
+		t.Fatalf("request waiting for a replica: %+v %v", waiting, err)
+	}
+	for _, id := range []string{handoff.Operation.ID, waiting.Operation.ID} {
+		fx.store.Update(id, func(op *staging.Operation) { op.UpdatedAt = op.UpdatedAt.Add(-2 * fx.svc.HandoffTimeout) })
+	}
+	if n, err := fx.svc.Sweep(ctx); n != 1 || err != nil {
+		t.Fatalf("Sweep = %d, %v; want the lost hand-off only", n, err)
+	}
+	if op, _ := fx.store.Get(ctx, handoff.Operation.ID); op.Status != staging.StatusFailed || !strings.HasPrefix(op.ErrorReason, "Lost:") {
+		t.Fatalf("lost hand-off by DID: %+v", op)
+	}
+	if op, _ := fx.store.Get(ctx, waiting.Operation.ID); op.Status != staging.StatusPending {
+		t.Fatalf("request waiting for its replica: %+v", op)
 	}
 }

@@ -306,19 +306,20 @@ func (s *Store) staleQuery(before time.Time, limit int) *goqu.SelectDataset {
 }
 
 // PendingBefore returns up to limit pending operations not touched since
-// before, oldest first: waiting for a DID's replica (waiting) or for their
-// hand-off.
+// before, oldest first: waiting for a DID's replica (waiting: a DID and no
+// source yet) or for their hand-off (a source, or no DID: an async request
+// by DID whose replica is here is a hand-off too).
 func (s *Store) PendingBefore(ctx context.Context, before time.Time, waiting bool, limit int) ([]staging.Operation, error) {
 	return s.query(ctx, "overdue pending operations", s.pendingBeforeQuery(before, waiting, limit))
 }
 
 func (s *Store) pendingBeforeQuery(before time.Time, waiting bool, limit int) *goqu.SelectDataset {
-	did := goqu.C("did").Eq("")
+	kind := goqu.Or(goqu.C("did").Eq(""), goqu.C("local_path_on_storage").Neq(""))
 	if waiting {
-		did = goqu.C("did").Neq("")
+		kind = goqu.And(goqu.C("did").Neq(""), goqu.C("local_path_on_storage").Eq(""))
 	}
 	return s.gq.From(table).Prepared(true).Select(columns...).
-		Where(goqu.C("status").Eq(string(staging.StatusPending)), indexedUnfinished, goqu.C("updated_at").Lt(s.timeValue(before)), did).
+		Where(goqu.C("status").Eq(string(staging.StatusPending)), indexedUnfinished, goqu.C("updated_at").Lt(s.timeValue(before)), kind).
 		Order(goqu.C("updated_at").Asc(), goqu.C("id").Asc()).Limit(uint(limit))
 }
 

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -715,6 +716,9 @@ func testPendingDIDs(t *testing.T, url string) {
 	mk := func(did string, status staging.Status, created time.Time) *staging.Operation {
 		op := newOp("alice", created)
 		op.DID, op.Status = did, status
+		if did != "" {
+			op.LocalPathOnStorage = "" // waiting: its source is its replica, found later
+		}
 		if status.Finished() {
 			op.FinishedAt = &created
 		}
@@ -726,6 +730,11 @@ func testPendingDIDs(t *testing.T, url string) {
 	mk("skao:a", staging.StatusSuccess, t0)
 	other := mk("skao:b", staging.StatusPending, t0.Add(2*time.Hour))
 	handoff := mk("", staging.StatusPending, t0) // an async request, not waiting for a replica
+	// An async request by DID whose replica was here: it has its source,
+	// and waits for its hand-off, not for a replica.
+	didHandoff := newOp("alice", t0)
+	didHandoff.DID, didHandoff.Status = "skao:c", staging.StatusPending
+	mustCreate(t, s, didHandoff)
 
 	for _, c := range []struct {
 		name string
@@ -755,9 +764,14 @@ func testPendingDIDs(t *testing.T, url string) {
 			t.Errorf("%s: %v, want %v", c.name, ids, c.want)
 		}
 	}
-	// Hand-offs waiting to be picked up are the others.
-	if ops, err := s.PendingBefore(ctx, t0.Add(time.Second), false, 10); err != nil || len(ops) != 1 || ops[0].ID != handoff.ID {
-		t.Errorf("PendingBefore, hand-offs: %v %v, want %s", ops, err, handoff.ID)
+	// Hand-offs waiting to be picked up are the others, by DID included.
+	ops, err := s.PendingBefore(ctx, t0.Add(time.Second), false, 10)
+	var ids []string
+	for _, op := range ops {
+		ids = append(ids, op.ID)
+	}
+	if want := []string{handoff.ID, didHandoff.ID}; err != nil || !slices.Equal(slices.Sorted(slices.Values(ids)), slices.Sorted(slices.Values(want))) {
+		t.Errorf("PendingBefore, hand-offs: %v %v, want %v", ids, err, want)
 	}
 }
 

@@ -258,7 +258,7 @@ func (m *MemStore) Stale(ctx context.Context, before time.Time, limit int) ([]st
 
 func (m *MemStore) PendingBefore(ctx context.Context, before time.Time, waiting bool, limit int) ([]staging.Operation, error) {
 	return m.list("PendingBefore", func(o *staging.Operation) bool {
-		return o.Status == staging.StatusPending && (o.DID != "") == waiting && o.UpdatedAt.Before(before)
+		return o.Status == staging.StatusPending && (o.DID != "" && o.LocalPathOnStorage == "") == waiting && o.UpdatedAt.Before(before)
 	}, false, limit)
 }
 
