@@ -33,7 +33,8 @@ func (None) Caller(context.Context, string) (staging.Caller, error) { return sta
 // JupyterHub is AUTH_MODE=jupyterhub: the hub says whose a token is and
 // what it may do. A token acts for its owner if it may act in their Jupyter
 // servers or was issued for this service (jupyterhub.User.MayActFor); a hub
-// admin's token with admin scopes may act for anyone. Answers are cached
+// admin's token with admin scopes (ActsAsAdmin), even without those, may act
+// for anyone. Answers are cached
 // for a while.
 type JupyterHub struct {
 	hub     *jupyterhub.Client
@@ -87,7 +88,7 @@ func (a *JupyterHub) Caller(ctx context.Context, token string) (staging.Caller, 
 			return staging.Caller{}, staging.Wrap(staging.Unavailable, "Cannot check the token with JupyterHub", err)
 		}
 	}
-	if !u.MayActFor(a.service) {
+	if !u.MayActFor(a.service) && !u.ActsAsAdmin() {
 		return staging.Caller{}, staging.Errorf(staging.Forbidden, "This JupyterHub token only identifies %s: use a token "+
 			"from the hub's Token page, which may act in %s's servers (scope access:servers)", ownerName(u), ownerName(u))
 	}

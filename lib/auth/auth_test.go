@@ -70,6 +70,7 @@ func TestJupyterHubCaller(t *testing.T) {
 		{"admin's identify-only token", identify(admin), http.StatusForbidden},
 		{"owner's token for their servers", servers(owner), 0},
 		{"admin's token without admin scopes", servers(admin), http.StatusForbidden},
+		{"admin's token with admin scopes only", hub.UserTokenWith(t, admin, []string{"admin:users"}), 0},
 		{"another user", otherTok, http.StatusForbidden},
 		{"no token", "", http.StatusUnauthorized},
 		{"unknown token", "0123456789abcdef", http.StatusUnauthorized},
