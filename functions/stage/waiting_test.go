@@ -33,8 +33,8 @@ func TestWaitingPerUser(t *testing.T) {
 	before := r.countOperations(t)
 	res := r.stageDID(t, "alice", "skao:batch.dat", "batch.dat")
 	expect(t, res, 429, "detail", detail)
-	if res.Header.Get("Retry-After") == "" {
-		t.Error("429 without Retry-After")
+	if got := res.Header.Get("Retry-After"); got != "60" {
+		t.Errorf("Retry-After %q, want 60: replicas take long to arrive", got)
 	}
 	status, answer = sendRaw(t, r.URL+"/", cetest.RequestEvent(t, "w-2",
 		staging.Request{Method: "local_copy", Username: "alice", DID: "skao:batch.dat", Target: "batch.dat"}), true)

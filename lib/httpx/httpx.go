@@ -9,10 +9,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net/http"
 	"os"
 	"reflect"
 	"sort"
+	"strconv"
 	"strings"
 
 	"github.com/ska-telescope/skao-staging-service/lib/staging"
@@ -76,11 +78,12 @@ func KindOfStatus(status int) staging.Kind {
 }
 
 // Error writes err as {"detail": ...} with its status; a client asked to
-// come back later is told when (Retry-After).
+// come back later is told when (Retry-After): in a second, unless err
+// says it will take longer (staging.RetryAfter).
 func Error(w http.ResponseWriter, err error) {
 	status, detail := Status(err)
 	if status == http.StatusTooManyRequests || status == http.StatusServiceUnavailable {
-		w.Header().Set("Retry-After", "1")
+		w.Header().Set("Retry-After", strconv.Itoa(max(1, int(math.Ceil(staging.RetryAfter(err).Seconds())))))
 	}
 	JSON(w, status, Detail{detail})
 }

@@ -9,6 +9,7 @@ import (
 	"os"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/ska-telescope/skao-staging-service/lib/staging"
 )
@@ -134,16 +135,20 @@ func TestMuxHead(t *testing.T) {
 }
 
 func TestErrorAndJSON(t *testing.T) {
+	later := staging.Errorf(staging.TooMany, "Too many waiting")
+	later.RetryAfter = 90*time.Second + time.Millisecond
 	for _, tc := range []struct {
 		err    error
 		status int
 		detail string
+		retry  string // Retry-After
 	}{
-		{staging.Errorf(staging.Conflict, "A different file exists at %s", "/x"), 409, "A different file exists at /x"},
-		{staging.Wrap(staging.Unavailable, "Database unavailable", errors.New("dial tcp: refused")), 503, "Database unavailable"},
-		{errors.New("open /srv/secret/path: boom"), 500, "Internal error"},
-		{fmt.Errorf("wrapped: %w", staging.Errorf(staging.TooMany, "Too much work in flight")), 429, "Too much work in flight"},
-		{staging.Errorf(staging.Canceled, "Download interrupted"), 499, "Download interrupted"},
+		{staging.Errorf(staging.Conflict, "A different file exists at %s", "/x"), 409, "A different file exists at /x", ""},
+		{staging.Wrap(staging.Unavailable, "Database unavailable", errors.New("dial tcp: refused")), 503, "Database unavailable", "1"},
+		{errors.New("open /srv/secret/path: boom"), 500, "Internal error", ""},
+		{fmt.Errorf("wrapped: %w", staging.Errorf(staging.TooMany, "Too much work in flight")), 429, "Too much work in flight", "1"},
+		{fmt.Errorf("wrapped: %w", later), 429, "Too many waiting", "91"},
+		{staging.Errorf(staging.Canceled, "Download interrupted"), 499, "Download interrupted", ""},
 	} {
 		w := httptest.NewRecorder()
 		Error(w, tc.err)
@@ -154,8 +159,8 @@ func TestErrorAndJSON(t *testing.T) {
 		if w.Code != tc.status || body.Detail != tc.detail || w.Header().Get("Content-Type") != "application/json" {
 			t.Errorf("Error(%v) = %d %q, want %d %q", tc.err, w.Code, body.Detail, tc.status, tc.detail)
 		}
-		if retry := w.Header().Get("Retry-After"); (retry != "") != (tc.status == 429 || tc.status == 503) {
-			t.Errorf("Error(%v): Retry-After %q", tc.err, retry)
+		if retry := w.Header().Get("Retry-After"); retry != tc.retry {
+			t.Errorf("Error(%v): Retry-After %q, want %q", tc.err, retry, tc.retry)
 		}
 		if strings.Contains(w.Body.String(), "dial tcp") || strings.Contains(w.Body.String(), "/srv/secret") {
 			t.Errorf("the cause leaked into the answer: %s", w.Body)

@@ -3,6 +3,7 @@ package staging
 import (
 	"errors"
 	"fmt"
+	"time"
 )
 
 // Kind says what sort of failure an error is. The domain speaks kinds; each
@@ -44,6 +45,9 @@ type Error struct {
 	Kind   Kind
 	Detail string
 	Err    error
+	// RetryAfter is how long a client should wait before it tries again,
+	// when that is known to be longer than a moment (0).
+	RetryAfter time.Duration
 }
 
 func (e *Error) Error() string {
@@ -77,6 +81,16 @@ func KindOf(err error) (Kind, string) {
 		return e.Kind, e.Detail
 	}
 	return Internal, internalDetail
+}
+
+// RetryAfter returns how long the client of a failure should wait before it
+// tries again, 0 when it may try again shortly.
+func RetryAfter(err error) time.Duration {
+	var e *Error
+	if errors.As(err, &e) {
+		return e.RetryAfter
+	}
+	return 0
 }
 
 // Transient reports whether err may go away by itself (see Kind.Transient).

@@ -125,6 +125,10 @@ func (s *Service) await(ctx context.Context, req *Request) (*Outcome, error) {
 	return &Outcome{Operation: op, Waiting: true}, nil
 }
 
+// waitingRetryAfter is how long a user at MaxWaitingPerUser is asked to
+// wait before trying again (Retry-After).
+const waitingRetryAfter = time.Minute
+
 // roomToWait checks that user has fewer than MaxWaitingPerUser requests
 // waiting for a replica, reading at most that many of them (a bounded
 // count through an index), never the user's history.
@@ -145,7 +149,9 @@ func (s *Service) roomToWait(ctx context.Context, user string) error {
 		return DatabaseUnavailable(err)
 	}
 	if n >= most {
-		return Errorf(TooMany, "Too many requests waiting for a replica: user %s has %d, the most one user may (MAX_WAITING_PER_USER); try again once some have arrived or expired", user, most)
+		e := Errorf(TooMany, "Too many requests waiting for a replica: user %s has %d, the most one user may (MAX_WAITING_PER_USER); try again once some have arrived or expired", user, most)
+		e.RetryAfter = waitingRetryAfter // replicas take minutes to hours to arrive
+		return e
 	}
 	return nil
 }
