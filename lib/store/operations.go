@@ -56,9 +56,9 @@ var unfinished = goqu.C("status").In(string(staging.StatusPending), string(stagi
 // states its condition, and a bound value (?) does not. On MySQL they are
 // conditions like any other.
 var (
-	indexedUnfinished = goqu.L("status IN ('pending', 'running')") // operations_status_updated
-	indexedDID        = goqu.L("did <> ''")                        // operations_did_status
-	indexedWaiting    = goqu.L("status = 'pending' AND did <> ''") // operations_waiting_username
+	indexedUnfinished = goqu.L("status IN ('pending', 'running')")                                // operations_status_updated
+	indexedDID        = goqu.L("did <> ''")                                                       // operations_did_status
+	indexedWaiting    = goqu.L("status = 'pending' AND did <> '' AND local_path_on_storage = ''") // operations_waiting_username
 )
 
 // Create inserts op; a taken ID, EventKey or TargetLock is ErrDuplicate.
@@ -337,13 +337,13 @@ func (s *Store) pendingByDIDQuery(did string, limit int) *goqu.SelectDataset {
 
 // CountWaiting returns how many requests of username wait for a DID's
 // replica, counting no further than limit: the count is over a subquery
-// bounded by limit, through one index (MySQL: 00006's, the user's pending
-// operations, whose others are few: hand-offs being picked up; SQLite:
-// 00007's, which holds only pending operations naming a DID), so it reads
-// at most about limit entries however many requests the user ever made.
-// A pending operation whose source is set is not waiting: it is the
-// hand-off of a request by DID whose replica was already here (async),
-// which the index cannot tell apart, so its rows are read to check.
+// bounded by limit, through one index, so it reads at most about limit
+// entries however many requests the user ever made. A pending operation
+// whose source is set is not waiting: it is the hand-off of a request by
+// DID whose replica was already here (async). SQLite's index (00007) holds
+// exactly the waiting ones, and the count reads it alone; MySQL's (00006)
+// holds the user's pending ones, and the rows of those naming a DID are
+// read to check their source (hand-offs are few: they are picked up).
 func (s *Store) CountWaiting(ctx context.Context, username string, limit int) (int, error) {
 	q, args, err := s.countWaitingQuery(username, limit).ToSQL()
 	if err != nil {
@@ -362,7 +362,7 @@ func (s *Store) CountWaiting(ctx context.Context, username string, limit int) (i
 
 func (s *Store) countWaitingQuery(username string, limit int) *goqu.SelectDataset {
 	waiting := s.gq.From(table).Select(goqu.L("1")).
-		Where(goqu.C("username").Eq(username), indexedWaiting, goqu.C("local_path_on_storage").Eq("")).
+		Where(goqu.C("username").Eq(username), indexedWaiting).
 		Limit(uint(max(limit, 0)))
 	return s.gq.From(waiting.As("waiting")).Prepared(true).Select(goqu.COUNT(goqu.Star()))
 }

@@ -10,7 +10,7 @@
 -- A user's requests waiting for a DID's replica (MAX_WAITING_PER_USER),
 -- instead of 00006's index over every operation of every user.
 DROP INDEX operations_username_status_created;
-CREATE INDEX operations_waiting_username ON operations (username) WHERE status = 'pending' AND did <> '';
+CREATE INDEX operations_waiting_username ON operations (username) WHERE status = 'pending' AND did <> '' AND local_path_on_storage = '';
 -- Requests of a DID (transfer-done): only those that name one.
 DROP INDEX operations_did_status;
 CREATE INDEX operations_did_status ON operations (did, status) WHERE did <> '';
