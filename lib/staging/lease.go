@@ -358,9 +358,23 @@ func (s *Service) abandon(ctx context.Context, op *Operation) (bool, error) {
 	return true, nil
 }
 
+// didHandoffSweep is how often Sweep looks for lost hand-offs of requests
+// by DID: the store finds them only among every old pending operation,
+// requests waiting for a replica included, so not at every sweep.
+const didHandoffSweep = time.Minute
+
+// didHandoffsDue reports whether Sweep should look for lost hand-offs of
+// requests by DID now, and if so marks that it did.
+func (s *Service) didHandoffsDue() bool {
+	now := time.Now().UnixNano()
+	last := s.didHandoffsSwept.Load()
+	return now-last >= int64(didHandoffSweep) && s.didHandoffsSwept.CompareAndSwap(last, now)
+}
+
 // Sweep fails the operations taken for dead (running without a heartbeat
-// for a lease; handed on and never picked up within the hand-off timeout)
-// and the requests that waited longer than PendingTTL for their DID's
+// for a lease; handed on and never picked up within the hand-off timeout,
+// those of requests by DID looked for at most once a minute) and the
+// requests that waited longer than PendingTTL for their DID's
 // replica. It reads the store, never walks the storage. It returns how
 // many operations it failed.
 func (s *Service) Sweep(ctx context.Context) (int, error) {
@@ -372,9 +386,16 @@ func (s *Service) Sweep(ctx context.Context) (int, error) {
 	if err != nil {
 		return n, err
 	}
-	lostOps, err := s.Store.PendingBefore(ctx, time.Now().Add(-s.handoffTimeout()), false, sweepBatch)
+	lostOps, err := s.Store.PendingBefore(ctx, time.Now().Add(-s.handoffTimeout()), PendingHandoff, sweepBatch)
 	if err != nil {
 		return n, err
+	}
+	if s.didHandoffsDue() {
+		lostDIDs, err := s.Store.PendingBefore(ctx, time.Now().Add(-s.handoffTimeout()), PendingDIDHandoff, sweepBatch)
+		if err != nil {
+			return n, err
+		}
+		lostOps = append(lostOps, lostDIDs...)
 	}
 	for _, op := range append(stale, lostOps...) {
 		done, err := s.abandon(ctx, &op)
@@ -389,7 +410,7 @@ func (s *Service) Sweep(ctx context.Context) (int, error) {
 	if s.PendingTTL <= 0 {
 		return n, nil
 	}
-	expired, err := s.Store.PendingBefore(ctx, time.Now().Add(-s.PendingTTL), true, sweepBatch)
+	expired, err := s.Store.PendingBefore(ctx, time.Now().Add(-s.PendingTTL), PendingWaiting, sweepBatch)
 	if err != nil {
 		return n, err
 	}

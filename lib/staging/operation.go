@@ -60,6 +60,21 @@ type Operation struct {
 	LeaseOwner string `json:"-"`
 }
 
+// Pending is a kind of pending operation (Store.PendingBefore).
+type Pending int
+
+const (
+	// PendingHandoff is an async request by path, handed on and waiting to
+	// be picked up: no DID.
+	PendingHandoff Pending = iota
+	// PendingDIDHandoff is an async request by DID whose replica was here,
+	// handed on the same way: a DID and a source.
+	PendingDIDHandoff
+	// PendingWaiting is a request waiting for its DID's replica: a DID and
+	// no source yet (WaitsForReplica).
+	PendingWaiting
+)
+
 // WaitsForReplica reports whether op is a request waiting for its DID's
 // replica: pending with a DID and no source yet. An async request by DID
 // whose replica was here is pending with both, waiting for its hand-off.
@@ -127,10 +142,9 @@ type Store interface {
 	// Stale returns up to limit running operations whose heartbeat is
 	// older than before: their replicas died mid-staging.
 	Stale(ctx context.Context, before time.Time, limit int) ([]Operation, error)
-	// PendingBefore returns up to limit pending operations recorded before
-	// a time, oldest first: those waiting for a DID's replica (waiting:
-	// WaitsForReplica), or those waiting for their hand-off (not waiting).
-	PendingBefore(ctx context.Context, before time.Time, waiting bool, limit int) ([]Operation, error)
+	// PendingBefore returns up to limit pending operations of a kind not
+	// touched since before, oldest first.
+	PendingBefore(ctx context.Context, before time.Time, kind Pending, limit int) ([]Operation, error)
 	// PendingByDID returns up to limit operations waiting for did's replica,
 	// oldest first.
 	PendingByDID(ctx context.Context, did string, limit int) ([]Operation, error)

@@ -68,6 +68,8 @@ type Service struct {
 	bg        sync.WaitGroup // async runs and late outcomes of this process
 	// storeFailure is when this replica last saw the store fail (Unix ns).
 	storeFailure atomic.Int64
+
+	didHandoffsSwept atomic.Int64 // when Sweep last looked for lost hand-offs by DID (Unix ns)
 }
 
 // Register adds a method. Its traits say whether it runs here or in

@@ -192,4 +192,14 @@ func TestLostHandoffByDIDIsSwept(t *testing.T) {
 	if op, _ := fx.store.Get(ctx, waiting.Operation.ID); op.Status != staging.StatusPending {
 		t.Fatalf("request waiting for its replica: %+v", op)
 	}
+	// Those are found only among every old pending operation: looked for
+	// at most once a minute, not at every sweep (hand-offs by path,
+	// stale runs and expired waits are).
+	before := fx.store.Calls["PendingBefore"]
+	if _, err := fx.svc.Sweep(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if n := fx.store.Calls["PendingBefore"] - before; n != 2 {
+		t.Fatalf("a second sweep within the minute asked PendingBefore %d times, want 2 (hand-offs by path, expired waits)", n)
+	}
 }

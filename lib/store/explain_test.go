@@ -48,8 +48,9 @@ func TestQueryPlans(t *testing.T) {
 				// unfinished ones (ties of updated_at are sorted by id).
 				// MariaDB may take the few pending hand-offs by did = ''.
 				{"running operations past their lease", "operations_status_updated", false, s.staleQuery(t0, 100)},
-				{"requests waiting for a DID past PENDING_TTL", "operations_status_updated", false, s.pendingBeforeQuery(t0, true, 100)},
-				{"hand-offs not picked up", "operations_status_updated|operations_did_status", false, s.pendingBeforeQuery(t0, false, 100)},
+				{"requests waiting for a DID past PENDING_TTL", "operations_status_updated", false, s.pendingBeforeQuery(t0, staging.PendingWaiting, 100)},
+				{"hand-offs not picked up", "operations_status_updated|operations_did_status", false, s.pendingBeforeQuery(t0, staging.PendingHandoff, 100)},
+				{"hand-offs by DID not picked up", "operations_status_updated", false, s.pendingBeforeQuery(t0, staging.PendingDIDHandoff, 100)},
 			}
 			logs := []struct {
 				name, index string

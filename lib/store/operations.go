@@ -305,21 +305,24 @@ func (s *Store) staleQuery(before time.Time, limit int) *goqu.SelectDataset {
 		Order(goqu.C("updated_at").Asc(), goqu.C("id").Asc()).Limit(uint(limit))
 }
 
-// PendingBefore returns up to limit pending operations not touched since
-// before, oldest first: waiting for a DID's replica (waiting: a DID and no
-// source yet) or for their hand-off (a source, or no DID: an async request
-// by DID whose replica is here is a hand-off too).
-func (s *Store) PendingBefore(ctx context.Context, before time.Time, waiting bool, limit int) ([]staging.Operation, error) {
-	return s.query(ctx, "overdue pending operations", s.pendingBeforeQuery(before, waiting, limit))
+// PendingBefore returns up to limit pending operations of kind not touched
+// since before, oldest first. Hand-offs by path are found through their
+// empty did on MySQL; the others through operations_status_updated, among
+// every pending operation older than before.
+func (s *Store) PendingBefore(ctx context.Context, before time.Time, kind staging.Pending, limit int) ([]staging.Operation, error) {
+	return s.query(ctx, "overdue pending operations", s.pendingBeforeQuery(before, kind, limit))
 }
 
-func (s *Store) pendingBeforeQuery(before time.Time, waiting bool, limit int) *goqu.SelectDataset {
-	kind := goqu.Or(goqu.C("did").Eq(""), goqu.C("local_path_on_storage").Neq(""))
-	if waiting {
-		kind = goqu.And(goqu.C("did").Neq(""), goqu.C("local_path_on_storage").Eq(""))
+func (s *Store) pendingBeforeQuery(before time.Time, kind staging.Pending, limit int) *goqu.SelectDataset {
+	var which goqu.Expression = goqu.C("did").Eq("")
+	switch kind {
+	case staging.PendingDIDHandoff:
+		which = goqu.And(goqu.C("did").Neq(""), goqu.C("local_path_on_storage").Neq(""))
+	case staging.PendingWaiting:
+		which = goqu.And(goqu.C("did").Neq(""), goqu.C("local_path_on_storage").Eq(""))
 	}
 	return s.gq.From(table).Prepared(true).Select(columns...).
-		Where(goqu.C("status").Eq(string(staging.StatusPending)), indexedUnfinished, goqu.C("updated_at").Lt(s.timeValue(before)), kind).
+		Where(goqu.C("status").Eq(string(staging.StatusPending)), indexedUnfinished, goqu.C("updated_at").Lt(s.timeValue(before)), which).
 		Order(goqu.C("updated_at").Asc(), goqu.C("id").Asc()).Limit(uint(limit))
 }
 

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -744,10 +743,16 @@ func testPendingDIDs(t *testing.T, url string) {
 		{"by DID, oldest first", func() ([]staging.Operation, error) { return s.PendingByDID(ctx, "skao:a", 10) }, []string{old.ID, newer.ID}},
 		{"by DID, bounded", func() ([]staging.Operation, error) { return s.PendingByDID(ctx, "skao:a", 1) }, []string{old.ID}},
 		{"unknown DID", func() ([]staging.Operation, error) { return s.PendingByDID(ctx, "skao:zz", 10) }, nil},
-		{"before a time, DIDs only", func() ([]staging.Operation, error) { return s.PendingBefore(ctx, t0.Add(90*time.Minute), true, 10) }, []string{old.ID, newer.ID}},
-		{"before everything", func() ([]staging.Operation, error) { return s.PendingBefore(ctx, t0, true, 10) }, nil},
-		{"all", func() ([]staging.Operation, error) { return s.PendingBefore(ctx, t0.Add(3*time.Hour), true, 10) }, []string{old.ID, newer.ID, other.ID}},
-		{"all, bounded", func() ([]staging.Operation, error) { return s.PendingBefore(ctx, t0.Add(3*time.Hour), true, 2) }, []string{old.ID, newer.ID}},
+		{"before a time, DIDs only", func() ([]staging.Operation, error) {
+			return s.PendingBefore(ctx, t0.Add(90*time.Minute), staging.PendingWaiting, 10)
+		}, []string{old.ID, newer.ID}},
+		{"before everything", func() ([]staging.Operation, error) { return s.PendingBefore(ctx, t0, staging.PendingWaiting, 10) }, nil},
+		{"all", func() ([]staging.Operation, error) {
+			return s.PendingBefore(ctx, t0.Add(3*time.Hour), staging.PendingWaiting, 10)
+		}, []string{old.ID, newer.ID, other.ID}},
+		{"all, bounded", func() ([]staging.Operation, error) {
+			return s.PendingBefore(ctx, t0.Add(3*time.Hour), staging.PendingWaiting, 2)
+		}, []string{old.ID, newer.ID}},
 	} {
 		ops, err := c.got()
 		if err != nil {
@@ -764,14 +769,15 @@ func testPendingDIDs(t *testing.T, url string) {
 			t.Errorf("%s: %v, want %v", c.name, ids, c.want)
 		}
 	}
-	// Hand-offs waiting to be picked up are the others, by DID included.
-	ops, err := s.PendingBefore(ctx, t0.Add(time.Second), false, 10)
-	var ids []string
-	for _, op := range ops {
-		ids = append(ids, op.ID)
-	}
-	if want := []string{handoff.ID, didHandoff.ID}; err != nil || !slices.Equal(slices.Sorted(slices.Values(ids)), slices.Sorted(slices.Values(want))) {
-		t.Errorf("PendingBefore, hand-offs: %v %v, want %v", ids, err, want)
+	// Hand-offs waiting to be picked up are the others: by path, and by
+	// DID with their source.
+	for _, c := range []struct {
+		kind staging.Pending
+		want string
+	}{{staging.PendingHandoff, handoff.ID}, {staging.PendingDIDHandoff, didHandoff.ID}} {
+		if ops, err := s.PendingBefore(ctx, t0.Add(time.Second), c.kind, 10); err != nil || len(ops) != 1 || ops[0].ID != c.want {
+			t.Errorf("PendingBefore, hand-offs of kind %d: %v %v, want %s", c.kind, ops, err, c.want)
+		}
 	}
 }
 

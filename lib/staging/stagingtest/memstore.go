@@ -256,9 +256,18 @@ func (m *MemStore) Stale(ctx context.Context, before time.Time, limit int) ([]st
 	}, false, limit)
 }
 
-func (m *MemStore) PendingBefore(ctx context.Context, before time.Time, waiting bool, limit int) ([]staging.Operation, error) {
+func (m *MemStore) PendingBefore(ctx context.Context, before time.Time, kind staging.Pending, limit int) ([]staging.Operation, error) {
 	return m.list("PendingBefore", func(o *staging.Operation) bool {
-		return o.Status == staging.StatusPending && (o.DID != "" && o.LocalPathOnStorage == "") == waiting && o.UpdatedAt.Before(before)
+		var is bool
+		switch kind {
+		case staging.PendingHandoff:
+			is = o.DID == ""
+		case staging.PendingDIDHandoff:
+			is = o.DID != "" && o.LocalPathOnStorage != ""
+		case staging.PendingWaiting:
+			is = o.DID != "" && o.LocalPathOnStorage == ""
+		}
+		return is && o.Status == staging.StatusPending && o.UpdatedAt.Before(before)
 	}, false, limit)
 }
 
