@@ -408,30 +408,6 @@ const MaxAnswer = 16 << 20
 // ErrTooLarge is matched by an answer over MaxAnswer.
 var ErrTooLarge = errors.New("the answer is larger than 16 MiB")
 
-// capped reads at most max bytes of r, and fails with ErrTooLarge beyond.
-type capped struct {
-	r   io.Reader
-	max int64
-}
-
-func (c *capped) Read(p []byte) (int, error) {
-	if c.max <= 0 {
-		// One byte more tells a body of exactly max from a longer one.
-		var one [1]byte
-		n, err := c.r.Read(one[:])
-		if n > 0 {
-			return 0, ErrTooLarge
-		}
-		return 0, err
-	}
-	if int64(len(p)) > c.max {
-		p = p[:c.max]
-	}
-	n, err := c.r.Read(p)
-	c.max -= int64(n)
-	return n, err
-}
-
 func (c *Client) roundTrip(req *http.Request, out any, op string) error {
 	resp, err := c.send(req)
 	if err != nil {
@@ -445,8 +421,8 @@ func (c *Client) roundTrip(req *http.Request, out any, op string) error {
 		io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<20))
 		return nil
 	}
-	if err := json.NewDecoder(&capped{r: resp.Body, max: MaxAnswer}).Decode(out); err != nil {
-		if errors.Is(err, ErrTooLarge) {
+	if err := json.NewDecoder(http.MaxBytesReader(nil, resp.Body, MaxAnswer)).Decode(out); err != nil {
+		if tooLarge := new(http.MaxBytesError); errors.As(err, &tooLarge) {
 			return fmt.Errorf("%s: %w", op, ErrTooLarge)
 		}
 		return fmt.Errorf("%s: malformed answer: %w", op, err)
