@@ -265,7 +265,7 @@ func (s *Service) resume(ctx context.Context, caller Caller, m Method, req *Requ
 	if op.Status != StatusPending {
 		return s.replay(ctx, op)
 	}
-	if op.DID != "" && op.LocalPathOnStorage == "" {
+	if op.WaitsForReplica() {
 		// A request by DID runs on its replica, found here, never on a
 		// path the hand-off names; and only for a caller who may read it.
 		if err := s.checkReplica(caller, m, op, req); err != nil {

@@ -48,17 +48,14 @@ var listColumns = func() []any {
 	return out
 }()
 
-// unfinished matches operations whose status is not final.
-var unfinished = goqu.C("status").In(string(staging.StatusPending), string(staging.StatusRunning))
-
-// The conditions of the embedded SQLite's partial indexes (migration
-// 00007), as SQL text: SQLite uses such an index only for a query that
-// states its condition, and a bound value (?) does not. On MySQL they are
-// conditions like any other.
+// Conditions written as SQL text: they are those of the embedded SQLite's
+// partial indexes (migration 00007), and SQLite uses such an index only
+// for a query that states its condition, which a bound value (?) does not.
+// On MySQL they are conditions like any other.
 var (
-	indexedUnfinished = goqu.L("status IN ('pending', 'running')")                                // operations_status_updated
-	indexedDID        = goqu.L("did <> ''")                                                       // operations_did_status
-	indexedWaiting    = goqu.L("status = 'pending' AND did <> '' AND local_path_on_storage = ''") // operations_waiting_username
+	unfinished     = goqu.L("status IN ('pending', 'running')")                                // not final; operations_status_updated
+	indexedDID     = goqu.L("did <> ''")                                                       // operations_did_status
+	indexedWaiting = goqu.L("status = 'pending' AND did <> '' AND local_path_on_storage = ''") // operations_waiting_username
 )
 
 // Create inserts op; a taken ID, EventKey or TargetLock is ErrDuplicate.
@@ -262,8 +259,8 @@ const DefaultLimit = 100
 
 // List returns up to f.Limit operations matching f, newest first, after
 // f.After when it is set: keyset pagination on (created_at, id), which the
-// indexes of migrations 00005 and 00006 serve for every filter the API
-// offers.
+// indexes of migration 00005 serve for every filter the API offers (and on
+// MySQL 00006's for a user and a status together).
 func (s *Store) List(ctx context.Context, f staging.Filter) ([]staging.Operation, error) {
 	return s.query(ctx, "list operations", s.listQuery(f))
 }
@@ -301,7 +298,7 @@ func (s *Store) Stale(ctx context.Context, before time.Time, limit int) ([]stagi
 
 func (s *Store) staleQuery(before time.Time, limit int) *goqu.SelectDataset {
 	return s.gq.From(table).Prepared(true).Select(columns...).
-		Where(goqu.C("status").Eq(string(staging.StatusRunning)), indexedUnfinished, goqu.C("updated_at").Lt(s.timeValue(before))).
+		Where(goqu.C("status").Eq(string(staging.StatusRunning)), unfinished, goqu.C("updated_at").Lt(s.timeValue(before))).
 		Order(goqu.C("updated_at").Asc(), goqu.C("id").Asc()).Limit(uint(limit))
 }
 
@@ -322,7 +319,7 @@ func (s *Store) pendingBeforeQuery(before time.Time, kind staging.Pending, limit
 		which = goqu.And(goqu.C("did").Neq(""), goqu.C("local_path_on_storage").Eq(""))
 	}
 	return s.gq.From(table).Prepared(true).Select(columns...).
-		Where(goqu.C("status").Eq(string(staging.StatusPending)), indexedUnfinished, goqu.C("updated_at").Lt(s.timeValue(before)), which).
+		Where(goqu.C("status").Eq(string(staging.StatusPending)), unfinished, goqu.C("updated_at").Lt(s.timeValue(before)), which).
 		Order(goqu.C("updated_at").Asc(), goqu.C("id").Asc()).Limit(uint(limit))
 }
 

@@ -6,8 +6,6 @@ import (
 	"time"
 
 	"github.com/doug-martin/goqu/v9"
-
-	"github.com/ska-telescope/skao-staging-service/lib/staging"
 )
 
 // TestTemplates: the statements Create and Finish bind are those goqu
@@ -50,7 +48,7 @@ func TestTemplates(t *testing.T) {
 				"status": "success", "message": "done", "error_reason": "", "error_kind": "", "bytes": int64(7),
 				"bytes_done": int64(7), "finished_at": finished, "updated_at": finished, "target_lock": nil,
 				"local_path_on_storage": "data/f",
-			}).Where(goqu.C("id").Eq("01a2-id"), goqu.C("status").In(string(staging.StatusPending), string(staging.StatusRunning)),
+			}).Where(goqu.C("id").Eq("01a2-id"), unfinished,
 				goqu.C("lease_owner").Eq("replica-1")).ToSQL()
 			if err != nil {
 				t.Fatal(err)

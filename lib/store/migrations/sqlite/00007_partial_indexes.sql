@@ -4,7 +4,7 @@
 -- a WAL frame of every commit (two pwrite calls). A 64 KiB local_copy
 -- wrote 20.3 frames with 00006's index, 17.0 before it and 14.1 with these.
 -- The queries that use them state the partial index's condition as SQL
--- text, which is how SQLite knows it may (lib/store: indexedUnfinished,
+-- text, which is how SQLite knows it may (lib/store: unfinished,
 -- indexedDID, indexedWaiting).
 --
 -- A user's requests waiting for a DID's replica (MAX_WAITING_PER_USER),
