@@ -90,7 +90,7 @@ func (a *JupyterHub) Caller(ctx context.Context, token string) (staging.Caller, 
 	}
 	if !u.MayActFor(a.service) && !u.ActsAsAdmin() {
 		return staging.Caller{}, staging.Errorf(staging.Forbidden, "This JupyterHub token only identifies %s: use a token "+
-			"from the hub's Token page, which may act in %s's servers (scope access:servers)", ownerName(u), ownerName(u))
+			"from the hub's Token page, which may act in %s's servers (scope access:servers)", u.Who(), u.Who())
 	}
 	c := staging.Caller{Name: u.Name, Admin: u.ActsAsAdmin(), Token: token}
 	if u.Kind != "user" {
@@ -123,11 +123,4 @@ func Token(r *http.Request, fallback string) string {
 		}
 	}
 	return fallback
-}
-
-func ownerName(u *jupyterhub.User) string {
-	if u.Kind != "user" {
-		return u.Kind + " " + u.Name
-	}
-	return u.Name
 }

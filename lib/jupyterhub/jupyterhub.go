@@ -87,6 +87,14 @@ type User struct {
 	Scopes []string `json:"scopes"`
 }
 
+// Who names u for a message: the user's name, or "service <name>".
+func (u *User) Who() string {
+	if u.Kind == "service" {
+		return "service " + u.Name
+	}
+	return u.Name
+}
+
 // MayActFor reports whether the token whose owner u is may act for its
 // owner at the hub service named service ("" for none): a token that may
 // already act in the owner's Jupyter servers (the hub's Token page gives

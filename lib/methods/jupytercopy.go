@@ -463,17 +463,10 @@ func (w *workspace) tokens(ctx context.Context) (own bool, err error) {
 		return true, nil
 	}
 	if !owner.ActsAsAdmin() || w.m.Jupyter.ServiceToken == "" {
-		return false, staging.Errorf(staging.Forbidden, "jupyter_token belongs to %s, not %s", ownerName(owner), w.user)
+		return false, staging.Errorf(staging.Forbidden, "jupyter_token belongs to %s, not %s", owner.Who(), w.user)
 	}
 	w.token, w.service = w.m.Jupyter.ServiceToken, true
 	return false, nil
-}
-
-func ownerName(u *jupyterhub.User) string {
-	if u.Kind == "service" {
-		return "service " + u.Name
-	}
-	return u.Name
 }
 
 // mintedTokens are the tokens of a ServerAccess, its failures (renewals)

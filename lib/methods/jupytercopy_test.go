@@ -449,8 +449,6 @@ func TestJupyterCopyListBound(t *testing.T) {
 	}
 }
 
-// What the hub answers becomes what the caller sees; a hub down behind its
-// proxy (503) and a busy hub (429) are transient.
 // What the user's server answers is told as its own, the transient kinds
 // (busy, unavailable) as such, so a broker retries them and only them.
 func TestContentsErrorStatus(t *testing.T) {
@@ -476,6 +474,8 @@ func TestContentsErrorStatus(t *testing.T) {
 	}
 }
 
+// What the hub answers becomes what the caller sees; a hub down behind its
+// proxy (503) and a busy hub (429) are transient.
 func TestJupyterCopyHubStatus(t *testing.T) {
 	fx := newFixture(t)
 	fx.file(t, "f.txt", "f")
