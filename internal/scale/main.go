@@ -11,7 +11,7 @@
 // to stderr, prints the table and writes it into README.md between the
 // scale markers, then removes everything it made.
 //
-//	go run ./internal/scale [-factor 0.1] [-pool 2G] [-runs 21]
+//	go run ./internal/scale [-factor 0.1] [-waiting 10000] [-pool 2G] [-runs 21]
 package main
 
 import (
@@ -52,10 +52,11 @@ func main() {
 	pool := flag.String("pool", "2G", "InnoDB buffer pool of the MariaDB server")
 	runs := flag.Int("runs", 21, "runs of each request on each store (median reported)")
 	readme := flag.Bool("readme", true, "write the table into README.md between the scale markers")
+	waiting := flag.Int("waiting", 0, "requests waiting for a DID in the large store (default 10,000 × factor, at least 10)")
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := run(ctx, *factor, *pool, *runs, *readme); err != nil {
+	if err := run(ctx, *factor, *waiting, *pool, *runs, *readme); err != nil {
 		logf("%v", err)
 		os.Exit(1)
 	}
@@ -76,7 +77,7 @@ type side struct {
 	logBytes float64
 }
 
-func run(ctx context.Context, factor float64, pool string, runs int, writeReadme bool) error {
+func run(ctx context.Context, factor float64, waiting int, pool string, runs int, writeReadme bool) error {
 	begin := time.Now()
 	root, err := os.Getwd()
 	if err != nil {
@@ -106,6 +107,9 @@ func run(ctx context.Context, factor float64, pool string, runs int, writeReadme
 
 	now := time.Now().UTC()
 	big := &side{name: "large", spec: scaledata.Full(now).Scaled(factor)}
+	if waiting > 0 {
+		big.spec.Waiting = min(waiting, big.spec.Operations)
+	}
 	small := &side{name: "small", spec: scaledata.Spec{Operations: 1000, Logs: 20_000, Users: 100, Waiting: 10,
 		Span: 30 * 24 * time.Hour, LogSpan: 170 * time.Hour, Now: now, Seed: 15}}
 	for _, s := range []*side{small, big} {
@@ -448,6 +452,21 @@ func (m *measurer) all(ctx context.Context) ([]row, error) {
 		_, err = io.ReadFull(resp.Body, buf) // the first event has begun
 		return err
 	}
+	// The sweep's lookups, as every replica makes them (every 5 s with the
+	// default lease; lost hand-offs by DID once a minute): straight on
+	// the store, with the defaults' cut-offs and batch.
+	sweep := func(lookup func(ctx context.Context, st *store.Store, now time.Time) ([]staging.Operation, error)) request {
+		return func(ctx context.Context, s *side) error {
+			_, err := lookup(ctx, s.st, time.Now())
+			return err
+		}
+	}
+	const batch = 1000
+	pending := func(age time.Duration, kind staging.Pending) request {
+		return sweep(func(ctx context.Context, st *store.Store, now time.Time) ([]staging.Operation, error) {
+			return st.PendingBefore(ctx, now.Add(-age), kind, batch)
+		})
+	}
 	requests := []struct {
 		name string
 		req  request
@@ -481,6 +500,12 @@ func (m *measurer) all(ctx context.Context) ([]row, error) {
 		{"`/logs?follow=true&limit=100`, to the first event", followStart},
 		{fmt.Sprintf("Rucio transfer-done for a DID nobody waits for, %s requests waiting", commas(m.big.spec.Waiting)), transferDone},
 		{"a staging request (local_copy of 4 KiB)", stageOne},
+		{"the sweep's lookup of dead running operations (lease 15 s)", sweep(func(ctx context.Context, st *store.Store, now time.Time) ([]staging.Operation, error) {
+			return st.Stale(ctx, now.Add(-15*time.Second), batch)
+		})},
+		{"the sweep's lookup of lost hand-offs by path (15 min)", pending(15*time.Minute, staging.PendingHandoff)},
+		{fmt.Sprintf("the sweep's lookup of lost hand-offs of requests by DID (15 min, once a minute), %s requests waiting", commas(m.big.spec.Waiting)), pending(15*time.Minute, staging.PendingDIDHandoff)},
+		{"the sweep's lookup of requests that waited too long for their replica (168 h)", pending(168*time.Hour, staging.PendingWaiting)},
 	}
 	var rows []row
 	for _, rq := range requests {

@@ -49,13 +49,14 @@ var listColumns = func() []any {
 }()
 
 // Conditions written as SQL text: they are those of the embedded SQLite's
-// partial indexes (migration 00007), and SQLite uses such an index only
-// for a query that states its condition, which a bound value (?) does not.
-// On MySQL they are conditions like any other.
+// partial indexes (migrations 00007 and 00008), and SQLite uses such an
+// index only for a query that states its condition, which a bound value
+// (?) does not. On MySQL they are conditions like any other.
 var (
-	unfinished     = goqu.L("status IN ('pending', 'running')")                                // not final; operations_status_updated
-	indexedDID     = goqu.L("did <> ''")                                                       // operations_did_status
-	indexedWaiting = goqu.L("status = 'pending' AND did <> '' AND local_path_on_storage = ''") // operations_waiting_username
+	unfinished        = goqu.L("status IN ('pending', 'running')")                                 // not final; operations_status_updated
+	indexedDID        = goqu.L("did <> ''")                                                        // operations_did_status
+	indexedWaiting    = goqu.L("status = 'pending' AND did <> '' AND local_path_on_storage = ''")  // operations_waiting_username
+	indexedDIDHandoff = goqu.L("status = 'pending' AND did <> '' AND local_path_on_storage <> ''") // operations_did_handoffs
 )
 
 // Create inserts op; a taken ID, EventKey or TargetLock is ErrDuplicate.
@@ -303,23 +304,37 @@ func (s *Store) staleQuery(before time.Time, limit int) *goqu.SelectDataset {
 }
 
 // PendingBefore returns up to limit pending operations of kind not touched
-// since before, oldest first. Hand-offs by path are found through their
-// empty did on MySQL; the others through operations_status_updated, among
-// every pending operation older than before.
+// since before, oldest first. Each kind has its own range of an index, so
+// that thousands of requests waiting for their replica cost the lookups of
+// hand-offs nothing: hand-offs by path are found through their empty did
+// on MySQL; on SQLite, hand-offs by DID through their partial index, the
+// others through operations_status_updated; on MySQL, the others through
+// operations_status_updated's has_source (migration 00007).
 func (s *Store) PendingBefore(ctx context.Context, before time.Time, kind staging.Pending, limit int) ([]staging.Operation, error) {
 	return s.query(ctx, "overdue pending operations", s.pendingBeforeQuery(before, kind, limit))
 }
 
 func (s *Store) pendingBeforeQuery(before time.Time, kind staging.Pending, limit int) *goqu.SelectDataset {
-	var which goqu.Expression = goqu.C("did").Eq("")
+	// The condition of the index each kind has (unfinished: SQLite's
+	// operations_status_updated), and MySQL's has_source.
+	where := []goqu.Expression{goqu.C("status").Eq(string(staging.StatusPending)), goqu.C("updated_at").Lt(s.timeValue(before))}
 	switch kind {
+	case staging.PendingHandoff:
+		where = append(where, unfinished, goqu.C("did").Eq(""))
 	case staging.PendingDIDHandoff:
-		which = goqu.And(goqu.C("did").Neq(""), goqu.C("local_path_on_storage").Neq(""))
+		// Without unfinished, SQLite cannot take operations_status_updated
+		// and its thousands of waiting requests.
+		where = append(where, indexedDIDHandoff)
+		if s.dialect == DialectMySQL {
+			where = append(where, goqu.C("has_source").Eq(1))
+		}
 	case staging.PendingWaiting:
-		which = goqu.And(goqu.C("did").Neq(""), goqu.C("local_path_on_storage").Eq(""))
+		where = append(where, unfinished, goqu.C("did").Neq(""), goqu.C("local_path_on_storage").Eq(""))
+		if s.dialect == DialectMySQL {
+			where = append(where, goqu.C("has_source").Eq(0))
+		}
 	}
-	return s.gq.From(table).Prepared(true).Select(columns...).
-		Where(goqu.C("status").Eq(string(staging.StatusPending)), unfinished, goqu.C("updated_at").Lt(s.timeValue(before)), which).
+	return s.gq.From(table).Prepared(true).Select(columns...).Where(where...).
 		Order(goqu.C("updated_at").Asc(), goqu.C("id").Asc()).Limit(uint(limit))
 }
 

@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -13,6 +14,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/pressly/goose/v3"
 
 	"github.com/ska-telescope/skao-staging-service/internal/testenv"
 	"github.com/ska-telescope/skao-staging-service/lib/staging"
@@ -889,6 +891,56 @@ func TestMigrateFastPath(t *testing.T) {
 			}
 			if s.current(ctx) {
 				t.Fatal("a store one migration behind is current")
+			}
+		})
+	}
+}
+
+// Every migration can be undone and done again, with records in place: an
+// operator rolling a release back runs the migrations down. A lost hand-off
+// by DID written before is found after.
+func TestMigrationsDownAndUp(t *testing.T) {
+	for _, b := range backends {
+		t.Run(b.name, func(t *testing.T) {
+			s := open(t, b.url(t))
+			ctx := context.Background()
+			dialect, dir := goose.DialectSQLite3, "migrations/sqlite"
+			if s.dialect == DialectMySQL {
+				dialect, dir = goose.DialectMySQL, "migrations/mysql"
+			}
+			fsys, err := fs.Sub(migrations, dir)
+			if err != nil {
+				t.Fatal(err)
+			}
+			p, err := goose.NewProvider(dialect, s.db, fsys, goose.WithDisableGlobalRegistry(true))
+			if err != nil {
+				t.Fatal(err)
+			}
+			old := time.Now().Add(-time.Hour)
+			op := &staging.Operation{ID: uuid.NewString(), Method: "local_copy", Username: "alice", DID: "user.alice:a.ms",
+				LocalPathOnStorage: "rse/a.ms", RelativePath: "a", Status: staging.StatusPending, CreatedAt: old, UpdatedAt: old}
+			if err := s.Create(ctx, op); err != nil {
+				t.Fatal(err)
+			}
+			newest := newestMigration(s.dialect)
+			if _, err := p.DownTo(ctx, newest-1); err != nil {
+				t.Fatalf("down to %d: %v", newest-1, err)
+			}
+			if _, err := p.Up(ctx); err != nil {
+				t.Fatalf("up again: %v", err)
+			}
+			lost, err := s.PendingBefore(ctx, time.Now().Add(-time.Minute), staging.PendingDIDHandoff, 10)
+			if err != nil || len(lost) != 1 || lost[0].ID != op.ID {
+				t.Fatalf("lost hand-offs by DID after down and up: %v, %v", lost, err)
+			}
+			if _, err := p.DownTo(ctx, 0); err != nil {
+				t.Fatalf("down to 0: %v", err)
+			}
+			if _, err := p.Up(ctx); err != nil {
+				t.Fatalf("up from 0: %v", err)
+			}
+			if !s.current(ctx) {
+				t.Fatal("not current after down and up")
 			}
 		})
 	}
