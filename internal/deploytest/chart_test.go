@@ -294,6 +294,7 @@ var chartCases = []chartCase{
 			checkRoute(t, "knative", objs, func(f string) string { return fullname(f) + ".staging.svc.cluster.local" })
 			checkNetworkPolicy(t, "knative", objs, fullname)
 			checkEventAuth(t, "knative", objs, fullname, "staging")
+			checkLogStreams(t, "knative", objs, fullname)
 		}},
 	{name: "knative oidc", values: map[string]any{"knative": map[string]any{"enabled": true, "eventing": map[string]any{
 		"rucioSenders": []any{"system:serviceaccount:rucio:transfer-events"}}}, "config": map[string]any{"events": map[string]any{"auth": "oidc"}}},
@@ -479,6 +480,14 @@ func TestChartRefuses(t *testing.T) {
 		{map[string]any{"knative": map[string]any{"eventing": map[string]any{"rucioSenders": []any{"rucio-bridge"}}}}, "rucioSenders"},
 		{map[string]any{"config": map[string]any{"maxWaitingPerUser": 0}}, "maxWaitingPerUser"},
 		{map[string]any{"config": map[string]any{"maxWaitingPerUser": 100001}}, "maxWaitingPerUser"},
+		// On Knative each followed log stream holds a slot of the logs function.
+		{map[string]any{"knative": map[string]any{"enabled": true}, "config": map[string]any{"maxLogStreams": 50}},
+			"config.maxLogStreams 50 is not below knative.containerConcurrency.logs 50"},
+		{map[string]any{"knative": map[string]any{"enabled": true, "containerConcurrency": map[string]any{"logs": 8}}, "config": map[string]any{"maxLogStreams": 1000}},
+			"config.maxLogStreams 1000 is not below knative.containerConcurrency.logs 8"},
+		{map[string]any{"knative": map[string]any{"enabled": true, "containerConcurrency": map[string]any{"logs": 1}}},
+			"knative.containerConcurrency.logs 1 leaves no slot"},
+		{map[string]any{"config": map[string]any{"maxLogStreams": 100001}}, "maxLogStreams"},
 	} {
 		args := append([]string{"template", "staging", chartDir}, helmValues(t, merge(baseValues(), tc.values))...)
 		if tc.want == "image.repository is empty: the chart ships no images" {

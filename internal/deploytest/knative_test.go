@@ -134,6 +134,7 @@ func TestConfigKnative(t *testing.T) {
 	checkRoute(t, "config/knative", objs, func(f string) string { return f + ".skao-staging.svc.cluster.local" })
 	checkNetworkPolicy(t, "config/knative", objs, name)
 	checkEventAuth(t, "config/knative", objs, name, "skao-staging")
+	checkLogStreams(t, "config/knative", objs, name)
 	for _, o := range objs {
 		if o.Namespace == "" && o.Kind != "Namespace" {
 			t.Errorf("%s has no namespace", o)

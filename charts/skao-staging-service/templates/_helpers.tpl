@@ -472,6 +472,36 @@ oidc needs its issuer and audience, and the level is one they know.
 {{- end -}}
 
 {{/*
+MAX_LOG_STREAMS. On Knative each followed log stream holds one of the logs
+function's containerConcurrency slots, and Knative queues what finds none:
+the streams must stay below it, leaving slots for page reads, so that the
+503 beyond MAX_LOG_STREAMS and the 429 beyond a quarter of it for one user
+are answered at all. config.maxLogStreams 0: four fifths of
+knative.containerConcurrency.logs on Knative (40 of 50), the code's 1000
+with Deployments (no such slots).
+*/}}
+{{- define "staging.maxLogStreams" -}}
+{{- $v := .Values -}}
+{{- $n := int $v.config.maxLogStreams -}}
+{{- if $v.knative.enabled -}}
+{{- $cc := int $v.knative.containerConcurrency.logs -}}
+{{- if not $n -}}
+{{- $n = int (sub $cc (max 1 (div $cc 5))) -}}
+{{- end -}}
+{{- if $v.functions.logs.enabled -}}
+{{- if lt $n 1 -}}
+{{- fail (printf "knative.containerConcurrency.logs %d leaves no slot for a followed log stream besides page reads: set it to at least 2" $cc) -}}
+{{- else if ge $n $cc -}}
+{{- fail (printf "config.maxLogStreams %d is not below knative.containerConcurrency.logs %d: each followed log stream holds one of the logs function's slots, so the streams would take them all and other callers' /logs would wait at Knative instead of being answered (503 beyond MAX_LOG_STREAMS, 429 beyond a quarter of it for one user); set it lower, or 0 for four fifths of containerConcurrency.logs" $n $cc) -}}
+{{- end -}}
+{{- end -}}
+{{- else if not $n -}}
+{{- $n = 1000 -}}
+{{- end -}}
+{{- $n -}}
+{{- end -}}
+
+{{/*
 config.events must be something the functions and the cluster can do: oidc
 is Knative Eventing's sender identity (a Broker and Triggers); an HMAC
 secret has at least 32 bytes a line.
