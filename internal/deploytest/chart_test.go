@@ -129,8 +129,9 @@ var chartCases = []chartCase{
 		checkMySQL(t, "defaults", objs)
 		sec, _ := find(objs, "v1", "Secret", fullname("mysql"))
 		s := sec.Typed.(*corev1.Secret)
-		if len(s.Data["password"]) < 24 || s.Annotations["helm.sh/resource-policy"] != "keep" || len(s.Data) != 1 {
-			t.Errorf("the MySQL Secret: want one generated password, kept by helm uninstall: %v %v", s.Annotations, len(s.Data["password"]))
+		if len(s.Data["password"]) < 24 || s.Annotations["helm.sh/resource-policy"] != "keep" || len(s.Data) != 2 ||
+			string(s.Data["url-password"]) != string(s.Data["password"]) { // generated: URL-safe as it is
+			t.Errorf("the MySQL Secret: want one generated password (and its URL form), kept by helm uninstall: %v %v", s.Annotations, len(s.Data["password"]))
 		}
 		stage := functionSpec(objs, fullname("stage"))
 		for _, e := range stage.Containers[0].Env {
@@ -268,6 +269,12 @@ var chartCases = []chartCase{
 			for _, e := range sts.Spec.Template.Spec.Containers[0].Env {
 				if e.Name == "MYSQL_PASSWORD" && e.ValueFrom.SecretKeyRef.Name != "site-mysql" {
 					t.Errorf("MySQL takes its password from %s", e.ValueFrom.SecretKeyRef.Name)
+				}
+			}
+			// An existing Secret's password goes into DATABASE_URL as it is.
+			for _, e := range functionSpec(objs, fullname("stage")).Containers[0].Env {
+				if e.Name == "DB_PASSWORD" && (e.ValueFrom.SecretKeyRef.Name != "site-mysql" || e.ValueFrom.SecretKeyRef.Key != "password") {
+					t.Errorf("the functions take their MySQL password from %s, key %s", e.ValueFrom.SecretKeyRef.Name, e.ValueFrom.SecretKeyRef.Key)
 				}
 			}
 		}},

@@ -112,6 +112,15 @@ app.kubernetes.io/component: {{ . }}
 {{- .Values.mysql.existingSecret | default (printf "%s-mysql" (include "staging.fullname" .)) -}}
 {{- end -}}
 
+{{/*
+A user name or password percent-encoded for a URL's userinfo: every byte but
+A-Z a-z 0-9 - . _ ~ as %XX. urlquery writes a space as "+", which is a "+"
+in userinfo: it is written %20 instead (a "+" of the text is already %2B).
+*/}}
+{{- define "staging.urlEscape" -}}
+{{- urlquery . | replace "+" "%20" -}}
+{{- end -}}
+
 {{/* Where the stage function hands jupyter_copy requests. */}}
 {{- define "staging.jupyterURL" -}}
 {{- if .Values.functions.jupyter.enabled -}}
@@ -214,13 +223,18 @@ env:
     value: "8080"
   {{- end }}
   {{- if $v.mysql.enabled }}
+  {{- /*
+  The password as DATABASE_URL takes it: the chart's Secret holds it
+  percent-encoded (url-password); an existingSecret's password goes in as it
+  is, so it must be URL-safe (the chart's README, mysql.existingSecret).
+  */}}
   - name: DB_PASSWORD
     valueFrom:
       secretKeyRef:
         name: {{ include "staging.mysqlSecret" $root }}
-        key: password
+        key: {{ if $v.mysql.existingSecret }}password{{ else }}url-password{{ end }}
   - name: DATABASE_URL
-    value: {{ printf "mysql://%s:$(DB_PASSWORD)@%s-mysql:3306/%s" (urlquery $v.mysql.username) (include "staging.fullname" $root) $v.mysql.database | quote }}
+    value: {{ printf "mysql://%s:$(DB_PASSWORD)@%s-mysql:3306/%s" (include "staging.urlEscape" $v.mysql.username) (include "staging.fullname" $root) $v.mysql.database | quote }}
   {{- else }}
   - name: DATABASE_URL
     valueFrom:
