@@ -10,14 +10,13 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
-	"regexp"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 
 	"github.com/ska-telescope/skao-staging-service/lib/logging"
+	"github.com/ska-telescope/skao-staging-service/lib/staging"
 )
 
 // Owner says who owns staged files: nobody in particular (the service's own
@@ -310,10 +309,6 @@ func parseList(v string) ([]string, error) {
 	return list, nil
 }
 
-// methodName is what a method's name looks like.
-// It is compiled when first needed, not at every start.
-var methodName = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^[a-z][a-z0-9_]{0,63}$`) })
-
 // parseMethods accepts the Helm values' JSON list or a comma-separated list
 // of method names; which names exist is the method registry's to say.
 func parseMethods(v string) ([]string, error) {
@@ -336,7 +331,7 @@ func parseMethods(v string) ([]string, error) {
 	seen := map[string]bool{}
 	out := list[:0]
 	for _, m := range list {
-		if !methodName().MatchString(m) {
+		if !staging.ValidMethodName(m) {
 			return nil, fmt.Errorf("ALLOWED_METHODS: %q is not a method name such as local_copy", m)
 		}
 		if !seen[m] {

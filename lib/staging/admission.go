@@ -4,17 +4,15 @@ import (
 	"context"
 	"errors"
 	"path"
+	"unicode/utf8"
 )
 
 // admit checks a request before anything else happens to it, in the
 // order every door gets: limits and well-formedness (Invalid, never
 // recorded), who asks (Unauthenticated, Forbidden), then the method
-// (Rejected) and what it needs.
+// (Rejected) and what it needs. The limits come first so that nothing of
+// unbounded size or of bytes the store cannot hold is ever recorded.
 func (s *Service) admit(caller Caller, req *Request, opt Options) (Method, error) {
-	if err := s.admitShared(caller, req, opt); err != nil {
-		return nil, err
-	}
-	m, _ := s.lookup(req.Method) // admitShared checked it
 	depth := s.MaxPathDepth
 	if depth <= 0 {
 		depth = DefaultMaxPathDepth
@@ -29,9 +27,16 @@ func (s *Service) admit(caller Caller, req *Request, opt Options) (Method, error
 	if len(req.DID) > MaxDIDBytes {
 		return nil, Errorf(Invalid, "did is longer than %d bytes", MaxDIDBytes)
 	}
+	if !utf8.ValidString(req.DID) {
+		return nil, Errorf(Invalid, "did is not valid UTF-8")
+	}
 	if len(req.JupyterToken) > MaxToken {
 		return nil, Errorf(Invalid, "jupyter_token is longer than %d bytes", MaxToken)
 	}
+	if err := s.admitShared(caller, req, opt); err != nil {
+		return nil, err
+	}
+	m, _ := s.lookup(req.Method) // admitShared checked it
 	switch {
 	case req.Source == "" && req.DID == "":
 		return nil, Errorf(Invalid, "local_path_on_storage is required")
@@ -45,11 +50,15 @@ func (s *Service) admit(caller Caller, req *Request, opt Options) (Method, error
 
 // admitShared checks what the items of a batch share: method, user, the
 // caller's right to act for the user, and that the door can deliver what
-// the method produces.
+// the method produces. A method not shaped like a method's name is
+// malformed (Invalid); a well-formed one this service does not run is
+// Rejected, and recorded.
 func (s *Service) admitShared(caller Caller, req *Request, opt Options) error {
 	switch {
 	case req.Method == "":
 		return Errorf(Invalid, "method is required")
+	case !ValidMethodName(req.Method):
+		return Errorf(Invalid, "Invalid method: must match %s", methodPattern)
 	case req.Username == "":
 		return Errorf(Invalid, "username is required")
 	case !ValidUsername(req.Username):

@@ -41,6 +41,9 @@ func (c Cursor) Encode() string {
 // maxCursor bounds an encoded cursor; ids are UUIDs.
 const maxCursor = 128
 
+// lastCursorTime is the last time a cursor may hold: MySQL's DATETIME's.
+var lastCursorTime = time.Date(9999, 12, 31, 23, 59, 59, 999999000, time.UTC).UnixMicro()
+
 // DecodeCursor reads a token made by Encode; anything else is Invalid.
 func DecodeCursor(token string) (Cursor, error) {
 	bad := Errorf(Invalid, "cursor is not one this service gave out")
@@ -53,7 +56,8 @@ func DecodeCursor(token string) (Cursor, error) {
 	}
 	micros, id, ok := strings.Cut(string(raw), ".")
 	n, err := strconv.ParseInt(micros, 10, 64)
-	if !ok || err != nil || n < 0 || id == "" || !validID(id) {
+	// Past the year 9999 no database holds the time (MySQL refuses it).
+	if !ok || err != nil || n < 0 || n > lastCursorTime || id == "" || !validID(id) {
 		return Cursor{}, bad
 	}
 	return Cursor{CreatedAt: time.UnixMicro(n).UTC(), ID: id}, nil

@@ -19,7 +19,9 @@ func TestCursorRoundTrip(t *testing.T) {
 	}
 	for _, bad := range []string{"", "!!!", "bm90LWEtY3Vyc29y", strings.Repeat("A", 200),
 		// "-5.x", "12.x y", "12." encoded
-		"LTUueA", "MTIueCB5", "MTIu"} {
+		"LTUueA", "MTIueCB5", "MTIu",
+		// "253402300800000000.a" (the year 10000) and "9000000000000000000.a"
+		"MjUzNDAyMzAwODAwMDAwMDAwLmE", "OTAwMDAwMDAwMDAwMDAwMDAwMC5h"} {
 		if _, err := staging.DecodeCursor(bad); err == nil {
 			t.Errorf("DecodeCursor(%q) accepted", bad)
 		} else if k, _ := staging.KindOf(err); k != staging.Invalid {

@@ -27,12 +27,21 @@ func newOperation(req *Request, status Status) *Operation {
 // when record is set: every well-formed request of an authorized caller
 // leaves a record, malformed ones and refused callers are only logged. The
 // refusal wins over a store failure in what the caller sees.
-func (s *Service) refuse(ctx context.Context, req *Request, cause error, record bool) (*Outcome, error) {
+//
+// The log record names the user as its username (which puts it in that
+// user's log viewer) only when caller may act for them: anyone's refused
+// request names the user it asked for as requested_username, so nobody can
+// write into another user's logs. The client's texts are cut short.
+func (s *Service) refuse(ctx context.Context, caller Caller, req *Request, cause error, record bool) (*Outcome, error) {
 	kind, detail := KindOf(cause)
 	s.logCause(ctx, "", cause)
-	s.logger().InfoContext(ctx, "staging refused", "method", req.Method, "username", req.Username,
+	user := "username"
+	if authorize(caller, req.Username) != nil {
+		user = "requested_username"
+	}
+	s.logger().InfoContext(ctx, "staging refused", "method", truncateTo(req.Method, 100), user, truncateTo(req.Username, 200),
 		"local_path_on_storage", truncate(req.Source), "relative_path", truncate(req.Target),
-		"error_kind", kind, "detail", detail)
+		"error_kind", kind, "detail", truncate(detail))
 	method := "unknown" // named by the client only: keep metrics' attributes few
 	if _, err := s.lookup(req.Method); err == nil {
 		method = req.Method
@@ -106,7 +115,7 @@ func (s *Service) byEventKey(ctx context.Context, req *Request) (*Operation, err
 // MaxWaitingPerUser requests waiting: one more is refused with TooMany
 // and not recorded. A redelivery never gets here (handle replays it first)
 // unless it races its first delivery, which it then replays too.
-func (s *Service) await(ctx context.Context, req *Request) (*Outcome, error) {
+func (s *Service) await(ctx context.Context, caller Caller, req *Request) (*Outcome, error) {
 	if err := s.roomToWait(ctx, req.Username); err != nil {
 		if kind, _ := KindOf(err); kind != TooMany {
 			return nil, err
@@ -114,7 +123,7 @@ func (s *Service) await(ctx context.Context, req *Request) (*Outcome, error) {
 		if op, rerr := s.byEventKey(ctx, req); rerr == nil {
 			return s.replay(ctx, op)
 		}
-		return s.refuse(ctx, req, err, false) // nothing recorded: a flood leaves no rows
+		return s.refuse(ctx, caller, req, err, false) // nothing recorded: a flood leaves no rows
 	}
 	op, replay, err := s.createPending(ctx, req)
 	if err != nil || replay {
@@ -323,11 +332,15 @@ func (s *Service) logCause(ctx context.Context, opID string, err error) {
 
 // truncate bounds a stored or logged text to MaxText bytes, on a rune
 // boundary.
-func truncate(s string) string {
-	if len(s) <= MaxText {
+func truncate(s string) string { return truncateTo(s, MaxText) }
+
+// truncateTo cuts s to at most n bytes, on a character boundary, marking
+// the cut with "…".
+func truncateTo(s string, n int) string {
+	if len(s) <= n {
 		return s
 	}
-	cut := MaxText - len("…")
+	cut := n - len("…")
 	for cut > 0 && s[cut]&0xC0 == 0x80 {
 		cut--
 	}

@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"path"
 	"strings"
+	"unicode/utf8"
 )
 
 // Request is one staging request, whichever door it came through. Its JSON
@@ -120,6 +121,23 @@ const (
 // MAX_PATH_DEPTH says otherwise.
 const DefaultMaxPathDepth = 64
 
+// methodPattern is what a method's name looks like, as refusals and
+// ALLOWED_METHODS' check say it; ValidMethodName checks it by hand.
+const methodPattern = `^[a-z][a-z0-9_]{0,63}$`
+
+// ValidMethodName reports whether m matches methodPattern.
+func ValidMethodName(m string) bool {
+	if len(m) == 0 || len(m) > 64 || m[0] < 'a' || m[0] > 'z' {
+		return false
+	}
+	for i := 1; i < len(m); i++ {
+		if c := m[i]; !('a' <= c && c <= 'z' || '0' <= c && c <= '9' || c == '_') {
+			return false
+		}
+	}
+	return true
+}
+
 // usernamePattern is what a username may look like (it names a directory),
 // as refusals say it; ValidUsername checks it by hand, because compiling
 // the expression costs every start more than all its checks in a while.
@@ -150,6 +168,11 @@ func checkPath(field, p string, maxDepth int) error {
 	}
 	if strings.IndexByte(p, 0) >= 0 {
 		return Errorf(Invalid, "%s contains a NUL byte", field)
+	}
+	// Records and answers hold text: a name of other bytes could be
+	// neither stored (MySQL refuses it) nor named back in JSON.
+	if !utf8.ValidString(p) {
+		return Errorf(Invalid, "%s is not valid UTF-8", field)
 	}
 	depth := 0
 	for _, name := range strings.Split(p, "/") {

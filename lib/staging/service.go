@@ -175,7 +175,7 @@ func (s *Service) handle(ctx context.Context, caller Caller, req *Request, opt O
 	m, err := s.admit(caller, req, opt)
 	if err != nil {
 		kind, _ := KindOf(err)
-		return s.refuse(ctx, req, err, kind == Rejected) // callers refused are not recorded
+		return s.refuse(ctx, caller, req, err, kind == Rejected) // callers refused are not recorded
 	}
 	if req.OperationID != "" {
 		return s.resume(ctx, caller, m, req, opt, start)
@@ -189,14 +189,14 @@ func (s *Service) handle(ctx context.Context, caller Caller, req *Request, opt O
 		present, err := s.locate(caller, m, req)
 		if err != nil {
 			kind, _ := KindOf(err)
-			return s.refuse(ctx, req, err, kind != Forbidden || caller.Reads == nil)
+			return s.refuse(ctx, caller, req, err, kind != Forbidden || caller.Reads == nil)
 		}
 		if !present {
-			return s.await(ctx, req)
+			return s.await(ctx, caller, req)
 		}
 	} else if err := s.authorizeSource(caller, req.Source); err != nil {
 		kind, _ := KindOf(err)
-		return s.refuse(ctx, req, err, kind != Forbidden) // a refused capability is the caller's, not recorded
+		return s.refuse(ctx, caller, req, err, kind != Forbidden) // a refused capability is the caller's, not recorded
 	}
 	if !s.local(m) {
 		// Checked and run where it runs; recorded here, so the record
@@ -218,7 +218,7 @@ func (s *Service) handle(ctx context.Context, caller Caller, req *Request, opt O
 	}
 	plan, err := m.Prepare(ctx, req)
 	if err != nil {
-		return s.refuse(ctx, req, err, true)
+		return s.refuse(ctx, caller, req, err, true)
 	}
 	sl, err := s.reserve(ctx, req, opt, plan.files())
 	if err != nil {

@@ -2,9 +2,11 @@ package staging_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -294,6 +296,15 @@ func TestRefusalsAreTheSameThroughEveryDoor(t *testing.T) {
 		{"missing source", alice, req("local_copy", "missing", "b"), staging.Rejected, "Source path does not exist: missing", true},
 		{"target outside", alice, req("local_copy", "a", "../b"), staging.Forbidden, "Target path is outside the user area: ../b", true},
 		{"bad DID", alice, staging.Request{Method: "local_copy", Username: "alice", DID: "nocolon", Target: "b"}, staging.Invalid, `Invalid DID "nocolon"`, false},
+		// A method no service could have is malformed, never recorded,
+		// however long; the limits come before the method.
+		{"method too long", alice, req(strings.Repeat("m", 200_000), "a", "b"), staging.Invalid, "Invalid method: must match ^[a-z][a-z0-9_]{0,63}$", false},
+		{"method not a name", alice, req("Local Copy", "a", "b"), staging.Invalid, "Invalid method: must match ^[a-z][a-z0-9_]{0,63}$", false},
+		{"unknown method, NUL", alice, req("ftp", "a\x00b", "../../etc"), staging.Invalid, "local_path_on_storage contains a NUL byte", false},
+		{"unknown method, anonymous", staging.Caller{}, req("ftp", "a", "b"), staging.Unauthenticated, "Authentication is required", false},
+		{"source not UTF-8", alice, req("local_copy", "samples/\xff.bin", "b"), staging.Invalid, "local_path_on_storage is not valid UTF-8", false},
+		{"target not UTF-8", alice, req("local_copy", "a", "\xfe"), staging.Invalid, "relative_path is not valid UTF-8", false},
+		{"DID not UTF-8", alice, staging.Request{Method: "local_copy", Username: "alice", DID: "user.alice:\xff", Target: "b"}, staging.Invalid, "did is not valid UTF-8", false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			for _, door := range []string{"single", "batch", "async", "event"} {
@@ -983,5 +994,51 @@ func TestCompleteFinishesEveryWaitingRequest(t *testing.T) {
 		if op.Status != staging.StatusSuccess {
 			t.Fatalf("%+v", op)
 		}
+	}
+}
+
+// A refused request's log record names its user as username (which puts
+// it in that user's log viewer) only when the caller may act for them;
+// anyone else's names them as requested_username. The client's texts are
+// cut short, so a refusal cannot make a large log record.
+func TestRefusalLogsNameTheUserOnlyForTheirCaller(t *testing.T) {
+	long := strings.Repeat("p", 4000)
+	for _, tc := range []struct {
+		name   string
+		caller staging.Caller
+		req    staging.Request
+		key    string // the key that names alice
+	}{
+		{"anonymous", staging.Caller{}, req("local_copy", "PLEASE-RESET-YOUR-PASSWORD", "b"), "requested_username"},
+		{"another user", staging.Caller{Name: "bob"}, req("local_copy", "a", "b"), "requested_username"},
+		{"anonymous, malformed", staging.Caller{}, req(strings.Repeat("m", 200_000), long, long), "requested_username"},
+		{"alice, unknown method", alice, req("ftp", "a", "b"), "username"},
+		{"admin", staging.Caller{Name: "root", Admin: true}, req("ftp", "a", "b"), "username"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			fx := newFixture(t)
+			var buf strings.Builder
+			fx.svc.Logger = slog.New(slog.NewJSONHandler(&buf, nil))
+			if _, err := fx.svc.Handle(context.Background(), tc.caller, tc.req, staging.Options{Stream: true}); err == nil {
+				t.Fatal("not refused")
+			}
+			var rec map[string]any
+			for _, line := range strings.Split(strings.TrimSpace(buf.String()), "\n") {
+				var r map[string]any
+				if json.Unmarshal([]byte(line), &r) == nil && r["msg"] == "staging refused" {
+					rec = r
+					if len(line) > 3*staging.MaxText {
+						t.Errorf("log record of %d bytes", len(line))
+					}
+				}
+			}
+			if rec == nil {
+				t.Fatalf("no refusal logged:\n%s", buf.String())
+			}
+			other := map[string]string{"username": "requested_username", "requested_username": "username"}[tc.key]
+			if rec[tc.key] != "alice" || rec[other] != nil {
+				t.Errorf("%s = %v, %s = %v; want %s = alice only", tc.key, rec[tc.key], other, rec[other], tc.key)
+			}
+		})
 	}
 }
