@@ -21,9 +21,12 @@ if [ "$PORT" -lt 1 ] || [ "$PORT" -gt 65532 ]; then
 	echo "PORT: $PORT is not from 1 to 65532 (make run uses it and the three ports after it)" >&2
 	exit 1
 fi
+# AUTH_MODE as the functions read it (lib/config): trimmed, any case, unset
+# or blank meaning none.
+auth_mode=$(printf '%s' "${AUTH_MODE:-}" | tr -d '[:space:]' | tr '[:upper:]' '[:lower:]')
 case $HOST in
 127.* | localhost | ::1) ;;
-*) if [ "${AUTH_MODE:-none}" = none ]; then
+*) if [ "${auth_mode:-none}" = none ]; then
 	echo "warning: HOST=$HOST with AUTH_MODE=none: anyone who reaches this address may stage, read and create files as any user" >&2
 fi ;;
 esac
