@@ -20,7 +20,7 @@ func (s *Service) admit(caller Caller, req *Request, opt Options) (Method, error
 	for _, p := range []struct{ field, value string }{
 		{"local_path_on_storage", req.Source}, {"relative_path", req.Target},
 	} {
-		if err := checkPath(p.field, p.value, depth); err != nil {
+		if err := CheckPath(p.field, p.value, depth); err != nil {
 			return nil, err
 		}
 	}

@@ -161,8 +161,9 @@ func ValidUsername(u string) bool {
 	return true
 }
 
-// checkPath refuses a path over the limits, or with a NUL byte.
-func checkPath(field, p string, maxDepth int) error {
+// CheckPath refuses, as Invalid naming field, a path over the limits (its
+// bytes, a name's, maxDepth folders), with a NUL byte, or not UTF-8.
+func CheckPath(field, p string, maxDepth int) error {
 	if len(p) > MaxPathBytes {
 		return Errorf(Invalid, "%s is longer than %d bytes", field, MaxPathBytes)
 	}

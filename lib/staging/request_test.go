@@ -201,7 +201,7 @@ func TestCheckPath(t *testing.T) {
 		{"too long", strings.Repeat("a/", MaxPathBytes/2+1), false},
 		{"NUL", "a\x00b", false},
 	} {
-		err := checkPath("relative_path", tc.path, 8)
+		err := CheckPath("relative_path", tc.path, 8)
 		if tc.ok != (err == nil) {
 			t.Errorf("%s: %v, want ok %v", tc.name, err, tc.ok)
 		}

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strings"
 	"syscall"
 
 	"github.com/google/uuid"
@@ -20,21 +19,18 @@ import (
 // name opened exclusively, which never follows a link), then is given its
 // name by a link or rename that fails if the name exists.
 func (s *Storage) CreateFile(name string, content []byte) (string, error) {
-	rel := name
-	if filepath.IsAbs(name) {
-		r, err := filepath.Rel(s.SourcePath, filepath.Clean(name))
-		if err != nil {
-			return "", staging.Errorf(staging.Forbidden, "Path is outside the source storage: %s", name)
-		}
-		rel = r
+	// The limits of a staging request's paths: a name the filesystem
+	// would refuse is the client's error, found before any folder is made.
+	if err := staging.CheckPath("filename", name, staging.DefaultMaxPathDepth); err != nil {
+		return "", err
 	}
-	if strings.ContainsRune(rel, 0) || len(rel) > staging.MaxPathBytes {
-		return "", staging.Errorf(staging.Invalid, "filename must be a path of at most %d bytes without NUL", staging.MaxPathBytes)
+	rel, err := s.sourceRel(name)
+	if err != nil {
+		return "", err
 	}
-	if !filepath.IsLocal(rel) || IsTemp(filepath.Base(rel)) {
+	if rel == "." || IsTemp(filepath.Base(rel)) {
 		return "", staging.Errorf(staging.Forbidden, "Path is outside the source storage: %s", name)
 	}
-	rel = filepath.Clean(rel)
 	root := s.SourceRoot()
 	if dir := filepath.Dir(rel); dir != "." {
 		if err := root.MkdirAll(dir, 0o755); err != nil {

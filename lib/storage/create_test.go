@@ -49,6 +49,10 @@ func TestCreateFile(t *testing.T) {
 		{name: "below a file", file: "kept.txt/x", kind: staging.Conflict},
 		{name: "NUL", file: "a\x00b", kind: staging.Invalid},
 		{name: "too long", file: strings.Repeat("a/", 2100) + "x", kind: staging.Invalid},
+		{name: "name too long", file: strings.Repeat("a", 300), kind: staging.Invalid},
+		{name: "name too long in a new folder", file: "newdir/" + strings.Repeat("a", 300), kind: staging.Invalid},
+		{name: "folder name too long", file: strings.Repeat("a", 300) + "/x", kind: staging.Invalid},
+		{name: "not UTF-8", file: "\xff.txt", kind: staging.Invalid},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			rel, err := st.CreateFile(tc.file, []byte("content of "+tc.name))
@@ -67,6 +71,9 @@ func TestCreateFile(t *testing.T) {
 			}
 		})
 	}
+	if _, err := os.Lstat(filepath.Join(src, "newdir")); !os.IsNotExist(err) {
+		t.Errorf("a refused name left its folder behind: %v", err)
+	}
 	for p, want := range map[string]string{
 		filepath.Join(outside, "victim"):           "victim",
 		filepath.Join(src, "kept.txt"):             "kept",
@@ -84,4 +91,22 @@ func TestCreateFile(t *testing.T) {
 		}
 		return err
 	}))
+}
+
+// A source storage reached through a link takes absolute names under the
+// path it leads to, as staging requests do.
+func TestCreateFileUnderTheRealSourcePath(t *testing.T) {
+	dir := t.TempDir()
+	real, link := filepath.Join(dir, "real"), filepath.Join(dir, "link")
+	must(t, os.MkdirAll(real, 0o755))
+	must(t, os.Symlink(real, link))
+	st, err := Open(link, filepath.Join(dir, "areas"))
+	must(t, err)
+	defer st.Close()
+	for _, name := range []string{filepath.Join(link, "via-link.txt"), filepath.Join(real, "via-real.txt")} {
+		rel, err := st.CreateFile(name, []byte("x"))
+		if err != nil || rel != filepath.Base(name) {
+			t.Errorf("CreateFile(%q) = %q, %v", name, rel, err)
+		}
+	}
 }
