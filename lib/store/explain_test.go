@@ -63,6 +63,14 @@ func TestQueryPlans(t *testing.T) {
 				{"log records of an operation", "logs_operation", false, logging.Query{Operation: "op-00042", Limit: 1000}},
 				{"ERROR log records (rare)", "logs_level_time", true, logging.Query{Level: slog.LevelError, Limit: 1000}},
 				{"log records of a rare function", "logs_function_time", true, logging.Query{Function: "logs", Limit: 1000}},
+				// Paging with after and a resumed stream's catch-up read in
+				// id order: the index gives it, neither a sort of the
+				// user's (or operation's) whole history nor a scan of
+				// everyone's records above the id.
+				{"log records of a user after an id", "logs_username", true, logging.Query{Username: "u001", After: 30_000, Limit: 100}},
+				{"log records of a user, resumed", "logs_username", true, logging.Query{Username: "u001", Ascending: true, Limit: 100}},
+				{"log records of an operation after an id", "logs_operation", true, logging.Query{Operation: "op-00042", After: 100, Limit: 100}},
+				{"log records of an operation, resumed", "logs_operation", true, logging.Query{Operation: "op-00042", Ascending: true, Limit: 100}},
 			}
 			for _, c := range ops {
 				checkPlan(t, s, c.name, c.index, c.sorted, c.ds)
