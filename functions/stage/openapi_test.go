@@ -545,3 +545,35 @@ func wantResult(t *testing.T, body []byte, status, reason string) {
 		t.Errorf("transfer-done answered %s, want status %q and reason %q", body, status, reason)
 	}
 }
+
+// TestOpenAPIContractWithAuthentication checks the answers of authentication
+// (AUTH_MODE=oidc) against the description: no token, another user's
+// records, an administrator's door.
+func TestOpenAPIContractWithAuthentication(t *testing.T) {
+	p := idp(t)
+	s := startStage(t, oidcEnv(p, nil))
+	s.write(t, "samples/hello.txt", "hello")
+	c := loadContract(t, s.URL)
+	alice, bob := bearer(login(t, p, "alice")), bearer(login(t, p, "bob"))
+	body := c.check(t, s.URL, exchange{method: "POST", path: "/stage_data?method=local_copy&username=alice", header: alice, status: 200,
+		body: `{"data": {"local_path_on_storage": "samples/hello.txt", "relative_path": "hello.txt"}}`})
+	var staged struct{ ID string }
+	must(t, json.Unmarshal(body, &staged))
+	for _, e := range []exchange{
+		{name: "stage, no token", method: "POST", path: "/stage_data?method=local_copy&username=alice", status: 401,
+			body: `{"data": {"local_path_on_storage": "samples/hello.txt", "relative_path": "x.txt"}}`},
+		{name: "stage for another user", method: "POST", path: "/stage_data?method=local_copy&username=alice", header: bob, status: 403,
+			body: `{"data": {"local_path_on_storage": "samples/hello.txt", "relative_path": "x.txt"}}`},
+		{name: "download, no token", method: "GET", path: "/stage_data?method=direct_download&username=alice&local_path_on_storage=samples/hello.txt", status: 401},
+		{name: "operations, no token", method: "GET", path: "/operations", status: 401},
+		{name: "operations of another user", method: "GET", path: "/operations?username=alice", header: bob, status: 403},
+		{name: "operations of one's own", method: "GET", path: "/operations?username=alice", header: alice, status: 200},
+		{name: "an operation, no token", method: "GET", path: "/operations/" + staged.ID, status: 401},
+		{name: "another user's operation", method: "GET", path: "/operations/" + staged.ID, header: bob, status: 404},
+		{name: "browse, no token", method: "GET", path: "/browse?path=samples", status: 401},
+		{name: "create file, no token", method: "POST", path: "/create-file", body: `{"filename": "new.txt", "content": "x"}`, status: 401},
+		{name: "create file, not an admin", method: "POST", path: "/create-file", header: alice, body: `{"filename": "new.txt", "content": "x"}`, status: 403},
+	} {
+		t.Run(e.name, func(t *testing.T) { c.check(t, s.URL, e) })
+	}
+}
