@@ -110,3 +110,34 @@ func TestCreateFileUnderTheRealSourcePath(t *testing.T) {
 		}
 	}
 }
+
+// Storage roots of which one holds the other are refused at start, the
+// link to one included: staging from the user areas, or into the source,
+// would let users read or write each other's data.
+func TestOpenRefusesNestedRoots(t *testing.T) {
+	dir := t.TempDir()
+	must(t, os.MkdirAll(filepath.Join(dir, "data", "areas"), 0o755))
+	must(t, os.MkdirAll(filepath.Join(dir, "source"), 0o755))
+	must(t, os.Symlink(filepath.Join(dir, "data"), filepath.Join(dir, "data-link")))
+	for _, tc := range []struct {
+		name, source, target string
+		ok                   bool
+	}{
+		{"apart", "source", "areas", true},
+		{"siblings with a common prefix", "source", "source-areas", true},
+		{"areas in the source", "data", "data/areas", false},
+		{"areas in the source, through a link", "data-link", "data/areas", false},
+		{"source in the areas", "data/areas", "data", false},
+		{"the same", "source", "source", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			st, err := Open(filepath.Join(dir, tc.source), filepath.Join(dir, tc.target))
+			if st != nil {
+				st.Close()
+			}
+			if (err == nil) != tc.ok {
+				t.Fatalf("Open(%s, %s): %v, want ok %v", tc.source, tc.target, err, tc.ok)
+			}
+		})
+	}
+}

@@ -48,8 +48,35 @@ func Open(sourcePath, targetPath string) (*Storage, error) {
 	if err != nil {
 		real = sourcePath
 	}
+	if err := apart(real, targetPath); err != nil {
+		src.Close()
+		dst.Close()
+		return nil, err
+	}
 	return &Storage{SourcePath: filepath.Clean(sourcePath), TargetPath: filepath.Clean(targetPath),
 		sourceReal: real, source: src, target: dst}, nil
+}
+
+// apart refuses storage roots of which one holds the other: user areas
+// inside the source storage could be staged from by anyone, and a source
+// inside the user areas written by its users.
+func apart(sourceReal, targetPath string) error {
+	targetReal, err := filepath.EvalSymlinks(targetPath)
+	if err != nil {
+		targetReal = targetPath
+	}
+	a, b := filepath.Clean(sourceReal), filepath.Clean(targetReal)
+	if within(a, b) || within(b, a) {
+		return fmt.Errorf("SOURCE_STORAGE_PATH (%s) and TARGET_STORAGE_PATH (%s) must not hold one another: "+
+			"users could read each other's areas through source paths", a, b)
+	}
+	return nil
+}
+
+// within reports whether p is dir or under it.
+func within(p, dir string) bool {
+	rel, err := filepath.Rel(dir, p)
+	return err == nil && (rel == "." || filepath.IsLocal(rel))
 }
 
 // Close closes both roots.
