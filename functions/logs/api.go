@@ -183,14 +183,19 @@ func acceptsJSON(r *http.Request) bool {
 // logs is GET /logs: the newest records, oldest first, a page of them, or
 // a live stream.
 // Reads are scoped like writes: a caller sees the records about
-// themselves, an admin everyone's.
+// themselves, an admin everyone's. The caller is established first, so
+// that one who is not learns nothing but 401, not even which parameters
+// are bad.
 func (a *api) logs(w http.ResponseWriter, r *http.Request) {
-	req, err := parse(r)
+	caller, err := a.auth.Caller(r.Context(), auth.Token(r, ""))
+	if err == nil && caller.Anonymous() {
+		err = staging.Errorf(staging.Unauthenticated, "Authentication is required")
+	}
 	if err != nil {
 		httpx.Error(w, err)
 		return
 	}
-	caller, err := a.auth.Caller(r.Context(), auth.Token(r, ""))
+	req, err := parse(r)
 	if err != nil {
 		httpx.Error(w, err)
 		return

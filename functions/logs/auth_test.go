@@ -68,9 +68,13 @@ func TestReadsScopedByCaller(t *testing.T) {
 	if status, _ = records("username="+owner, adminTok); status != http.StatusOK {
 		t.Errorf("admin reading the owner's records: %d", status)
 	}
+	// An anonymous caller learns nothing but 401, whatever it asks: not
+	// even which parameters are bad.
 	for _, tok := range []string{"", "not-a-token"} {
-		if status, _ = records("", tok); status != http.StatusUnauthorized {
-			t.Errorf("token %q: %d, want 401", tok, status)
+		for _, query := range []string{"", "limit=0", "after=x", "follow=maybe", "username=../x", "follow=true&after=1"} {
+			if status, _ = records(query, tok); status != http.StatusUnauthorized {
+				t.Errorf("token %q, %q: %d, want 401", tok, query, status)
+			}
 		}
 	}
 
