@@ -219,3 +219,42 @@ func (echo) Prepare(ctx context.Context, req *staging.Request) (*staging.Plan, e
 		return &staging.Result{Message: "done"}, nil
 	}}, nil
 }
+
+// An event without the id and source that make a redelivery known is
+// malformed: 422, nothing staged or recorded, in either mode.
+func TestReceiverRefusesEventsWithoutIdentity(t *testing.T) {
+	store := stagingtest.NewMemStore()
+	svc := &staging.Service{Store: store}
+	svc.Register(echo{})
+	rc := &Receiver{Service: svc, Source: "/test", Logger: slog.Default(), Auth: auth.None{}}
+	srv := httptest.NewServer(rc)
+	defer srv.Close()
+	data := `{"method": "echo", "username": "bob", "local_path_on_storage": "a", "relative_path": "b"}`
+	for _, tc := range []struct {
+		name, contentType, body string
+		header                  map[string]string
+	}{
+		{"binary, no id", "application/json", data, map[string]string{"ce-specversion": "1.0", "ce-type": TypeRequest, "ce-source": "/test"}},
+		{"binary, no source", "application/json", data, map[string]string{"ce-specversion": "1.0", "ce-type": TypeRequest, "ce-id": "1"}},
+		{"structured, no id", "application/cloudevents+json", `{"specversion": "1.0", "type": "` + TypeRequest + `", "source": "/test", "data": ` + data + `}`, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			req, _ := http.NewRequest(http.MethodPost, srv.URL, strings.NewReader(tc.body))
+			req.Header.Set("Content-Type", tc.contentType)
+			for k, v := range tc.header {
+				req.Header.Set(k, v)
+			}
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusUnprocessableEntity {
+				t.Errorf("status %d, want 422", resp.StatusCode)
+			}
+			if n := len(store.All()); n != 0 {
+				t.Errorf("%d operations recorded", n)
+			}
+		})
+	}
+}

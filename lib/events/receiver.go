@@ -53,6 +53,12 @@ func (rc *Receiver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		httpx.Error(w, staging.Wrap(kind, "Not a valid CloudEvent", err))
 		return
 	}
+	// Its source and id make a redelivery known: without them (which the
+	// SDK's decoder lets through) each delivery would be a new request.
+	if err := ev.Validate(); err != nil {
+		httpx.Error(w, staging.Wrap(staging.Invalid, "Not a valid CloudEvent: "+err.Error(), err))
+		return
+	}
 	// The event's traceparent extension continues its sender's trace.
 	ctx, span := telemetry.StartReceive(r.Context(), ev)
 	defer span.End()
