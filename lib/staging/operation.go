@@ -145,8 +145,8 @@ type Store interface {
 	// PendingBefore returns up to limit pending operations of a kind not
 	// touched since before, oldest first.
 	PendingBefore(ctx context.Context, before time.Time, kind Pending, limit int) ([]Operation, error)
-	// PendingByDID returns up to limit operations waiting for did's replica,
-	// oldest first.
+	// PendingByDID returns up to limit operations waiting for did's replica
+	// (WaitsForReplica), oldest first.
 	PendingByDID(ctx context.Context, did string, limit int) ([]Operation, error)
 	// CountWaiting returns how many requests of username wait for a DID's
 	// replica (pending with a DID and no source yet: not the hand-off of

@@ -339,14 +339,15 @@ func (s *Store) pendingBeforeQuery(before time.Time, kind staging.Pending, limit
 }
 
 // PendingByDID returns up to limit operations waiting for did's replica,
-// oldest first.
+// oldest first: pending with no source yet, not the async hand-offs of
+// requests whose replica was already here.
 func (s *Store) PendingByDID(ctx context.Context, did string, limit int) ([]staging.Operation, error) {
 	return s.query(ctx, "pending operations for "+did, s.pendingByDIDQuery(did, limit))
 }
 
 func (s *Store) pendingByDIDQuery(did string, limit int) *goqu.SelectDataset {
 	return s.gq.From(table).Prepared(true).Select(columns...).
-		Where(goqu.C("did").Eq(did), indexedDID, goqu.C("status").Eq(string(staging.StatusPending))).
+		Where(goqu.C("did").Eq(did), indexedDID, indexedWaiting).
 		Order(goqu.C("created_at").Asc(), goqu.C("id").Asc()).Limit(uint(limit))
 }
 

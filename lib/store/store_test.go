@@ -745,6 +745,8 @@ func testPendingDIDs(t *testing.T, url string) {
 		{"by DID, oldest first", func() ([]staging.Operation, error) { return s.PendingByDID(ctx, "skao:a", 10) }, []string{old.ID, newer.ID}},
 		{"by DID, bounded", func() ([]staging.Operation, error) { return s.PendingByDID(ctx, "skao:a", 1) }, []string{old.ID}},
 		{"unknown DID", func() ([]staging.Operation, error) { return s.PendingByDID(ctx, "skao:zz", 10) }, nil},
+		// A transfer-done of its DID leaves a hand-off alone: its replica was here.
+		{"by DID, not a hand-off", func() ([]staging.Operation, error) { return s.PendingByDID(ctx, "skao:c", 10) }, nil},
 		{"before a time, DIDs only", func() ([]staging.Operation, error) {
 			return s.PendingBefore(ctx, t0.Add(90*time.Minute), staging.PendingWaiting, 10)
 		}, []string{old.ID, newer.ID}},

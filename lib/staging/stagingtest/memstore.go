@@ -273,7 +273,7 @@ func (m *MemStore) PendingBefore(ctx context.Context, before time.Time, kind sta
 
 func (m *MemStore) PendingByDID(ctx context.Context, did string, limit int) ([]staging.Operation, error) {
 	return m.list("PendingByDID", func(o *staging.Operation) bool {
-		return o.Status == staging.StatusPending && o.DID == did
+		return o.DID == did && o.WaitsForReplica()
 	}, false, limit)
 }
 
