@@ -181,6 +181,11 @@ func (s *Service) handle(ctx context.Context, caller Caller, req *Request, opt O
 		return s.resume(ctx, caller, m, req, opt, start)
 	}
 	if op, err := s.byEventKey(ctx, req); err == nil {
+		if op.Status == StatusPending && !op.WaitsForReplica() && !s.local(m) && !opt.Async && op.matches(req) {
+			// An earlier delivery found the function that runs it full or
+			// away, and left it pending for this one.
+			return s.rerunRemote(ctx, caller, m, op, req, opt)
+		}
 		return s.replay(ctx, op)
 	} else if !errors.Is(err, ErrNotFound) {
 		return nil, err
@@ -214,7 +219,8 @@ func (s *Service) handle(ctx context.Context, caller Caller, req *Request, opt O
 		if opt.Async {
 			return s.handOn(ctx, caller, op, req, opt, sl)
 		}
-		return s.runRemote(ctx, caller, m, op, req, false)
+		// An event's sender delivers it again after a transient failure.
+		return s.runRemote(ctx, caller, m, op, req, req.eventKey() != "")
 	}
 	plan, err := m.Prepare(ctx, req)
 	if err != nil {
@@ -448,7 +454,9 @@ func (s *Service) runRemote(ctx context.Context, caller Caller, m Method, op *Op
 		return &Outcome{Operation: op}, err
 	}
 	if err != nil {
-		if kind, _ := KindOf(err); kind == TooMany && redelivered && got.Status == StatusPending {
+		if redelivered && got.Status == StatusPending && Transient(err) {
+			// Never taken there, for now (full, away): left pending for
+			// the sender's next delivery, or the sweep once it is lost.
 			return nil, err
 		}
 		if got.Status == StatusPending {
@@ -461,6 +469,19 @@ func (s *Service) runRemote(ctx context.Context, caller Caller, m Method, op *Op
 		return &Outcome{Operation: got}, got.err()
 	}
 	return &Outcome{Operation: got}, nil
+}
+
+// rerunRemote hands op, which an earlier delivery of req left pending, to
+// the function that runs it again. Should that function have taken it
+// meanwhile, it answers as a replay; should it still be full or away, op
+// stays pending.
+func (s *Service) rerunRemote(ctx context.Context, caller Caller, m Method, op *Operation, req *Request, opt Options) (*Outcome, error) {
+	sl, err := s.reserve(ctx, req, opt, peerFiles)
+	if err != nil {
+		return nil, err
+	}
+	defer sl.release()
+	return s.runRemote(ctx, caller, m, op, req, true)
 }
 
 // Notify tells the Notifier, if any, the outcome of op.

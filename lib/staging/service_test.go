@@ -1042,3 +1042,84 @@ func TestRefusalLogsNameTheUserOnlyForTheirCaller(t *testing.T) {
 		})
 	}
 }
+
+// flakyPeer fails its first calls with err, without handing anything on,
+// as a function that is full (429) or away (503) does; then hands on.
+type flakyPeer struct {
+	err   error
+	fails int
+	calls atomic.Int32
+	next  staging.Peer
+}
+
+func (p *flakyPeer) Run(ctx context.Context, caller staging.Caller, req *staging.Request) error {
+	if int(p.calls.Add(1)) <= p.fails {
+		return p.err
+	}
+	return p.next.Run(ctx, caller, req)
+}
+
+// A request that another function runs, whose sender delivers it again
+// (an event; a Rucio transfer-done completing a waiting request), is left
+// pending when that function is full or away, and runs at the next
+// delivery; a plain request, whose client only sees the error, fails.
+func TestRequestsForAFunctionFullOrAwayWaitForTheNextDelivery(t *testing.T) {
+	for _, kind := range []staging.Kind{staging.TooMany, staging.Unavailable} {
+		t.Run(string(kind), func(t *testing.T) {
+			ctx := context.Background()
+			peer := func(fx *fixture) *flakyPeer {
+				p := &flakyPeer{err: staging.Errorf(kind, "the jupyter function is %s", kind), fails: 1, next: localPeer{fx.jupyter}}
+				fx.svc.Peers["jupyter"] = p
+				return p
+			}
+
+			fx := newFixture(t)
+			p := peer(fx)
+			ev := req("jupyter_copy", "a", "event.txt")
+			ev.EventSource, ev.EventID = "/broker", "ev-1"
+			if _, err := fx.svc.Handle(ctx, alice, ev, staging.Options{}); err == nil {
+				t.Fatal("the first delivery succeeded")
+			} else {
+				wantKind(t, err, kind, "")
+			}
+			if ops := fx.store.All(); len(ops) != 1 || ops[0].Status != staging.StatusPending {
+				t.Fatalf("after the first delivery: %+v", ops)
+			}
+			out, err := fx.svc.Handle(ctx, alice, ev, staging.Options{})
+			if err != nil || out.Operation.Status != staging.StatusSuccess {
+				t.Fatalf("redelivery: %+v %v", out, err)
+			}
+			if _, ok := fx.area.get("alice", "event.txt"); !ok || p.calls.Load() != 2 || len(fx.store.All()) != 1 {
+				t.Fatalf("staged %v, %d calls, %d records", ok, p.calls.Load(), len(fx.store.All()))
+			}
+
+			fx = newFixture(t)
+			peer(fx)
+			if _, err := fx.svc.Handle(ctx, alice, req("jupyter_copy", "a", "plain.txt"), staging.Options{Stream: true}); err == nil {
+				t.Fatal("a plain request succeeded")
+			}
+			if ops := fx.store.All(); len(ops) != 1 || ops[0].Status != staging.StatusFailed {
+				t.Fatalf("a plain request's record: %+v", ops)
+			}
+
+			fx = newFixture(t)
+			p = peer(fx)
+			waiting, err := fx.svc.Handle(ctx, alice, staging.Request{Method: "jupyter_copy", Username: "alice", DID: "skao:far.fits", Target: "far.fits"}, staging.Options{})
+			if err != nil || !waiting.Waiting {
+				t.Fatalf("%+v %v", waiting, err)
+			}
+			fx.replicas["skao:far.fits"] = "rse/far.fits"
+			ok := func() error { return nil }
+			if _, err := fx.svc.Complete(ctx, staging.System, "skao:far.fits", "rse/far.fits", ok); err == nil {
+				t.Fatal("a transfer-done completed a request the jupyter function never took")
+			}
+			if op, _ := fx.store.Get(ctx, waiting.Operation.ID); !op.WaitsForReplica() {
+				t.Fatalf("after a transfer-done that could not hand it on: %+v", op)
+			}
+			done, err := fx.svc.Complete(ctx, staging.System, "skao:far.fits", "rse/far.fits", ok)
+			if err != nil || len(done.Operations) != 1 || done.Operations[0].Status != staging.StatusSuccess {
+				t.Fatalf("the transfer-done's redelivery: %+v %v", done, err)
+			}
+		})
+	}
+}
