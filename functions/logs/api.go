@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"cmp"
+	"context"
 	"encoding/json"
 	"fmt"
 	"mime"
@@ -22,10 +23,11 @@ import (
 	"github.com/ska-telescope/skao-staging-service/lib/staging"
 )
 
-// Limits of the limit parameter. The newest records come from the store in
-// one query, so maxLimit bounds the records one request holds (10,000
-// records of 9 KiB made a logs function of 23 MB take 513 MB); paging with
-// after reads on.
+// Limits of the limit parameter. An answer learns the ids of the newest
+// limit records in one query and reads the records readChunk at a time:
+// when they were read in one query, 10,000 records of 9 KiB made a logs
+// function of 23 MB take 513 MB, and 1000 of 60 KB one of 20 MB take
+// 119 MB. Paging with after reads on.
 const (
 	defaultLimit = 1000
 	maxLimit     = 1000
@@ -33,8 +35,10 @@ const (
 
 // An answer that is not a stream holds at most maxAnswer bytes (at least
 // one record, however large: a record is at most 80 KiB, its message 16 KiB
-// and its attributes 64 KiB, lib/store); paging with after reads the store
-// readChunk records at a time.
+// and its attributes 64 KiB, lib/store). Answers and streams read the store
+// readChunk records at a time and a page stops once maxAnswer is reached,
+// so a request holds at most maxAnswer and readChunk records, whatever
+// its limit.
 var (
 	maxAnswer = 1 << 20
 	readChunk = 100
@@ -224,12 +228,13 @@ func (a *api) logs(w http.ResponseWriter, r *http.Request) {
 
 // page answers one page of records that is not a stream: the newest limit
 // records, oldest first, or, with after, the first limit records above
-// that id in id order, read from the store readChunk at a time. An answer
-// holds at most maxAnswer bytes (at least one record): when the records do
-// not fit, or limit records above after were answered, the answer holds
-// the first of them in id order and its Link header names the next page,
-// the same request with after set to the last id answered; the pages then
-// hold every record once, up to the newest.
+// that id in id order, read from the store readChunk at a time (the newest
+// through their ids, read first). An answer holds at most maxAnswer bytes
+// (at least one record): when the records do not fit, or limit records
+// above after were answered, the answer holds the first of them in id
+// order and its Link header names the next page, the same request with
+// after set to the last id answered; the pages then hold every record
+// once, up to the newest. Reading stops once the answer is full.
 func (a *api) page(w http.ResponseWriter, r *http.Request, req *request) {
 	ctx := r.Context()
 	var (
@@ -269,8 +274,6 @@ func (a *api) page(w http.ResponseWriter, r *http.Request, req *request) {
 		count, last = count+1, rec.ID
 		return true, nil
 	}
-	unavailable := func(err error) { httpx.Error(w, staging.DatabaseUnavailable(err)) }
-	failed := func(err error) { httpx.Error(w, staging.Wrap(staging.Internal, "Cannot render log records", err)) }
 	// fill adds recs in order while they fit and the answer holds fewer
 	// than limit records; cut reports that some were left out.
 	fill := func(recs []logging.Record) (cut bool, err error) {
@@ -279,49 +282,65 @@ func (a *api) page(w http.ResponseWriter, r *http.Request, req *request) {
 				return true, nil
 			}
 			ok, err := add(&recs[i])
-			if err != nil || !ok {
-				return !ok, err
+			if err != nil {
+				return false, staging.Wrap(staging.Internal, "Cannot render log records", err)
+			}
+			if !ok {
+				return true, nil
+			}
+		}
+		return false, nil
+	}
+	// fillIDs fills the answer with the records of ids in that order,
+	// reading them readChunk at a time and no further than what fits.
+	fillIDs := func(ids []int64) (cut bool, err error) {
+		for len(ids) > 0 {
+			chunk := ids[:min(len(ids), readChunk)]
+			ids = ids[len(chunk):]
+			recs, err := a.readIDs(ctx, chunk)
+			if err != nil {
+				return false, err
+			}
+			if cut, err := fill(recs); cut || err != nil {
+				return cut, err
 			}
 		}
 		return false, nil
 	}
 	start()
+	var err error
 	if req.after < 0 {
-		recs, err := a.store.QueryLogs(ctx, req.query)
-		if err != nil {
-			unavailable(err)
+		var ids []int64
+		if ids, err = a.store.LogIDs(ctx, req.query); err != nil {
+			httpx.Error(w, staging.DatabaseUnavailable(err))
 			return
 		}
-		if more, err = fill(recs); err != nil {
-			failed(err)
-			return
-		}
-		if more {
+		if more, err = fillIDs(ids); more && err == nil {
 			// Cut: in id order, so that the next page (above the last id)
 			// holds the rest.
-			slices.SortFunc(recs, func(x, y logging.Record) int { return cmp.Compare(x.ID, y.ID) })
+			slices.Sort(ids)
 			start()
-			fill(recs) // rendered once already
+			_, err = fillIDs(ids)
 		}
 	} else {
 		q := req.query
 		q.After, q.Ascending = req.after, true
 		for {
 			q.Limit = min(req.query.Limit-count+1, readChunk) // one more tells whether more follow
-			recs, err := a.store.QueryLogs(ctx, q)
-			if err != nil {
-				unavailable(err)
-				return
+			recs, qerr := a.store.QueryLogs(ctx, q)
+			if qerr != nil {
+				err = staging.DatabaseUnavailable(qerr)
+				break
 			}
-			if more, err = fill(recs); err != nil {
-				failed(err)
-				return
-			}
-			if more || len(recs) < q.Limit {
+			if more, err = fill(recs); more || err != nil || len(recs) < q.Limit {
 				break
 			}
 			q.After = recs[len(recs)-1].ID
 		}
+	}
+	if err != nil {
+		httpx.Error(w, err)
+		return
 	}
 	h := w.Header()
 	if req.json {
@@ -338,6 +357,21 @@ func (a *api) page(w http.ResponseWriter, r *http.Request, req *request) {
 	h.Set("Content-Length", strconv.Itoa(body.Len()))
 	w.WriteHeader(http.StatusOK)
 	w.Write(body.Bytes())
+}
+
+// readIDs reads the records of ids (from LogIDs) in the order of ids,
+// leaving out any deleted since (pruned).
+func (a *api) readIDs(ctx context.Context, ids []int64) ([]logging.Record, error) {
+	recs, err := a.store.QueryLogs(ctx, logging.Query{IDs: ids})
+	if err != nil {
+		return nil, staging.DatabaseUnavailable(err)
+	}
+	at := make(map[int64]int, len(ids))
+	for i, id := range ids {
+		at[id] = i
+	}
+	slices.SortFunc(recs, func(x, y logging.Record) int { return cmp.Compare(at[x.ID], at[y.ID]) })
+	return recs, nil
 }
 
 // follow streams the newest records, then every new one, as server-sent
@@ -380,15 +414,15 @@ func (a *api) follow(w http.ResponseWriter, r *http.Request, req *request, who s
 	// after: what the stream has covered; caught: ids it read itself that
 	// the hub may still hand out (those above the hub's settled floor).
 	after, caught := resume, map[int64]bool{}
-	var first []logging.Record
+	var first []int64 // the newest records' ids, read readChunk at a time
 	if resume < 0 {
-		if first, err = a.store.QueryLogs(ctx, req.query); err != nil {
+		if first, err = a.store.LogIDs(ctx, req.query); err != nil {
 			httpx.Error(w, staging.DatabaseUnavailable(err))
 			return
 		}
 		after = cursor
-		for _, rec := range first {
-			after = max(after, rec.ID)
+		for _, id := range first {
+			after = max(after, id)
 		}
 	}
 	h := w.Header()
@@ -416,16 +450,23 @@ func (a *api) follow(w http.ResponseWriter, r *http.Request, req *request, who s
 		}
 		return rc.Flush()
 	}
-	for i := range first {
-		if send(&entry{Record: first[i]}) != nil {
-			return
+	for len(first) > 0 {
+		chunk := first[:min(len(first), readChunk)]
+		first = first[len(chunk):]
+		recs, err := a.readIDs(ctx, chunk)
+		if err != nil {
+			return // the client reconnects
 		}
-		first[i] = logging.Record{} // sent: its memory may go
+		for i := range recs {
+			if send(&entry{Record: recs[i]}) != nil {
+				return
+			}
+		}
 	}
 	// A resumed stream reads what the hub handed out before it joined.
 	if after < cursor {
 		q := filters
-		q.Limit, q.After, q.Ascending = followBatch, after, true
+		q.Limit, q.After, q.Ascending = readChunk, after, true
 		for {
 			recs, err := a.store.QueryLogs(ctx, q)
 			if err != nil {

@@ -48,14 +48,26 @@ func (m *memLogs) QueryLogs(ctx context.Context, q logging.Query) ([]logging.Rec
 	var out []logging.Record
 	for i := range m.recs {
 		r := m.recs[i]
-		if r.ID > q.After && matches(q, &r) {
+		if r.ID > q.After && matches(q, &r) && (q.IDs == nil || slices.Contains(q.IDs, r.ID)) {
 			out = append(out, r)
 		}
+	}
+	if q.IDs != nil {
+		return out, nil
 	}
 	if q.After > 0 || q.Ascending {
 		return out[:min(len(out), q.Limit)], nil
 	}
 	return out[max(0, len(out)-q.Limit):], nil
+}
+
+func (m *memLogs) LogIDs(ctx context.Context, q logging.Query) ([]int64, error) {
+	recs, err := m.QueryLogs(ctx, q)
+	var ids []int64
+	for _, r := range recs {
+		ids = append(ids, r.ID)
+	}
+	return ids, err
 }
 
 func (m *memLogs) LastLogID(ctx context.Context) (int64, error) {

@@ -9,17 +9,20 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/go-sql-driver/mysql"
 
 	"github.com/ska-telescope/skao-staging-service/internal/testenv"
+	"github.com/ska-telescope/skao-staging-service/lib/auth"
 	"github.com/ska-telescope/skao-staging-service/lib/logging"
 	"github.com/ska-telescope/skao-staging-service/lib/store"
 )
@@ -508,5 +511,160 @@ func TestLargeAnswersArePaged(t *testing.T) {
 	status, body, h := c.get(t, "username=other", nil)
 	if status != http.StatusOK || h.Get("Link") != "" || !strings.Contains(body, "other") {
 		t.Errorf("a small answer: %d, Link %q:\n%s", status, h.Get("Link"), body)
+	}
+}
+
+// countingStore counts what a store returns: the records and their bytes,
+// and the most records one query returned.
+type countingStore struct {
+	logging.Store
+	mu                   sync.Mutex
+	records, bytes, most int
+}
+
+func (c *countingStore) QueryLogs(ctx context.Context, q logging.Query) ([]logging.Record, error) {
+	recs, err := c.Store.QueryLogs(ctx, q)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.records += len(recs)
+	c.most = max(c.most, len(recs))
+	for _, r := range recs {
+		c.bytes += len(r.Text())
+	}
+	return recs, err
+}
+
+func (c *countingStore) read() (records, bytes, most int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.records, c.bytes, c.most
+}
+
+// TestAnswersReadBounded: however large limit records are, a request holds
+// at most an answer's worth and one batch of them: a page that
+// limit=1000 records would take past maxAnswer reads the store readChunk
+// records at a time and stops once the answer is full, cut as documented
+// (the first records in id order, a Link to the rest); a stream's start
+// and a resumed stream's catch-up read readChunk at a time. On SQLite and
+// MariaDB.
+func TestAnswersReadBounded(t *testing.T) {
+	defer func(answer int) { maxAnswer = answer }(maxAnswer)
+	maxAnswer = 64 << 10 // the records below are 4 KB, so that 1000 are 60 times too many
+	const n, size = 1000, 4000
+	for _, b := range []struct {
+		name string
+		url  func(t *testing.T) string
+	}{
+		{"sqlite", func(t *testing.T) string { return "sqlite://" + filepath.Join(t.TempDir(), "logs.db") }},
+		{"mariadb", func(t *testing.T) string { return testenv.MariaDB(t) }},
+	} {
+		t.Run(b.name, func(t *testing.T) {
+			st, err := store.Open(context.Background(), b.url(t))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer st.Close()
+			// Time order is not id order, so that the first records in id
+			// order are not the first in time.
+			base := time.Now().UTC().Add(-time.Hour)
+			blob := strings.Repeat("y", size)
+			for i := 0; i < n; i += 100 {
+				var batch []logging.Record
+				for j := i; j < i+100; j++ {
+					batch = append(batch, logging.Record{Time: base.Add(time.Duration(j*7%n) * time.Millisecond), Level: slog.LevelInfo,
+						Message: fmt.Sprint("r", j), Function: "stage", Username: "big", Attrs: logging.Attrs{{Key: "blob", Value: blob}}})
+				}
+				if err := st.AppendLogs(context.Background(), batch); err != nil {
+					t.Fatal(err)
+				}
+			}
+			ids, err := st.LogIDs(context.Background(), logging.Query{Username: "big", Ascending: true, Limit: n})
+			if err != nil || len(ids) != n {
+				t.Fatalf("%d ids, %v", len(ids), err)
+			}
+			// What readChunk records and a full answer make, twice (the
+			// newest in time order, then cut, in id order).
+			bound := 2 * (maxAnswer + readChunk*(size+200))
+
+			for _, c := range []struct {
+				name   string
+				query  string
+				header []string
+				stream bool
+			}{
+				{"text page", "username=big&limit=1000", nil, false},
+				{"JSON page", "username=big&limit=1000&format=json", nil, false},
+				{"stream", "username=big&limit=1000&follow=true", nil, true},
+				{"resumed stream", "username=big&follow=true", []string{"Last-Event-ID", "0"}, true},
+			} {
+				t.Run(c.name, func(t *testing.T) {
+					counted := &countingStore{Store: st}
+					a := newAPI(counted, auth.None{}, 10)
+					srv := httptest.NewServer(a.handler())
+					defer srv.Close()
+					if c.stream {
+						ctx, cancel := context.WithCancel(context.Background())
+						defer idle(t, a.hub, cancel)
+						s, status := openStream(t, ctx, srv.URL+"/logs?"+c.query, c.header...)
+						if status != http.StatusOK {
+							t.Fatalf("follow: %d", status)
+						}
+						got := map[int64]bool{}
+						for len(got) < n {
+							select {
+							case id := <-s.ids:
+								got[id] = true
+							case <-time.After(10 * time.Second):
+								t.Fatalf("the stream gave %d of %d records", len(got), n)
+							}
+						}
+						if _, _, most := counted.read(); most > readChunk {
+							t.Errorf("the stream read %d records at once, want at most %d", most, readChunk)
+						}
+						return
+					}
+					resp, err := http.Get(srv.URL + "/logs?" + c.query)
+					if err != nil {
+						t.Fatal(err)
+					}
+					body, _ := io.ReadAll(resp.Body)
+					resp.Body.Close()
+					var msgs []string
+					if strings.Contains(c.query, "json") {
+						var recs []logging.Record
+						if err := json.Unmarshal(body, &recs); err != nil {
+							t.Fatal(err)
+						}
+						for _, r := range recs {
+							msgs = append(msgs, r.Message)
+						}
+					} else {
+						for _, l := range strings.Split(strings.TrimSuffix(string(body), "\n"), "\n") {
+							msgs = append(msgs, strings.Fields(strings.SplitN(l, " - ", 3)[2])[0])
+						}
+					}
+					// Cut as documented: within maxAnswer, the first records
+					// in id order (r0, r1, ...), a Link above the last.
+					if resp.StatusCode != http.StatusOK || len(body) > maxAnswer || len(msgs) < 2 || len(msgs) >= n {
+						t.Fatalf("%d, %d bytes, %d records", resp.StatusCode, len(body), len(msgs))
+					}
+					for i, m := range msgs {
+						if m != fmt.Sprint("r", i) {
+							t.Fatalf("record %d of the answer is %s, want r%d: the first in id order", i, m, i)
+						}
+					}
+					link := resp.Header.Get("Link")
+					next, _ := url.Parse(strings.TrimSuffix(strings.TrimPrefix(link, "<"), `>; rel="next"`))
+					if next == nil || next.Query().Get("after") != fmt.Sprint(ids[len(msgs)-1]) {
+						t.Errorf("Link %q, want one above id %d", link, ids[len(msgs)-1])
+					}
+					records, bytes, most := counted.read()
+					if bytes > bound || most > readChunk {
+						t.Errorf("the store returned %d records (%d bytes, %d at once) for an answer of %d records (%d bytes), want at most %d bytes, %d at once",
+							records, bytes, most, len(msgs), len(body), bound, readChunk)
+					}
+				})
+			}
+		})
 	}
 }

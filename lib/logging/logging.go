@@ -88,6 +88,10 @@ type Query struct {
 	// Ascending asks for the first Limit records above After in id order
 	// (as any After above 0 does), also when After is 0.
 	Ascending bool
+	// IDs, when set, selects the records of these ids only, in id order
+	// (Limit is their number): a reader that learnt from LogIDs which
+	// records it needs reads them a few at a time.
+	IDs []int64
 }
 
 // Store keeps log records. It is separate from staging.Store: logs are not
@@ -97,6 +101,9 @@ type Store interface {
 	AppendLogs(ctx context.Context, records []Record) error
 	// QueryLogs returns the records matching q, oldest first.
 	QueryLogs(ctx context.Context, q Query) ([]Record, error)
+	// LogIDs returns the ids of the records QueryLogs(q) returns, in the
+	// same order, without reading the records themselves.
+	LogIDs(ctx context.Context, q Query) ([]int64, error)
 	// LastLogID returns the highest id in the store, 0 when it is empty.
 	LastLogID(ctx context.Context) (int64, error)
 	// PruneLogs deletes records older than before and returns how many.

@@ -108,7 +108,7 @@ func (s *Store) appendLogsInTx(ctx context.Context, records []logging.Record) er
 // QueryLogs returns the records matching q, oldest first: the newest
 // q.Limit of them by time, or, when q.After or q.Ascending is set, the
 // first q.Limit after that id in id order, so a follower pages through
-// every new record.
+// every new record; with q.IDs, those records in id order.
 func (s *Store) QueryLogs(ctx context.Context, q logging.Query) ([]logging.Record, error) {
 	ds, ascending := s.logsQuery(q)
 	query, args, err := ds.ToSQL()
@@ -137,6 +137,37 @@ func (s *Store) QueryLogs(ctx context.Context, q logging.Query) ([]logging.Recor
 	return out, nil
 }
 
+// LogIDs returns the ids of the records QueryLogs(q) returns, in the same
+// order, most often from an index alone (the id ends every index): a
+// reader learns which records an answer holds before it reads them.
+func (s *Store) LogIDs(ctx context.Context, q logging.Query) ([]int64, error) {
+	ds, ascending := s.logsQuery(q)
+	query, args, err := ds.Select("id").ToSQL()
+	if err != nil {
+		return nil, fmt.Errorf("query log ids: build query: %w", err)
+	}
+	rows, err := s.db.QueryContext(ctx, query, args...)
+	if err != nil {
+		return nil, fmt.Errorf("query log ids: %w", err)
+	}
+	defer rows.Close()
+	ids := []int64{}
+	for rows.Next() {
+		var id int64
+		if err := rows.Scan(&id); err != nil {
+			return nil, fmt.Errorf("query log ids: %w", err)
+		}
+		ids = append(ids, id)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("query log ids: %w", err)
+	}
+	if !ascending {
+		slices.Reverse(ids)
+	}
+	return ids, nil
+}
+
 // logsQuery is QueryLogs's query, and whether it reads in id order.
 func (s *Store) logsQuery(q logging.Query) (*goqu.SelectDataset, bool) {
 	limit := q.Limit
@@ -144,6 +175,10 @@ func (s *Store) logsQuery(q logging.Query) (*goqu.SelectDataset, bool) {
 		limit = 1000
 	}
 	var where []exp.Expression
+	if len(q.IDs) > 0 {
+		where = append(where, goqu.C("id").In(q.IDs))
+		limit = len(q.IDs)
+	}
 	switch {
 	case q.Level == nil:
 	case q.Level.Level() >= slog.LevelError:
@@ -163,7 +198,7 @@ func (s *Store) logsQuery(q logging.Query) (*goqu.SelectDataset, bool) {
 		where = append(where, goqu.C("time").Gte(s.timeValue(q.Since)))
 	}
 	ds := s.gq.From(logTable).Prepared(true).Select(logColumns...).Where(where...).Limit(uint(limit))
-	ascending := q.After > 0 || q.Ascending
+	ascending := q.After > 0 || q.Ascending || len(q.IDs) > 0
 	if ascending {
 		ds = ds.Where(goqu.C("id").Gt(q.After)).Order(goqu.C("id").Asc())
 	} else {

@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"strings"
 	"testing"
@@ -20,6 +21,7 @@ func TestLogs(t *testing.T) {
 				{"RoundTrip", testLogsRoundTrip},
 				{"Query", testLogsQuery},
 				{"After", testLogsAfter},
+				{"IDs", testLogsIDs},
 				{"Prune", testLogsPrune},
 				{"Unstorable", testLogsUnstorable},
 			} {
@@ -144,6 +146,44 @@ func testLogsAfter(t *testing.T, s *Store) {
 	// Ascending from the start: the first ids, not the newest times.
 	if page = mustQuery(t, s, logging.Query{Ascending: true, Limit: 2}); messages(page) != "a,b" {
 		t.Errorf("ascending from the start = %q, want a,b", messages(page))
+	}
+}
+
+// testLogsIDs: LogIDs names the records QueryLogs returns, in its order,
+// and QueryLogs with IDs reads those records, in id order, whatever their
+// times, leaving out ids that are not there.
+func testLogsIDs(t *testing.T, s *Store) {
+	// Later ids with earlier times, as a replica's late batch.
+	for i := range 6 {
+		user := []string{"alice", "bob"}[i%2]
+		mustAppend(t, s, logging.Record{Time: t0.Add(-time.Duration(i) * time.Second), Message: string(rune('a' + i)), Username: user})
+	}
+	ids := func(recs []logging.Record) []int64 {
+		out := []int64{}
+		for _, r := range recs {
+			out = append(out, r.ID)
+		}
+		return out
+	}
+	for _, q := range []logging.Query{{}, {Limit: 2}, {Username: "alice"}, {After: 2, Limit: 3}, {Ascending: true, Limit: 2}} {
+		got, err := s.LogIDs(context.Background(), q)
+		if want := ids(mustQuery(t, s, q)); err != nil || fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Errorf("LogIDs(%+v) = %v, %v; want %v", q, got, err, want)
+		}
+	}
+	all := mustQuery(t, s, logging.Query{Ascending: true})
+	for _, c := range []struct {
+		name string
+		ids  []int64
+		want string
+	}{
+		{"in id order", []int64{all[4].ID, all[0].ID, all[2].ID}, "a,c,e"},
+		{"one", []int64{all[5].ID}, "f"},
+		{"some not there", []int64{all[1].ID, all[5].ID + 100}, "b"},
+	} {
+		if got := messages(mustQuery(t, s, logging.Query{IDs: c.ids, Limit: 1})); got != c.want {
+			t.Errorf("%s: IDs %v = %q, want %q", c.name, c.ids, got, c.want)
+		}
 	}
 }
 
