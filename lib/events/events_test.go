@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	cloudevents "github.com/cloudevents/sdk-go/v2"
 	cehttp "github.com/cloudevents/sdk-go/v2/protocol/http"
@@ -256,5 +257,63 @@ func TestReceiverRefusesEventsWithoutIdentity(t *testing.T) {
 				t.Errorf("%d operations recorded", n)
 			}
 		})
+	}
+}
+
+// gated waits for gate, then fails if its run was cancelled meanwhile.
+type gated struct{ started, gate chan struct{} }
+
+func (gated) Name() string           { return "gated" }
+func (gated) Traits() staging.Traits { return staging.Traits{NeedsTarget: true} }
+func (g gated) Prepare(ctx context.Context, req *staging.Request) (*staging.Plan, error) {
+	return &staging.Plan{Run: func(ctx context.Context, _ *staging.Job) (*staging.Result, error) {
+		g.started <- struct{}{}
+		<-g.gate
+		if ctx.Err() != nil {
+			return nil, staging.Wrap(staging.Unavailable, "Staging was cancelled", ctx.Err())
+		}
+		return &staging.Result{Message: "done"}, nil
+	}}, nil
+}
+
+// A broker that stops waiting for an event's answer (its delivery timeout)
+// does not cancel the staging it asked for: the run ends, and succeeds.
+func TestReceiverRunOutlivesTheDelivery(t *testing.T) {
+	store := stagingtest.NewMemStore()
+	svc := &staging.Service{Store: store}
+	g := gated{started: make(chan struct{}, 1), gate: make(chan struct{})}
+	svc.Register(g)
+	rc := &Receiver{Service: svc, Source: "/test", Logger: slog.Default(), Auth: auth.None{}}
+	hungUp := make(chan struct{}) // the server saw the broker hang up
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		go func() { <-r.Context().Done(); close(hungUp) }()
+		rc.ServeHTTP(w, r)
+	}))
+	defer srv.Close()
+	ev, _ := NewRequest("/broker", &staging.Request{Method: "gated", Username: "bob", Source: "a", Target: "b"})
+	ctx, hangUp := context.WithCancel(context.Background())
+	r, err := cehttp.NewHTTPRequestFromEvent(ctx, srv.URL, ev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		<-g.started
+		hangUp()
+		<-hungUp
+		close(g.gate)
+	}()
+	if resp, err := http.DefaultClient.Do(r); err == nil {
+		resp.Body.Close()
+	}
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		if ops := store.All(); len(ops) == 1 && ops[0].Status.Finished() {
+			if ops[0].Status != staging.StatusSuccess {
+				t.Fatalf("the run ended %s: %s", ops[0].Status, ops[0].ErrorReason)
+			}
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no outcome: %+v", store.All())
+		}
 	}
 }

@@ -82,7 +82,8 @@ func (rc *Receiver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		httpx.Error(w, err)
 		return
 	}
-	out, err := rc.Service.Handle(ctx, caller, req, staging.Options{})
+	// A broker that stops waiting delivers again: the run goes on meanwhile.
+	out, err := rc.Service.Handle(ctx, caller, req, staging.Options{Detach: true})
 	if err != nil {
 		httpx.Error(w, err)
 		return

@@ -557,7 +557,7 @@ func (s *Service) completeOne(ctx context.Context, caller Caller, op *Operation,
 		return nil, nil
 	}
 	out, err := s.Handle(ctx, caller, Request{Method: op.Method, Username: op.Username,
-		Target: op.RelativePath, Source: source, DID: op.DID, OperationID: op.ID}, Options{})
+		Target: op.RelativePath, Source: source, DID: op.DID, OperationID: op.ID}, Options{Detach: true})
 	switch {
 	case out == nil || out.Operation == nil:
 		if Transient(err) {

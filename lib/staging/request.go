@@ -98,6 +98,11 @@ type Options struct {
 	// Fetch is set by a door that only fetches content (an HTTP GET): a
 	// method that does not stream is refused there.
 	Fetch bool
+	// Detach runs the operation to its end even if the door's context ends
+	// first: set by doors whose sender hangs up after a timeout of its own
+	// and delivers again (a broker's events, Rucio's transfer-done), which
+	// then finds the run going on or done, not cancelled and failed.
+	Detach bool
 
 	// held is what the door already holds in this process for the
 	// request (see reserve): an operation slot of its batch, or the slot

@@ -242,7 +242,7 @@ func (s *Service) handle(ctx context.Context, caller Caller, req *Request, opt O
 	if err != nil || replay {
 		return s.replayOr(ctx, op, err)
 	}
-	return s.run(ctx, m, op, req, plan, start, sl)
+	return s.run(runContext(ctx, opt), m, op, req, plan, start, sl)
 }
 
 // resume completes a pending operation a hand-off names: an async request,
@@ -305,7 +305,7 @@ func (s *Service) resume(ctx context.Context, caller Caller, m Method, req *Requ
 	if op.LocalPathOnStorage == "" { // a request by DID, now resolved
 		op.LocalPathOnStorage = req.Source
 	}
-	return s.run(ctx, m, op, req, plan, start, sl)
+	return s.run(runContext(ctx, opt), m, op, req, plan, start, sl)
 }
 
 // checkReplica checks that req, which resumes op, a request by DID that
@@ -469,6 +469,16 @@ func (s *Service) runRemote(ctx context.Context, caller Caller, m Method, op *Op
 		return &Outcome{Operation: got}, got.err()
 	}
 	return &Outcome{Operation: got}, nil
+}
+
+// runContext is the context an operation runs in: ctx, or with
+// opt.Detach one that ctx's end does not cancel (the lease and SIGTERM's
+// drain still bound the run).
+func runContext(ctx context.Context, opt Options) context.Context {
+	if opt.Detach {
+		return context.WithoutCancel(ctx)
+	}
+	return ctx
 }
 
 // rerunRemote hands op, which an earlier delivery of req left pending, to

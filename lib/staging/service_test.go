@@ -1123,3 +1123,40 @@ func TestRequestsForAFunctionFullOrAwayWaitForTheNextDelivery(t *testing.T) {
 		})
 	}
 }
+
+// A door whose sender hangs up and delivers again (Detach) leaves the run
+// going: the redelivery finds it done, not cancelled and failed. Without
+// Detach, a client that hangs up cancels its run.
+func TestDetachedRunOutlivesItsDelivery(t *testing.T) {
+	for _, detach := range []bool{true, false} {
+		t.Run(fmt.Sprintf("detach=%v", detach), func(t *testing.T) {
+			fx := newFixture(t)
+			fx.copy.started = make(chan string, 1)
+			ev := req("local_copy", "slow", "slow.txt")
+			ev.EventSource, ev.EventID = "/broker", "slow-1"
+			ctx, hangUp := context.WithCancel(context.Background())
+			done := make(chan error, 1)
+			go func() {
+				_, err := fx.svc.Handle(ctx, alice, ev, staging.Options{Detach: detach})
+				done <- err
+			}()
+			id := <-fx.copy.started
+			hangUp()
+			if detach {
+				close(fx.copy.gate) // the copy ends after its delivery did
+			}
+			<-done
+			op := fx.wait(t, id)
+			if want := map[bool]staging.Status{true: staging.StatusSuccess, false: staging.StatusFailed}[detach]; op.Status != want {
+				t.Fatalf("after the delivery hung up: %s %s, want %s", op.Status, op.ErrorReason, want)
+			}
+			if !detach {
+				return
+			}
+			out, err := fx.svc.Handle(context.Background(), alice, ev, staging.Options{Detach: true})
+			if err != nil || !out.Replayed || out.Operation.Status != staging.StatusSuccess || fx.copy.runs.Load() != 1 {
+				t.Fatalf("redelivery: %+v %v, %d runs", out, err, fx.copy.runs.Load())
+			}
+		})
+	}
+}
