@@ -381,8 +381,9 @@ func (a *api) readIDs(ctx context.Context, ids []int64) ([]logging.Record, error
 // reads the store only when it starts. Every write has writeTimeout to
 // complete: a client that stops reading is let go, its connection closed
 // and its slot given back. After maxStreamLife the stream ends cleanly,
-// its last id the newest it covered (sent without data when the client has
-// no such event), for the client to resume from.
+// even in the middle of a resumed stream's catch-up, its last id the
+// newest it covered (sent without data when the client has no such event),
+// for the client to resume from.
 func (a *api) follow(w http.ResponseWriter, r *http.Request, req *request, who string) {
 	ctx := r.Context()
 	life := time.NewTimer(maxStreamLife)
@@ -450,6 +451,15 @@ func (a *api) follow(w http.ResponseWriter, r *http.Request, req *request, who s
 		}
 		return rc.Flush()
 	}
+	// end ends the stream cleanly, giving the client covered, the newest
+	// id the stream covered (without data when no event carried it), to
+	// resume from.
+	end := func(covered int64) {
+		if covered > sent && deadline() == nil {
+			fmt.Fprintf(w, "id: %d\n\n", covered)
+		}
+		flush()
+	}
 	for len(first) > 0 {
 		chunk := first[:min(len(first), readChunk)]
 		first = first[len(chunk):]
@@ -463,7 +473,8 @@ func (a *api) follow(w http.ResponseWriter, r *http.Request, req *request, who s
 			}
 		}
 	}
-	// A resumed stream reads what the hub handed out before it joined.
+	// A resumed stream reads what the hub handed out before it joined,
+	// however much that is: its life ends the catch-up too.
 	if after < cursor {
 		q := filters
 		q.Limit, q.After, q.Ascending = readChunk, after, true
@@ -484,6 +495,12 @@ func (a *api) follow(w http.ResponseWriter, r *http.Request, req *request, who s
 				break
 			}
 			q.After = recs[len(recs)-1].ID
+			select {
+			case <-life.C:
+				end(q.After)
+				return
+			default:
+			}
 		}
 	}
 	if flush() != nil {
@@ -500,10 +517,7 @@ func (a *api) follow(w http.ResponseWriter, r *http.Request, req *request, who s
 			return // too slow: the client reconnects and catches up
 		case <-life.C:
 			// Long enough: the client resumes from the newest id covered.
-			if last := max(after, sent); last > sent && deadline() == nil {
-				fmt.Fprintf(w, "id: %d\n\n", last)
-			}
-			flush()
+			end(max(after, sent))
 			return
 		case <-idle.C:
 			if deadline() != nil {

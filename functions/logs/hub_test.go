@@ -375,6 +375,42 @@ func TestStreamLifetime(t *testing.T) {
 	s.await(t, []int64{last})
 }
 
+// TestResumedStreamLifetime: a stream resuming far behind ends after
+// maxStreamLife too, in the middle of its catch-up, with the last id it
+// covered; resuming from there gives the rest, once.
+func TestResumedStreamLifetime(t *testing.T) {
+	defer func(every, life time.Duration) { pollEvery, maxStreamLife = every, life }(pollEvery, maxStreamLife)
+	pollEvery, maxStreamLife = 20*time.Millisecond, time.Nanosecond // over before the catch-up's first batch is sent
+	store := &memLogs{}
+	var all []int64
+	for i := range 5 * readChunk {
+		all = append(all, store.add("alice", fmt.Sprint("a", i)))
+	}
+	a := newAPI(store, auth.None{}, 10)
+	srv := httptest.NewServer(a.handler())
+	defer srv.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer idle(t, a.hub, cancel) // before the globals are restored
+
+	s, status := openStream(t, ctx, srv.URL+"/logs?follow=true&username=alice", "Last-Event-ID", "0")
+	if status != http.StatusOK {
+		t.Fatalf("resume: %d", status)
+	}
+	var got []int64
+	for id := range s.ids {
+		got = append(got, id)
+	}
+	if s.err != nil || len(got) == 0 || len(got) >= len(all) || !slices.Equal(got, all[:len(got)]) {
+		t.Fatalf("the stream gave %d of %d records (ending with %v), want the first ones and a clean end before the rest", len(got), len(all), s.err)
+	}
+	maxStreamLife = time.Minute
+	s, status = openStream(t, ctx, srv.URL+"/logs?follow=true&username=alice", "Last-Event-ID", strconv.FormatInt(got[len(got)-1], 10))
+	if status != http.StatusOK {
+		t.Fatalf("resume again: %d", status)
+	}
+	s.await(t, all[len(got):])
+}
+
 // byToken is an Authenticator whose tokens are user names.
 type byToken struct{}
 
