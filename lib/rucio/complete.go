@@ -81,6 +81,8 @@ type Completer struct {
 	Service *staging.Service
 	RSE     *RSE
 	Logger  *slog.Logger
+
+	checks checks // of replicas, once per replica and message
 }
 
 // Result summarises what a transfer-done event did.
@@ -108,7 +110,7 @@ func (c *Completer) HandleEvent(ctx context.Context, caller staging.Caller, ev *
 	if err != nil {
 		return nil, err
 	}
-	done, err := c.Service.Complete(ctx, caller, did, path, func() error { return c.verify(td, path) })
+	done, err := c.Service.Complete(ctx, caller, did, path, func() error { return c.verify(ctx, td, path) })
 	if err != nil {
 		return nil, err
 	}
@@ -126,8 +128,9 @@ func (c *Completer) HandleEvent(ctx context.Context, caller staging.Caller, ev *
 	return res, nil
 }
 
-// verify checks the replica against the transfer's size and checksum.
-func (c *Completer) verify(td *TransferDone, path string) error {
+// verify checks the replica against the transfer's size and checksum,
+// once for all the deliveries of the message (see checks).
+func (c *Completer) verify(ctx context.Context, td *TransferDone, path string) error {
 	src, err := c.RSE.Storage.Source(path)
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
@@ -138,13 +141,22 @@ func (c *Completer) verify(td *TransferDone, path string) error {
 	if !src.Info.Mode().IsRegular() {
 		return staging.Errorf(staging.Conflict, "Replica of %s is not a file: %s", td.DID(), path)
 	}
-	f, info, err := storage.OpenFile(c.RSE.Storage.SourceRoot(), src.Rel)
-	if errors.Is(err, storage.ErrUnsupported) {
-		return staging.Errorf(staging.Conflict, "Replica of %s is not a file: %s", td.DID(), path)
+	key := checkKey{path: src.Rel, size: src.Info.Size(), mtime: src.Info.ModTime().UnixNano(), wantSize: td.Size()}
+	if td.ChecksumAdler != nil {
+		key.adler = *td.ChecksumAdler
 	}
-	if err != nil {
-		return staging.Wrap(staging.Internal, "Cannot open the replica of "+td.DID().String(), err)
+	if td.ChecksumMD5 != nil {
+		key.md5 = *td.ChecksumMD5
 	}
-	defer f.Close()
-	return td.Verify(f, info.Size())
+	return c.checks.run(ctx, key, td.DID().String(), func() error {
+		f, info, err := storage.OpenFile(c.RSE.Storage.SourceRoot(), src.Rel)
+		if errors.Is(err, storage.ErrUnsupported) {
+			return staging.Errorf(staging.Conflict, "Replica of %s is not a file: %s", td.DID(), path)
+		}
+		if err != nil {
+			return staging.Wrap(staging.Internal, "Cannot open the replica of "+td.DID().String(), err)
+		}
+		defer f.Close()
+		return td.Verify(f, info.Size())
+	})
 }
