@@ -68,19 +68,35 @@ var (
 var functionName = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^[a-z][a-z0-9-]{0,63}$`) })
 
 type api struct {
-	store logging.Store
-	auth  auth.Authenticator
-	hub   *hub
+	store    logging.Store
+	auth     auth.Authenticator
+	hub      *hub
+	stopping chan struct{} // closed when the process stops: streams end
+	stopOnce sync.Once
 }
 
-// routes serves GET /logs over store to the callers authn establishes, with
-// at most maxStreams live streams at once.
-func routes(store logging.Store, authn auth.Authenticator, maxStreams int) http.Handler {
-	return newAPI(store, authn, maxStreams).handler()
-}
-
+// newAPI serves GET /logs (handler) over store to the callers authn
+// establishes, with at most maxStreams live streams at once.
 func newAPI(store logging.Store, authn auth.Authenticator, maxStreams int) *api {
-	return &api{store: store, auth: authn, hub: newHub(store, maxStreams)}
+	return &api{store: store, auth: authn, hub: newHub(store, maxStreams), stopping: make(chan struct{})}
+}
+
+// stop ends every stream, open or still starting, as the end of its life
+// does: its client resumes with its last id, from another replica, and
+// the process's drain does not wait for it.
+func (a *api) stop() { a.stopOnce.Do(func() { close(a.stopping) }) }
+
+// over reports whether a stream must end now: its life is over, or the
+// process stops.
+func (a *api) over(life *time.Timer) bool {
+	select {
+	case <-life.C:
+		return true
+	case <-a.stopping:
+		return true
+	default:
+		return false
+	}
 }
 
 func (a *api) handler() http.Handler {
@@ -383,7 +399,7 @@ func (a *api) readIDs(ctx context.Context, ids []int64) ([]logging.Record, error
 // and its slot given back. After maxStreamLife the stream ends cleanly,
 // even in the middle of a resumed stream's catch-up, its last id the
 // newest it covered (sent without data when the client has no such event),
-// for the client to resume from.
+// for the client to resume from; so it does when the process stops.
 func (a *api) follow(w http.ResponseWriter, r *http.Request, req *request, who string) {
 	ctx := r.Context()
 	life := time.NewTimer(maxStreamLife)
@@ -474,7 +490,8 @@ func (a *api) follow(w http.ResponseWriter, r *http.Request, req *request, who s
 		}
 	}
 	// A resumed stream reads what the hub handed out before it joined,
-	// however much that is: its life ends the catch-up too.
+	// however much that is: its life, or the process stopping, ends the
+	// catch-up too.
 	if after < cursor {
 		q := filters
 		q.Limit, q.After, q.Ascending = readChunk, after, true
@@ -495,11 +512,9 @@ func (a *api) follow(w http.ResponseWriter, r *http.Request, req *request, who s
 				break
 			}
 			q.After = recs[len(recs)-1].ID
-			select {
-			case <-life.C:
+			if a.over(life) {
 				end(q.After)
 				return
-			default:
 			}
 		}
 	}
@@ -517,6 +532,10 @@ func (a *api) follow(w http.ResponseWriter, r *http.Request, req *request, who s
 			return // too slow: the client reconnects and catches up
 		case <-life.C:
 			// Long enough: the client resumes from the newest id covered.
+			end(max(after, sent))
+			return
+		case <-a.stopping:
+			// The process stops: the client resumes elsewhere.
 			end(max(after, sent))
 			return
 		case <-idle.C:

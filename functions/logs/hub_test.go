@@ -10,17 +10,21 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
+	"github.com/ska-telescope/skao-staging-service/internal/testenv"
 	"github.com/ska-telescope/skao-staging-service/lib/auth"
 	"github.com/ska-telescope/skao-staging-service/lib/logging"
 	"github.com/ska-telescope/skao-staging-service/lib/staging"
+	"github.com/ska-telescope/skao-staging-service/lib/store"
 )
 
 // memLogs is a logging.Store in memory that counts its queries.
@@ -475,5 +479,52 @@ func waitFor(t *testing.T, cond func() bool) {
 		if time.Now().After(deadline) {
 			t.Fatal("condition not met within 5 s")
 		}
+	}
+}
+
+// TestShutdownEndsStreams: on SIGTERM a logs function ends its open
+// streams at once, each with the last id it covered (here a record the
+// stream does not show), so that their clients resume elsewhere; the
+// process then exits without waiting for the streams' life to end.
+func TestShutdownEndsStreams(t *testing.T) {
+	db := "sqlite://" + filepath.Join(t.TempDir(), "logs.db")
+	st, err := store.Open(context.Background(), db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now().UTC()
+	err = st.AppendLogs(context.Background(), []logging.Record{{Time: now, Level: slog.LevelInfo, Message: "a0", Function: "stage", Username: "alice"},
+		{Time: now, Level: slog.LevelInfo, Message: "b0", Function: "stage", Username: "bob"}})
+	st.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := testenv.StartFunction(t, "logs", map[string]string{"DATABASE_URL": db, "LOG_TO_STORE": "false"})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	s, status := openStream(t, ctx, p.URL+"/logs?follow=true&username=alice")
+	if status != http.StatusOK {
+		t.Fatalf("follow: %d", status)
+	}
+	s.await(t, []int64{1})
+
+	p.Signal(syscall.SIGTERM)
+	var got []int64
+	timeout := time.After(10 * time.Second)
+	for open := true; open; {
+		select {
+		case id, ok := <-s.ids:
+			if open = ok; ok {
+				got = append(got, id)
+			}
+		case <-timeout:
+			t.Fatalf("the stream is still open 10 s after SIGTERM (gave %v)", got)
+		}
+	}
+	if s.err != nil || !slices.Equal(got, []int64{2}) {
+		t.Errorf("the stream ended with %v and ids %v, want a clean end with the id it covered, [2]", s.err, got)
+	}
+	if err := p.Wait(10 * time.Second); err != nil {
+		t.Errorf("after SIGTERM: %v", err)
 	}
 }

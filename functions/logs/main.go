@@ -15,6 +15,11 @@ func main() {
 		if err != nil {
 			return nil, err
 		}
-		return routes(f.Store, authn, f.Config.MaxLogStreams), nil
+		a := newAPI(f.Store, authn, f.Config.MaxLogStreams)
+		// On SIGTERM open streams end at once, with their last ids, for
+		// their clients to resume elsewhere: the drain does not wait for
+		// them.
+		f.OnStopping(a.stop)
+		return a.handler(), nil
 	})
 }

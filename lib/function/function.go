@@ -53,6 +53,7 @@ type Function struct {
 	Sender  *events.Sender // K_SINK; nil when unset
 
 	background []func(ctx context.Context)
+	stopping   []func()
 	closers    []func() error
 	migrated   atomic.Bool     // the store's schema is up to date
 	logs       *logging.Writer // the log store's writer; nil with LOG_TO_STORE=false
@@ -62,6 +63,12 @@ type Function struct {
 // Go runs fn in the background while the function serves; its context ends
 // when the function shuts down.
 func (f *Function) Go(fn func(ctx context.Context)) { f.background = append(f.background, fn) }
+
+// OnStopping runs fn once the function stops taking requests after
+// SIGTERM, before in-flight requests are waited for: fn ends what would
+// hold the drain for long (a log stream), which in-flight staging requests
+// are not.
+func (f *Function) OnStopping(fn func()) { f.stopping = append(f.stopping, fn) }
 
 // Setup reads the configuration and opens the store; with all, it then
 // sets up staging with those methods (see setupStaging), its configuration
@@ -268,6 +275,11 @@ func (f *Function) Serve(handler http.Handler) error {
 		Handler:     telemetry.Handler(handler),
 		Logger:      f.Logger,
 		Ready:       f.ready,
+		Stopping: func() {
+			for _, fn := range f.stopping {
+				fn()
+			}
+		},
 		Shutdown: func(ctx context.Context) {
 			stopBackground()
 			if f.Service != nil {

@@ -30,6 +30,11 @@ type Options struct {
 	Handler http.Handler
 	// Ready checks the function's dependencies (the database) for /readyz.
 	Ready func(ctx context.Context) error
+	// Stopping, when set, is called once as the server stops taking
+	// requests after SIGTERM, before it waits for those in flight: it ends
+	// long-lived responses (log streams), which draining would otherwise
+	// wait for. Other requests in flight finish as ever.
+	Stopping func()
 	// Shutdown runs after in-flight requests have finished.
 	Shutdown func(ctx context.Context)
 	Logger   *slog.Logger
@@ -98,6 +103,9 @@ func RunContext(ctx context.Context, o Options) error {
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(o.Logger.Handler(), slog.LevelWarn),
 		BaseContext:       func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
+	}
+	if o.Stopping != nil {
+		srv.RegisterOnShutdown(o.Stopping)
 	}
 	ln, err := net.Listen("tcp", net.JoinHostPort(o.Host, strconv.Itoa(o.Port)))
 	if err != nil {

@@ -81,3 +81,70 @@ func TestProbesAndDrain(t *testing.T) {
 		t.Fatalf("drain: %v", err)
 	}
 }
+
+// TestStoppingEndsLongResponses: on SIGTERM, Stopping ends a long-lived
+// response (a log stream) at once, while a request in flight (a staging)
+// still finishes and the drain waits for it.
+func TestStoppingEndsLongResponses(t *testing.T) {
+	ctx, stop := context.WithCancel(context.Background())
+	stopping, release := make(chan struct{}), make(chan struct{})
+	entered := make(chan string, 2)
+	addr := make(chan net.Addr, 1)
+	done := make(chan error, 1)
+	go func() {
+		done <- RunContext(ctx, Options{Host: "127.0.0.1", Port: 0, Logger: slog.Default(), DrainTimeout: 10 * time.Second,
+			Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				entered <- r.URL.Path
+				if r.URL.Path == "/stream" {
+					<-stopping
+					io.WriteString(w, "ended")
+					return
+				}
+				<-release
+				io.WriteString(w, "finished")
+			}),
+			Stopping:  func() { close(stopping) },
+			Listening: func(a net.Addr) { addr <- a }})
+	}()
+	url := "http://" + (<-addr).String()
+	type answer struct {
+		status int
+		body   string
+	}
+	answers := map[string]chan answer{"/stream": make(chan answer, 1), "/staging": make(chan answer, 1)}
+	for path, ch := range answers {
+		go func() {
+			resp, err := http.Get(url + path)
+			if err != nil {
+				ch <- answer{0, err.Error()}
+				return
+			}
+			defer resp.Body.Close()
+			b, _ := io.ReadAll(resp.Body)
+			ch <- answer{resp.StatusCode, string(b)}
+		}()
+	}
+	<-entered
+	<-entered
+	stop()
+	select {
+	case a := <-answers["/stream"]:
+		if a.status != 200 || a.body != "ended" {
+			t.Errorf("the stream: %d %s", a.status, a.body)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the stream was not ended 10 s after SIGTERM")
+	}
+	select {
+	case err := <-done:
+		t.Fatalf("the server stopped (%v) before the staging in flight finished", err)
+	default:
+	}
+	close(release)
+	if a := <-answers["/staging"]; a.status != 200 || a.body != "finished" {
+		t.Errorf("the staging in flight: %d %s", a.status, a.body)
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("drain: %v", err)
+	}
+}
