@@ -83,13 +83,14 @@ func TestPeerRelaysOutcomesByKind(t *testing.T) {
 				t.Fatalf("handed on %+v (%v), event id %s", got, err, ev.ID())
 			}
 			// Signed with this function's secret, so the peer trusts the
-			// sender; the user's token goes along.
+			// sender; the user's token, which the peer does not need,
+			// stays here.
 			v, _ := eventauth.New(eventauth.Config{Mode: "hmac", HMACSecrets: [][]byte{[]byte(secret)}})
 			if _, err := v.Verify(context.Background(), http.Header{}, ev); err != nil {
 				t.Errorf("the hand-off's signature: %v", err)
 			}
-			if rec.auth[0] != "Bearer user-token" {
-				t.Errorf("Authorization %q", rec.auth[0])
+			if rec.auth[0] != "" {
+				t.Errorf("a signed hand-off carries Authorization %q", rec.auth[0])
 			}
 		})
 	}
@@ -315,5 +316,21 @@ func TestReceiverRunOutlivesTheDelivery(t *testing.T) {
 		if time.Now().After(deadline) {
 			t.Fatalf("no outcome: %+v", store.All())
 		}
+	}
+}
+
+// Without a credential of its own (EVENT_AUTH=none), a function hands the
+// caller's token on, so the peer establishes the same caller.
+func TestPeerWithoutCredentialsSendsTheCallersToken(t *testing.T) {
+	rec := &recorder{status: 200}
+	srv := httptest.NewServer(rec)
+	defer srv.Close()
+	p := Peer{Name: "jupyter", URL: srv.URL, Source: "/skao/staging/stage"}
+	req := &staging.Request{Method: "jupyter_copy", Username: "alice", Source: "a", Target: "b", OperationID: "op-1"}
+	if err := p.Run(context.Background(), staging.Caller{Name: "alice", Token: "user-token"}, req); err != nil {
+		t.Fatal(err)
+	}
+	if rec.auth[0] != "Bearer user-token" {
+		t.Errorf("Authorization %q", rec.auth[0])
 	}
 }

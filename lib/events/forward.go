@@ -47,14 +47,17 @@ func (p Peer) Run(ctx context.Context, caller staging.Caller, req *staging.Reque
 	if err := cehttp.WriteRequest(ctx, binding.ToMessage(&ev), hreq); err != nil {
 		return staging.Wrap(staging.Internal, "Cannot encode the request event", err)
 	}
-	// This function's own credential, when it has one, says who sends;
-	// else the caller's token goes along, so the peer establishes the
-	// same caller.
-	if p.Creds != nil && p.Creds.TokenFile != "" {
+	// This function's own credential, when it has one (a signature, or
+	// EVENT_TOKEN_FILE's token), says who sends, and the peer trusts it
+	// for the user this function established: the user's token stays
+	// here. Without one, the caller's token goes along, so the peer
+	// establishes the same caller.
+	switch {
+	case p.Creds != nil && p.Creds.TokenFile != "":
 		if err := p.Creds.header(hreq.Header); err != nil {
 			return staging.Wrap(staging.Internal, "Cannot read EVENT_TOKEN_FILE", err)
 		}
-	} else if caller.Token != "" {
+	case p.Creds == nil && caller.Token != "":
 		hreq.Header.Set("Authorization", "Bearer "+caller.Token)
 	}
 	client := p.Client
