@@ -124,33 +124,16 @@ func estimatedRows(t *testing.T, s *Store, ds *goqu.SelectDataset) int {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var n int
-	var rows []string
-	r, err := s.db.QueryContext(context.Background(), "EXPLAIN "+q, args...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Close()
-	cols, _ := r.Columns()
-	for r.Next() {
-		vals := make([]sql.NullString, len(cols))
-		ptrs := make([]any, len(cols))
-		for i := range vals {
-			ptrs[i] = &vals[i]
-		}
-		if err := r.Scan(ptrs...); err != nil {
-			t.Fatal(err)
-		}
-		for i, c := range cols {
-			if c == "rows" {
-				rows = append(rows, vals[i].String)
-				v, _ := strconv.Atoi(vals[i].String)
-				n += v
-			}
+	plan, _, _ := explain(t, s, q, args)
+	n, found := 0, false
+	for _, field := range strings.Fields(plan) {
+		if v, ok := strings.CutPrefix(field, "rows="); ok {
+			r, _ := strconv.Atoi(v)
+			n, found = n+r, true
 		}
 	}
-	if len(rows) == 0 {
-		t.Fatalf("EXPLAIN %s: no rows column", q)
+	if !found {
+		t.Fatalf("EXPLAIN %s: no rows column\n%s", q, plan)
 	}
 	return n
 }
