@@ -537,8 +537,9 @@ func (s *Service) Complete(ctx context.Context, caller Caller, did, source strin
 				c.Operations = append(c.Operations, *op)
 			}
 		}
-		// A request left waiting (its run refused for good) comes first
-		// in the next batch: stop when a batch moved nobody.
+		// Every request of a batch is finished (run, or failed when its
+		// run was refused for good) unless another delivery took it: stop
+		// when a batch moved nobody.
 		if len(waiting) < sweepBatch || finished == 0 {
 			return c, nil
 		}
@@ -546,10 +547,12 @@ func (s *Service) Complete(ctx context.Context, caller Caller, did, source strin
 }
 
 // completeOne runs op, which waited for its DID's replica, now at source;
-// or fails it with refused, the replica's failure of its check. It returns
-// op's outcome when this call finished it, nil when it was finished
-// elsewhere or left waiting, and an error only when the sender should
-// retry.
+// or fails it with refused, the replica's failure of its check. A run
+// refused for good before it started (its method no longer allowed, say)
+// fails op with the refusal: left waiting, it would stay at the head of
+// the DID's queue, and a thousand such would hide the requests behind
+// them. It returns op's outcome when this call finished it, nil when it
+// was finished elsewhere, and an error only when the sender should retry.
 func (s *Service) completeOne(ctx context.Context, caller Caller, op *Operation, source string, refused error) (*Operation, error) {
 	if refused != nil {
 		if s.FailWaiting(ctx, op, refused) {
@@ -563,6 +566,9 @@ func (s *Service) completeOne(ctx context.Context, caller Caller, op *Operation,
 	case out == nil || out.Operation == nil:
 		if Transient(err) {
 			return nil, err
+		}
+		if err != nil && s.FailWaiting(ctx, op, err) {
+			return op, nil
 		}
 		return nil, nil
 	case out.Replayed:

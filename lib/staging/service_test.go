@@ -1160,3 +1160,34 @@ func TestDetachedRunOutlivesItsDelivery(t *testing.T) {
 		})
 	}
 }
+
+// A waiting request whose run is refused for good when its replica
+// arrives (its method no longer allowed) fails with the refusal, and the
+// requests behind it run: it does not stay at the head of the queue.
+func TestCompletionFailsARequestRefusedForGood(t *testing.T) {
+	fx := newFixture(t)
+	ctx := context.Background()
+	var ids []string
+	for _, method := range []string{"local_copy", "jupyter_copy"} {
+		out, err := fx.svc.Handle(ctx, alice, staging.Request{Method: method, Username: "alice", DID: "skao:far.fits", Target: method}, staging.Options{})
+		if err != nil || !out.Waiting {
+			t.Fatalf("%+v %v", out, err)
+		}
+		ids = append(ids, out.Operation.ID)
+	}
+	fx.svc.Allowed = func(m string) bool { return m != "local_copy" } // ALLOWED_METHODS changed since
+	fx.replicas["skao:far.fits"] = "rse/far.fits"
+	done, err := fx.svc.Complete(ctx, staging.System, "skao:far.fits", "rse/far.fits", func() error { return nil })
+	if err != nil || done.Waiting != 2 || len(done.Operations) != 2 {
+		t.Fatalf("%+v %v", done, err)
+	}
+	for i, want := range []staging.Status{staging.StatusFailed, staging.StatusSuccess} {
+		op, _ := fx.store.Get(ctx, ids[i])
+		if op.Status != want {
+			t.Errorf("%s: %s %q, want %s", op.Method, op.Status, op.ErrorReason, want)
+		}
+	}
+	if op, _ := fx.store.Get(ctx, ids[0]); op.ErrorReason != "Invalid staging method: local_copy" {
+		t.Errorf("reason %q", op.ErrorReason)
+	}
+}
