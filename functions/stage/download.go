@@ -98,10 +98,11 @@ func serveDownload(w http.ResponseWriter, r *http.Request, out *staging.Outcome)
 	h := w.Header()
 	h.Set("Content-Disposition", mime.FormatMediaType("attachment", map[string]string{"filename": d.Name}))
 	h.Set("X-Operation-Id", out.Operation.ID)
-	cw := &countingWriter{ResponseWriter: w, out: out, rc: http.NewResponseController(w)}
+	cw := &countingWriter{ResponseWriter: w, out: out, rc: http.NewResponseController(w), most: -1}
 	defer cw.rc.SetWriteDeadline(time.Time{}) // the connection may serve more requests
 	if d.File != nil {
 		h.Set("Content-Type", "application/octet-stream")
+		cw.most = d.Size // a multi-range answer's part headers are not the file's bytes
 		http.ServeContent(cw, r, d.Name, d.ModTime, d.File)
 		d.File.Close() // before Done, which gives back the files the operation held
 		if cw.status >= 400 {
@@ -121,7 +122,7 @@ func serveDownload(w http.ResponseWriter, r *http.Request, out *staging.Outcome)
 		if r.Method != http.MethodHead && cw.n < want {
 			err = errors.New("client went away before the end")
 		}
-		out.Done(cw.n, err)
+		out.Done(cw.counted, err)
 		return
 	}
 	h.Set("Content-Type", "application/x-tar")
@@ -131,7 +132,7 @@ func serveDownload(w http.ResponseWriter, r *http.Request, out *staging.Outcome)
 		out.Done(0, nil)
 		return
 	}
-	out.Done(cw.n, d.WriteTo(r.Context(), cw))
+	out.Done(cw.counted, d.WriteTo(r.Context(), cw))
 }
 
 // progressChunk is how much of a file goes out in one sendfile call
@@ -149,11 +150,13 @@ var stallTimeout = time.Minute
 // written, with its plain-text body: serveDownload answers it in JSON.
 type countingWriter struct {
 	http.ResponseWriter
-	out    *staging.Outcome
-	rc     *http.ResponseController
-	n      int64
-	until  time.Time // the write deadline set last
-	status int
+	out     *staging.Outcome
+	rc      *http.ResponseController
+	n       int64     // bytes sent
+	counted int64     // of them, counted as progress
+	most    int64     // at most this much progress; < 0: no bound
+	until   time.Time // the write deadline set last
+	status  int
 }
 
 func (c *countingWriter) WriteHeader(code int) {
@@ -184,8 +187,14 @@ func (c *countingWriter) extend() {
 	c.rc.SetWriteDeadline(c.until) // a writer without deadlines has none to set
 }
 
+// count adds n bytes sent to the total and to the operation's progress,
+// which stops at most bytes (when most >= 0).
 func (c *countingWriter) count(n int64) {
 	c.n += n
+	if c.most >= 0 {
+		n = min(n, c.most-c.counted)
+	}
+	c.counted += n
 	c.out.Add(n)
 }
 

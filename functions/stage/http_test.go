@@ -258,6 +258,20 @@ func TestDirectDownload(t *testing.T) {
 			t.Fatalf("status %d body %q headers %v", r.Status, r.Body, r.Header)
 		}
 	})
+	// A multi-range answer's part headers are not the file's: progress
+	// never passes the file's size.
+	t.Run("GET link with ranges", func(t *testing.T) {
+		small := "abcdef"
+		s.write(t, "big/small.bin", small)
+		r := testenv.Do(t, http.MethodGet, s.URL+"/stage_data?method=direct_download&username=alice&local_path_on_storage=big/small.bin", nil, "Range", "bytes=0-1,3-4")
+		if r.Status != 206 || !strings.HasPrefix(r.Header.Get("Content-Type"), "multipart/byteranges") {
+			t.Fatalf("status %d headers %v", r.Status, r.Header)
+		}
+		op := s.waitOperation(t, r.Header.Get("X-Operation-Id"))
+		if op["status"] != "success" || op["bytes_done"].(float64) > op["bytes"].(float64) {
+			t.Fatalf("operation %v", op)
+		}
+	})
 	t.Run("directory as tar", func(t *testing.T) {
 		r := testenv.Do(t, http.MethodGet, s.URL+"/stage_data?method=direct_download&username=alice&local_path_on_storage=big/dir", nil)
 		if r.Status != 200 || r.Header.Get("Content-Type") != "application/x-tar" || r.Header.Get("Content-Disposition") != "attachment; filename=dir.tar" {
