@@ -42,9 +42,15 @@ type JupyterHub struct {
 	ttl     time.Duration
 	max     int
 
-	mu    sync.Mutex
-	cache map[[32]byte]owner
+	mu     sync.Mutex
+	cache  map[[32]byte]owner
+	asking chan struct{} // a place per question to the hub in flight
 }
+
+// maxHubChecks bounds the tokens asked about at once: a flood of tokens
+// the cache does not know is answered 429 here, not passed on to the hub
+// one connection each.
+const maxHubChecks = 32
 
 type owner struct {
 	caller  staging.Caller
@@ -59,7 +65,8 @@ func NewJupyterHub(hub *jupyterhub.Client, service string, ttl time.Duration) *J
 	if ttl <= 0 {
 		ttl = 30 * time.Second
 	}
-	return &JupyterHub{hub: hub, service: service, ttl: ttl, max: 4096, cache: map[[32]byte]owner{}}
+	return &JupyterHub{hub: hub, service: service, ttl: ttl, max: 4096, cache: map[[32]byte]owner{},
+		asking: make(chan struct{}, maxHubChecks)}
 }
 
 // Caller is anonymous without a token; a token the hub does not know is
@@ -76,6 +83,12 @@ func (a *JupyterHub) Caller(ctx context.Context, token string) (staging.Caller, 
 	a.mu.Unlock()
 	if ok && now.Before(o.expires) {
 		return o.caller, nil
+	}
+	select {
+	case a.asking <- struct{}{}:
+		defer func() { <-a.asking }()
+	default:
+		return staging.Caller{}, staging.Errorf(staging.TooMany, "Too many tokens being checked with JupyterHub: try again shortly")
 	}
 	u, err := a.hub.Whoami(ctx, token)
 	if err != nil {

@@ -2,8 +2,11 @@ package auth
 
 import (
 	"context"
+	"fmt"
 	"net/http"
+	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -98,5 +101,36 @@ func TestJupyterHubCaller(t *testing.T) {
 	fresh := NewJupyterHub(client, "staging", time.Minute)
 	if _, err := fresh.Caller(ctx, ownerTok); func() int { s, _ := httpx.Status(err); return s }() != http.StatusServiceUnavailable {
 		t.Errorf("hub down: %v, want 503", err)
+	}
+}
+
+// Tokens the cache does not know are asked about at most maxHubChecks at
+// once: beyond, while the hub is slow to answer, 429, not one more
+// connection to the hub each.
+func TestJupyterHubChecksBounded(t *testing.T) {
+	release := make(chan struct{})
+	var asked atomic.Int32
+	slow := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		asked.Add(1)
+		<-release // a hub that takes its time
+		w.WriteHeader(http.StatusForbidden)
+	}))
+	defer slow.Close()
+	defer close(release)
+	client, err := jupyterhub.New(slow.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := NewJupyterHub(client, "", 0)
+	for i := range maxHubChecks {
+		go a.Caller(context.Background(), fmt.Sprintf("token-%d", i))
+	}
+	testenv.WaitFor(t, 10*time.Second, "every place taken", func() bool { return asked.Load() == maxHubChecks })
+	_, err = a.Caller(context.Background(), "one more")
+	if k, _ := staging.KindOf(err); k != staging.TooMany {
+		t.Fatalf("with %d checks in flight: %v, want too many", maxHubChecks, err)
+	}
+	if asked.Load() != maxHubChecks {
+		t.Fatalf("the hub was asked %d times", asked.Load())
 	}
 }
