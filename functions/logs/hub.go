@@ -44,6 +44,9 @@ type sub struct {
 	gone  chan struct{} // closed when the hub cut the stream off
 }
 
+// storeWait bounds each of the hub's queries.
+var storeWait = 10 * time.Second
+
 // subQueue is how many records may wait for one stream; records are
 // shared, so a queue costs a pointer per record.
 const subQueue = 1024
@@ -77,7 +80,12 @@ func (h *hub) subscribe(ctx context.Context, who string, q logging.Query, after 
 		return nil, 0, 0, staging.Errorf(staging.TooMany, "You have %d live log streams open, the most one user may; close one first", h.mine[who])
 	}
 	if !h.running {
-		last, err := h.store.LastLogID(ctx)
+		// Under the hub's lock: a store that does not answer must not hold
+		// every other stream's start and end for longer than the poller's
+		// own queries wait.
+		qctx, cancel := context.WithTimeout(ctx, storeWait)
+		last, err := h.store.LastLogID(qctx)
+		cancel()
 		if err != nil {
 			return nil, 0, 0, staging.DatabaseUnavailable(err)
 		}
@@ -129,7 +137,7 @@ func (h *hub) run() {
 		}
 		floor := h.t.floor
 		h.mu.Unlock()
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		ctx, cancel := context.WithTimeout(context.Background(), storeWait)
 		recs, err := h.fetch(ctx, floor)
 		cancel()
 		if err != nil {

@@ -528,3 +528,36 @@ func TestShutdownEndsStreams(t *testing.T) {
 		t.Errorf("after SIGTERM: %v", err)
 	}
 }
+
+// stuckLogs is a store that never answers LastLogID until asked to stop.
+type stuckLogs struct{ *memLogs }
+
+func (stuckLogs) LastLogID(ctx context.Context) (int64, error) {
+	<-ctx.Done()
+	return 0, ctx.Err()
+}
+
+// A store that does not answer the first stream's start fails that start
+// (503) within storeWait, instead of holding the hub's lock, and every
+// other stream's start and end, for as long as it does not answer.
+func TestHubStartBoundedWhenTheStoreHangs(t *testing.T) {
+	defer func(w time.Duration) { storeWait = w }(storeWait)
+	storeWait = 50 * time.Millisecond
+	h := newHub(stuckLogs{&memLogs{}}, 10)
+	done := make(chan error, 1)
+	go func() {
+		_, _, _, err := h.subscribe(context.Background(), "alice", logging.Query{}, 0)
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if k, _ := staging.KindOf(err); k != staging.Unavailable {
+			t.Fatalf("subscribe: %v, want unavailable", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("subscribe still waits for a store that does not answer")
+	}
+	if n := h.streams(); n != 0 {
+		t.Fatalf("%d streams held after a failed start", n)
+	}
+}
