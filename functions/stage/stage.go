@@ -111,7 +111,7 @@ func decodeStageRequest(w http.ResponseWriter, r *http.Request) ([]staging.Reque
 // decodeItems reads data: one object, or an array of 1 to maxBatch, each
 // a request in its wire form.
 func decodeItems(data json.RawMessage) ([]staging.Request, bool, error) {
-	data = bytes.TrimSpace(data)
+	data = bytes.Trim(data, " \t\r\n") // JSON's whitespace, not Unicode's (\v is no JSON)
 	if len(data) == 0 || bytes.Equal(data, []byte("null")) {
 		return nil, false, staging.Errorf(staging.Invalid, "data is required")
 	}
