@@ -97,7 +97,7 @@ func RunContext(ctx context.Context, o Options) error {
 	drainer := &handlers.Drainer{Inner: mux, HealthCheck: probe, QuietPeriod: 200 * time.Millisecond}
 
 	srv := &http.Server{
-		Handler:           drainer,
+		Handler:           noSniff(drainer),
 		ReadHeaderTimeout: min(10*time.Second, o.ReadTimeout),
 		ReadTimeout:       o.ReadTimeout,
 		IdleTimeout:       2 * time.Minute,
@@ -144,6 +144,18 @@ func RunContext(ctx context.Context, o Options) error {
 	}
 	o.Logger.Info("stopped")
 	return nil
+}
+
+// noSniff marks every answer nosniff, error answers, log streams and
+// downloads included: a browser then takes JSON, text or a downloaded file
+// for the type it is sent as, and never sniffs markup in it (a file name, a
+// log line, a file's content) to render it as a page of the service's
+// origin.
+func noSniff(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("X-Content-Type-Options", "nosniff")
+		h.ServeHTTP(w, r)
+	})
 }
 
 // crossOriginProtection refuses a browser's cross-origin state-changing

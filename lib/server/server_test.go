@@ -148,3 +148,44 @@ func TestStoppingEndsLongResponses(t *testing.T) {
 		t.Fatalf("drain: %v", err)
 	}
 }
+
+// Every answer is nosniff, whoever writes it: a handler's download or
+// JSON, the cross-origin refusal, the probes. A browser then never renders
+// markup sniffed in an answer as a page of the service's origin.
+func TestAnswersAreNosniff(t *testing.T) {
+	ctx, stop := context.WithCancel(context.Background())
+	defer stop()
+	addr := make(chan net.Addr, 1)
+	go RunContext(ctx, Options{Host: "127.0.0.1", Port: 0, Logger: slog.Default(), DrainTimeout: 5 * time.Second,
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", "application/octet-stream")
+			io.WriteString(w, "<html><script>alert(document.domain)</script>")
+		}),
+		Listening: func(a net.Addr) { addr <- a }})
+	url := "http://" + (<-addr).String()
+	for _, c := range []struct {
+		method, path string
+		header       []string
+	}{
+		{"GET", "/download", nil},
+		{"POST", "/stage_data", []string{"Sec-Fetch-Site", "cross-site"}},
+		{"GET", "/healthz", nil},
+		{"GET", "/readyz", nil},
+	} {
+		req, err := http.NewRequest(c.method, url+c.path, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := 0; i+1 < len(c.header); i += 2 {
+			req.Header.Set(c.header[i], c.header[i+1])
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if got := resp.Header.Get("X-Content-Type-Options"); got != "nosniff" {
+			t.Errorf("%s %s: %d with X-Content-Type-Options %q, want nosniff", c.method, c.path, resp.StatusCode, got)
+		}
+	}
+}
