@@ -394,7 +394,7 @@ func sourceError(err error, p string) error {
 	case errors.Is(err, fs.ErrNotExist), errors.Is(err, syscall.ELOOP), errors.Is(err, syscall.ENAMETOOLONG):
 		return staging.Wrap(staging.Rejected, "Source path does not exist: "+p, err)
 	case errors.Is(err, fs.ErrPermission):
-		return staging.Wrap(staging.Forbidden, "Permission denied reading the source: "+p, err)
+		return storage.PermissionDenied(p, err)
 	}
 	return staging.Wrap(staging.Internal, "Cannot read the source: "+p, err)
 }

@@ -1,6 +1,7 @@
 package storage
 
 import (
+	"cmp"
 	"errors"
 	"io"
 	"io/fs"
@@ -51,7 +52,9 @@ func (s *Storage) List(p string, limit int) (*Listing, error) {
 	root := s.SourceRoot()
 	dir, err := root.Open(rel)
 	if err != nil {
-		return nil, staging.Wrap(staging.Rejected, "Cannot open directory: "+p, err)
+		// Found just now: a folder the service may not read is 403, as
+		// staging it is, not a missing path.
+		return nil, sourceError(err, cmp.Or(p, "."))
 	}
 	defer dir.Close()
 

@@ -41,7 +41,7 @@ func (s *Storage) Resolve(p string) (string, bool, error) {
 		cur := path.Join(append(done, elem)...)
 		info, err := s.source.Lstat(cur)
 		if err != nil {
-			return "", false, classify(err, "Source path does not exist: "+p, "Source path is outside the source storage: "+p)
+			return "", false, sourceError(err, p)
 		}
 		if info.Mode()&fs.ModeSymlink == 0 {
 			done = append(done, elem)
@@ -52,7 +52,7 @@ func (s *Storage) Resolve(p string) (string, bool, error) {
 		}
 		target, err := s.source.Readlink(cur)
 		if err != nil {
-			return "", false, classify(err, "Source path does not exist: "+p, "Source path is outside the source storage: "+p)
+			return "", false, sourceError(err, p)
 		}
 		if filepath.IsAbs(target) {
 			return "", false, escape
@@ -68,7 +68,7 @@ func (s *Storage) Resolve(p string) (string, bool, error) {
 		if errors.Is(err, fs.ErrNotExist) {
 			return "", false, staging.Wrap(staging.Rejected, "Source path does not exist: "+p, err)
 		}
-		return "", false, classify(err, "Source path does not exist: "+p, "Source path is outside the source storage: "+p)
+		return "", false, sourceError(err, p)
 	}
 	return real, info.IsDir(), nil
 }

@@ -103,7 +103,7 @@ func (s *Storage) Source(p string) (*Source, error) {
 	}
 	info, err := s.source.Stat(rel)
 	if err != nil {
-		return nil, classify(err, "Source path does not exist: "+p, "Source path is outside the source storage: "+p)
+		return nil, sourceError(err, p)
 	}
 	// Only files and folders are staged, by every method: a FIFO, a
 	// socket or a device is refused here, before anything opens it.
@@ -191,6 +191,23 @@ func (s *Storage) UserAreaPath(username string) string {
 
 // TargetRoot is the traversal-safe root of all user areas.
 func (s *Storage) TargetRoot() *os.Root { return s.target }
+
+// PermissionDenied is the refusal of a source path p that the service may
+// not read: the site's permissions, as permanent as a missing path.
+func PermissionDenied(p string, err error) error {
+	return staging.Wrap(staging.Forbidden, "Permission denied reading the source: "+p, err)
+}
+
+// sourceError classifies an os.Root error on the source path p.
+func sourceError(err error, p string) error {
+	switch {
+	case IsEscape(err):
+		return staging.Wrap(staging.Forbidden, "Source path is outside the source storage: "+p, err)
+	case errors.Is(err, fs.ErrPermission):
+		return PermissionDenied(p, err)
+	}
+	return classify(err, "Source path does not exist: "+p, "")
+}
 
 // classify turns an os.Root error into Rejected (missing), Forbidden
 // (escape, permission) or Internal.
