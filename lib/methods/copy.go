@@ -264,10 +264,19 @@ func walkFiles(maxDepth int) int {
 // walkError names the source path of a walk's error: err's path is
 // relative to the tree src.
 func walkError(err error, src string) error {
+	var se *staging.Error
+	if errors.As(err, &se) {
+		return err
+	}
 	p := src
 	var pe *fs.PathError
 	if errors.As(err, &pe) {
 		p = path.Join(src, pe.Path)
+	}
+	if storage.IsEscape(err) {
+		// Links in a tree are followed to files inside the tree only: this
+		// one leads elsewhere, in the storage or out of it.
+		return staging.Wrap(staging.Forbidden, "Source folder holds a link leading outside it: "+p, err)
 	}
 	return sourceError(err, p)
 }
@@ -390,7 +399,8 @@ func sourceError(err error, p string) error {
 	case errors.Is(err, storage.ErrUnsupported):
 		return unsupported(p)
 	case storage.IsEscape(err):
-		return staging.Wrap(staging.Forbidden, "Source path is outside the source storage: "+p, err)
+		// p was resolved inside the storage: a link on its way leads out.
+		return storage.LinkOutside(p, err)
 	case errors.Is(err, fs.ErrNotExist), errors.Is(err, syscall.ELOOP), errors.Is(err, syscall.ENAMETOOLONG):
 		return staging.Wrap(staging.Rejected, "Source path does not exist: "+p, err)
 	case errors.Is(err, fs.ErrPermission):

@@ -515,7 +515,7 @@ func TestPrepareRefuses(t *testing.T) {
 	}{
 		{"missing source", "nope.txt", "x", 400, "Source path does not exist: nope.txt"},
 		{"source outside", "../outside/secret.txt", "x", 403, ""},
-		{"source link outside", "escape", "x", 403, "Source path is outside the source storage: escape"},
+		{"source link outside", "escape", "x", 403, "Source path goes through a link leading outside the source storage: escape"},
 		{"source absolute outside", filepath.Join(fx.outside, "secret.txt"), "x", 403, ""},
 		{"source NUL", "f\x00.txt", "x", 422, ""},
 		{"empty source", "", "x", 422, ""},

@@ -51,6 +51,7 @@ func TestList(t *testing.T) {
 		status  int    // 0: listed
 		names   string // "name:type" joined by spaces
 		relPath string
+		detail  string // when refused and set, exact
 	}{
 		{path: "", names: "obs:directory top.txt:file", relPath: ""},
 		{path: ".", names: "obs:directory top.txt:file", relPath: ""},
@@ -65,8 +66,9 @@ func TestList(t *testing.T) {
 		{path: "..", status: http.StatusForbidden},
 		{path: "obs/../../", status: http.StatusForbidden},
 		{path: "/etc", status: http.StatusForbidden},
-		{path: "escape", status: http.StatusForbidden},
-		{path: "obs/link-out", status: http.StatusForbidden},
+		{path: "escape", status: http.StatusForbidden, detail: "Source path goes through a link leading outside the source storage: escape"},
+		{path: "obs/link-out", status: http.StatusForbidden, detail: "Source path goes through a link leading outside the source storage: obs/link-out"},
+		{path: "../obs", status: http.StatusForbidden, detail: "Source path is outside the source storage: ../obs"},
 		{path: "obs\x00", status: http.StatusUnprocessableEntity},
 		{path: strings.Repeat("a/", 2100), status: http.StatusUnprocessableEntity},
 	}
@@ -75,8 +77,8 @@ func TestList(t *testing.T) {
 			l, err := st.List(tt.path, 1000)
 			if tt.status != 0 {
 				status, detail := httpx.Status(err)
-				if status != tt.status || detail == "" {
-					t.Fatalf("got %d %q (listing %+v), want %d with a detail", status, detail, l, tt.status)
+				if status != tt.status || detail == "" || tt.detail != "" && detail != tt.detail {
+					t.Fatalf("got %d %q (listing %+v), want %d with a detail %q", status, detail, l, tt.status, tt.detail)
 				}
 				return
 			}

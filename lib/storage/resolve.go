@@ -22,7 +22,9 @@ func (s *Storage) Resolve(p string) (string, bool, error) {
 	if err != nil {
 		return "", false, err
 	}
-	escape := staging.Errorf(staging.Forbidden, "Source path is outside the source storage: %s", p)
+	// sourceRel left no ".." in rel: one that climbs above the root here
+	// comes from a link, as does an absolute target.
+	escape := LinkOutside(p, nil)
 	var done []string // resolved elements so far
 	todo := strings.Split(filepath.ToSlash(rel), "/")
 	for links := 0; len(todo) > 0; {

@@ -9,6 +9,7 @@ import (
 )
 
 func TestResolve(t *testing.T) {
+	const linkOut = "Source path goes through a link leading outside the source storage: "
 	dir := t.TempDir()
 	src := filepath.Join(dir, "source")
 	for _, d := range []string{"public/obs", "private/secret"} {
@@ -36,6 +37,9 @@ func TestResolve(t *testing.T) {
 		real  string
 		isDir bool
 		kind  staging.Kind
+		// detail, when set: a path inside the storage as written that a
+		// link leads out of is refused for that link, not as outside.
+		detail string
 	}{
 		{path: "", kind: staging.Invalid},
 		{path: ".", real: ".", isDir: true},
@@ -46,17 +50,18 @@ func TestResolve(t *testing.T) {
 		{path: "public/chain/data", real: "private/secret/data"},
 		{path: "public/to-file", real: "public/obs/file"},
 		{path: "public/obs/../to-file", real: "public/obs/file"},
-		{path: "public/out", kind: staging.Forbidden},
-		{path: "public/abs", kind: staging.Forbidden},
-		{path: "public/obs/up-and-out", kind: staging.Forbidden},
+		{path: "public/out", kind: staging.Forbidden, detail: linkOut + "public/out"},
+		{path: "public/out/x", kind: staging.Forbidden, detail: linkOut + "public/out/x"},
+		{path: "public/abs", kind: staging.Forbidden, detail: linkOut + "public/abs"},
+		{path: "public/obs/up-and-out", kind: staging.Forbidden, detail: linkOut + "public/obs/up-and-out"},
 		{path: "public/loop", kind: staging.Rejected},
 		{path: "public/missing", kind: staging.Rejected},
-		{path: "../x", kind: staging.Forbidden},
+		{path: "../x", kind: staging.Forbidden, detail: "Source path is outside the source storage: ../x"},
 	} {
 		real, isDir, err := st.Resolve(tc.path)
 		if tc.kind != "" {
-			if k, _ := staging.KindOf(err); err == nil || k != tc.kind {
-				t.Errorf("Resolve(%q) = %q, %v; want %s", tc.path, real, err, tc.kind)
+			if k, detail := staging.KindOf(err); err == nil || k != tc.kind || tc.detail != "" && detail != tc.detail {
+				t.Errorf("Resolve(%q) = %q, %v; want %s %q", tc.path, real, err, tc.kind, tc.detail)
 			}
 			continue
 		}

@@ -192,17 +192,27 @@ func (s *Storage) UserAreaPath(username string) string {
 // TargetRoot is the traversal-safe root of all user areas.
 func (s *Storage) TargetRoot() *os.Root { return s.target }
 
+// LinkOutside is the refusal of a source path p that lies inside the
+// source storage as written but passes through a link leading out of it
+// (an absolute link counts: os.Root cannot tell where it leads). Saying the
+// path itself is outside would send the user looking at what they typed.
+func LinkOutside(p string, err error) error {
+	return staging.Wrap(staging.Forbidden, "Source path goes through a link leading outside the source storage: "+p, err)
+}
+
 // PermissionDenied is the refusal of a source path p that the service may
 // not read: the site's permissions, as permanent as a missing path.
 func PermissionDenied(p string, err error) error {
 	return staging.Wrap(staging.Forbidden, "Permission denied reading the source: "+p, err)
 }
 
-// sourceError classifies an os.Root error on the source path p.
+// sourceError classifies an os.Root error on the source path p, once
+// sourceRel has found p inside the storage: an escape can then only be a
+// link leading out.
 func sourceError(err error, p string) error {
 	switch {
 	case IsEscape(err):
-		return staging.Wrap(staging.Forbidden, "Source path is outside the source storage: "+p, err)
+		return LinkOutside(p, err)
 	case errors.Is(err, fs.ErrPermission):
 		return PermissionDenied(p, err)
 	}

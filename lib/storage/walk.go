@@ -79,7 +79,10 @@ func (f *Folder) Open(name string) (*os.File, fs.FileInfo, error) {
 	rel := path.Join(f.Rel, name)
 	in, info, err := openFileAt(f.Dir, name, f.top, rel)
 	var pe *fs.PathError
-	if err != nil && !errors.As(err, &pe) {
+	if err != nil && !(errors.As(err, &pe) && pe.Path == rel) {
+		// A link followed from here fails on the name it leads to, which
+		// is not what the user sees in the tree (and, for an absolute
+		// link, a path of the server's): name the entry.
 		err = &fs.PathError{Op: "open", Path: rel, Err: err}
 	}
 	return in, info, err
