@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/ska-telescope/skao-staging-service/lib/httpx"
@@ -96,7 +97,7 @@ func (a *api) fetch(w http.ResponseWriter, r *http.Request, token string) {
 func serveDownload(w http.ResponseWriter, r *http.Request, out *staging.Outcome) {
 	d := out.Download
 	h := w.Header()
-	h.Set("Content-Disposition", mime.FormatMediaType("attachment", map[string]string{"filename": d.Name}))
+	h.Set("Content-Disposition", attachment(d.Name))
 	h.Set("X-Operation-Id", out.Operation.ID)
 	cw := &countingWriter{ResponseWriter: w, out: out, rc: http.NewResponseController(w), most: -1}
 	defer cw.rc.SetWriteDeadline(time.Time{}) // the connection may serve more requests
@@ -133,6 +134,26 @@ func serveDownload(w http.ResponseWriter, r *http.Request, out *staging.Outcome)
 		return
 	}
 	out.Done(cw.counted, d.WriteTo(r.Context(), cw))
+}
+
+// attachment is the Content-Disposition of a download named name. A name
+// that is not printable ASCII goes in filename* (RFC 5987, UTF-8,
+// percent-encoded), after a plain filename with '_' for what it cannot hold
+// (RFC 6266, section 4.3): browsers and wget take filename*, and clients
+// that read filename only (curl -J) still save under the name rather than
+// under the URL's last segment.
+func attachment(name string) string {
+	full := mime.FormatMediaType("attachment", map[string]string{"filename": name})
+	plain := strings.Map(func(r rune) rune {
+		if r < ' ' || r > '~' {
+			return '_'
+		}
+		return r
+	}, name)
+	if plain == name {
+		return full
+	}
+	return mime.FormatMediaType("attachment", map[string]string{"filename": plain}) + strings.TrimPrefix(full, "attachment")
 }
 
 // progressChunk is how much of a file goes out in one sendfile call

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"mime"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -96,5 +97,29 @@ func TestRangeOutsideTheFile(t *testing.T) {
 	op := waitFailed(t, fn, resp.Header.Get("X-Operation-Id"), 5*time.Second)
 	if op.ErrorReason != detail || op.BytesDone != 0 {
 		t.Fatalf("%+v", op)
+	}
+}
+
+// A download's name reaches every client: filename* (RFC 5987) for
+// browsers and wget, after a plain ASCII filename for clients that read
+// only that (curl -J); quotes, separators and line breaks stay inside the
+// parameter.
+func TestAttachmentName(t *testing.T) {
+	for _, c := range []struct{ name, want string }{
+		{"file.bin", `attachment; filename=file.bin`},
+		{`a"b;c.txt`, `attachment; filename="a\"b;c.txt"`},
+		{"héllo wörld.txt", `attachment; filename="h_llo w_rld.txt"; filename*=utf-8''h%C3%A9llo%20w%C3%B6rld.txt`},
+		{"new\nline\r.txt", `attachment; filename=new_line_.txt; filename*=utf-8''new%0Aline%0D.txt`},
+		{"rtl\u202egnp.exe", `attachment; filename=rtl_gnp.exe; filename*=utf-8''rtl%E2%80%AEgnp.exe`},
+		{"bad\xff.txt", `attachment; filename=bad_.txt; filename*=utf-8''bad%FF.txt`},
+	} {
+		got := attachment(c.name)
+		if got != c.want {
+			t.Errorf("%q: %s, want %s", c.name, got, c.want)
+		}
+		disposition, params, err := mime.ParseMediaType(got)
+		if err != nil || disposition != "attachment" || params["filename"] != c.name {
+			t.Errorf("%q: %s reads as %s %q (%v)", c.name, got, disposition, params, err)
+		}
 	}
 }
