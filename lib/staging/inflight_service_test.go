@@ -356,3 +356,61 @@ func TestOpenFilesBound(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// A redelivery that waits for its first delivery, still running here or
+// elsewhere, is work in flight too: it takes a share while it polls the
+// store, so a flood of redeliveries is refused with TooMany instead of
+// each waiting unbounded; the first delivery is not disturbed.
+func TestRedeliveryWaitingHoldsASlot(t *testing.T) {
+	fx := newFixture(t)
+	fx.copy.started = make(chan string, 8)
+	fx.svc.MaxInflight = 2
+	event := req("local_copy", "slow", "event")
+	event.EventSource, event.EventID = "/test", "slow-1"
+	first := make(chan error, 1)
+	go func() {
+		_, err := fx.svc.Handle(context.Background(), alice, event, staging.Options{})
+		first <- err
+	}()
+	<-fx.copy.started
+	inFlight(t, fx.svc, 1, staging.DefaultFiles)
+
+	waiting := make(chan *staging.Outcome, 1)
+	go func() {
+		out, err := fx.svc.Handle(context.Background(), alice, event, staging.Options{})
+		if err != nil {
+			t.Error(err)
+		}
+		waiting <- out
+	}()
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		if ops, _ := fx.svc.InFlight(); ops == 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the redelivery did not take a share while it waits")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	_, err := fx.svc.Handle(context.Background(), alice, event, staging.Options{})
+	wantKind(t, err, staging.TooMany, busyDetail)
+
+	fx.copy.gate <- struct{}{}
+	if err := <-first; err != nil {
+		t.Fatal(err)
+	}
+	if out := <-waiting; out == nil || !out.Replayed || out.Operation.Status != staging.StatusSuccess {
+		t.Fatalf("waiting redelivery: %+v", out)
+	}
+	inFlight(t, fx.svc, 0, 0)
+	// Finished: a redelivery is answered without waiting, so without a
+	// share, even by a full process.
+	done := fx.hold(t, fx.svc, 2)
+	if out, err := fx.svc.Handle(context.Background(), alice, event, staging.Options{}); err != nil || !out.Replayed {
+		t.Fatalf("redelivery of a finished event, process full: %+v %v", out, err)
+	}
+	fx.copy.gate <- struct{}{}
+	fx.copy.gate <- struct{}{}
+	<-done
+	<-done
+}

@@ -287,6 +287,24 @@ func (s *Service) replayOr(ctx context.Context, op *Operation, err error) (*Outc
 	return s.replay(ctx, op)
 }
 
+// replayRedelivery answers a redelivery of req, which holds no share of
+// the work in flight, from the first outcome of op. Waiting for a first
+// delivery that still runs is work in flight here: the wait takes a share
+// (no files), so a flood of redeliveries is refused with TooMany, and
+// their sender retries, instead of each polling the store with no bound.
+// An outcome already there is answered without one.
+func (s *Service) replayRedelivery(ctx context.Context, req *Request, opt Options, op *Operation) (*Outcome, error) {
+	if op.Status.Finished() || op.WaitsForReplica() {
+		return s.replay(ctx, op)
+	}
+	sl, err := s.reserve(ctx, req, opt, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer sl.release()
+	return s.replay(ctx, op)
+}
+
 // replay answers a redelivered request from its first outcome, waiting for
 // it while it runs.
 func (s *Service) replay(ctx context.Context, op *Operation) (*Outcome, error) {

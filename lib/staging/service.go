@@ -186,7 +186,7 @@ func (s *Service) handle(ctx context.Context, caller Caller, req *Request, opt O
 			// away, and left it pending for this one.
 			return s.rerunRemote(ctx, caller, m, op, req, opt)
 		}
-		return s.replay(ctx, op)
+		return s.replayRedelivery(ctx, req, opt, op)
 	} else if !errors.Is(err, ErrNotFound) {
 		return nil, err
 	}
@@ -269,7 +269,7 @@ func (s *Service) resume(ctx context.Context, caller Caller, m Method, req *Requ
 		return nil, Errorf(Forbidden, "Operation %s is not this request's", op.ID)
 	}
 	if op.Status != StatusPending {
-		return s.replay(ctx, op)
+		return s.replayRedelivery(ctx, req, opt, op)
 	}
 	if op.WaitsForReplica() {
 		// A request by DID runs on its replica, found here, never on a
