@@ -36,12 +36,12 @@ func (m LocalCopy) Prepare(ctx context.Context, req *staging.Request) (*staging.
 	if !src.Info.Mode().IsRegular() && !src.Info.IsDir() {
 		return nil, unsupported(req.Source)
 	}
-	run := func(ctx context.Context, job *staging.Job) (*staging.Result, error) {
+	run := func(ctx context.Context, job *staging.Job) (_ *staging.Result, err error) {
 		t, err := openTarget(m.Storage, req.Username, rel)
 		if err != nil {
 			return nil, err
 		}
-		defer t.Close()
+		defer func() { t.finish(err != nil) }()
 		if done, err := m.present(ctx, src, t); done || err != nil {
 			return &staging.Result{Message: alreadyAvailable(t.rel)}, err
 		}

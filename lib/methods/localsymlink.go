@@ -36,12 +36,12 @@ func (m LocalSymlink) Prepare(ctx context.Context, req *staging.Request) (*stagi
 		root = m.Options.SymlinkTargetRoot
 	}
 	link := filepath.Join(root, src.Rel)
-	run := func(ctx context.Context, job *staging.Job) (*staging.Result, error) {
+	run := func(ctx context.Context, job *staging.Job) (_ *staging.Result, err error) {
 		t, err := openTarget(m.Storage, req.Username, rel)
 		if err != nil {
 			return nil, err
 		}
-		defer t.Close()
+		defer func() { t.finish(err != nil) }()
 		dir, err := t.dir()
 		if err != nil {
 			return nil, err

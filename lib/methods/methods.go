@@ -15,6 +15,9 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/ska-telescope/skao-staging-service/lib/staging"
 	"github.com/ska-telescope/skao-staging-service/lib/storage"
@@ -120,10 +123,14 @@ func resolve(st *storage.Storage, opts Options, req *staging.Request) (*request,
 // target is a resolved place in a user area: the folder and the name
 // inside it.
 type target struct {
-	folder *os.File // the folder, for calls on its handle
+	folder *os.File // the folder, for calls on its handle, held (hold) while the run lasts
 	root   *os.Root // the same folder as a root, once dir opened it
 	name   string
 	rel    string // relative to the user area: messages name it, never the server's paths
+
+	st       *storage.Storage
+	username string
+	made     []string // folders on the way this run made, relative to the area, outermost first
 }
 
 // dir is the target folder as a root of its own, opened through its
@@ -146,27 +153,150 @@ func (t *target) Close() {
 	t.folder.Close()
 }
 
-// openTarget resolves rel under the user's area, creating missing folders.
+// finish closes the target; after a run that failed it also removes the
+// folders the run made on the way that are still empty, so a failure
+// leaves nothing new in the user's area.
+func (t *target) finish(failed bool) {
+	t.Close()
+	if failed {
+		removeMade(t.st, t.username, t.made)
+	}
+}
+
+// openTarget resolves rel under the user's area, creating missing folders
+// (recorded in made, for finish).
 func openTarget(st *storage.Storage, username, rel string) (*target, error) {
 	area, err := st.UserArea(username)
 	if err != nil {
 		return nil, err
 	}
 	defer area.Close()
-	// The folder usually exists: open it first. If that fails, MkdirAll
-	// creates it, or says what is in the way.
+	t := &target{name: filepath.Base(rel), rel: rel, st: st, username: username}
 	parent := filepath.Dir(rel)
-	folder, err := area.OpenFile(parent, os.O_RDONLY|syscall.O_DIRECTORY, 0)
-	if err != nil {
-		if err := area.MkdirAll(parent, 0o755); err != nil {
-			return nil, targetError(err, rel)
+	for attempt := 1; ; attempt++ {
+		// The folder usually exists: open it first. If that fails, the
+		// missing folders are made, or what is in the way said.
+		folder, err := area.OpenFile(parent, os.O_RDONLY|syscall.O_DIRECTORY, 0)
+		if err != nil {
+			var made []string
+			made, err = makeFolders(area, parent)
+			t.made = append(t.made, made...)
+			if err == nil {
+				folder, err = area.OpenFile(parent, os.O_RDONLY|syscall.O_DIRECTORY, 0)
+			}
 		}
-		folder, err = area.OpenFile(parent, os.O_RDONLY|syscall.O_DIRECTORY, 0)
-	}
-	if err != nil {
+		if err == nil {
+			if err = hold(area, parent, folder); err != nil {
+				folder.Close()
+			}
+		}
+		if err == nil {
+			t.folder = folder
+			return t, nil
+		}
+		// A folder on the way that another run made and removed after it
+		// failed, just as this one found it: look again, making it anew.
+		if errors.Is(err, fs.ErrNotExist) && attempt < 5 {
+			time.Sleep(time.Millisecond)
+			continue
+		}
+		removeMade(st, username, t.made)
 		return nil, targetError(err, rel)
 	}
-	return &target{folder: folder, name: filepath.Base(rel), rel: rel}, nil
+}
+
+// makeFolders makes the missing folders of dir in area, as MkdirAll does,
+// and returns those it made, outermost first: only they are this run's
+// to remove. A folder that exists, made by someone else a moment ago
+// included, is not.
+func makeFolders(area *os.Root, dir string) ([]string, error) {
+	var made []string
+	if dir == "." {
+		return nil, nil
+	}
+	p := ""
+	for _, name := range strings.Split(dir, string(filepath.Separator)) {
+		p = filepath.Join(p, name)
+		err := area.Mkdir(p, 0o755)
+		if err == nil {
+			made = append(made, p)
+		} else if !errors.Is(err, fs.ErrExist) {
+			return made, err
+		}
+	}
+	return made, nil
+}
+
+// errFolderGone is a target folder removed between its opening and its
+// hold: looked for again.
+var errFolderGone = fmt.Errorf("target folder removed as it was opened: %w", fs.ErrNotExist)
+
+// hold takes a shared lock on the open target folder for the run, so a
+// failed run that made it does not remove it while this one writes there
+// (removeEmpty needs the lock exclusive; a file being copied is unnamed
+// until it is complete, so the folder looks empty meanwhile). The folder
+// must then still be the one at its path: one removed before the lock
+// was taken is errFolderGone. Where the filesystem has no such locks,
+// removeEmpty cannot lock either and removes nothing.
+func hold(area *os.Root, parent string, folder *os.File) error {
+	if err := unix.Flock(int(folder.Fd()), unix.LOCK_SH|unix.LOCK_NB); errors.Is(err, unix.EWOULDBLOCK) {
+		return errFolderGone // being removed: look again
+	}
+	held, err := folder.Stat()
+	if err != nil {
+		return err
+	}
+	now, err := area.Stat(parent)
+	if err != nil {
+		return err
+	}
+	if !os.SameFile(held, now) {
+		return errFolderGone
+	}
+	return nil
+}
+
+// removeMade removes the folders made (outermost first) in the user's area,
+// innermost first, while each is empty and no run holds it; it stops at
+// the first it leaves.
+func removeMade(st *storage.Storage, username string, made []string) {
+	if len(made) == 0 {
+		return
+	}
+	area, err := st.TargetRoot().OpenRoot(username)
+	if err != nil {
+		return
+	}
+	defer area.Close()
+	for i := len(made) - 1; i >= 0; i-- {
+		if removeEmpty(area, made[i]) != nil {
+			return
+		}
+	}
+}
+
+// removeEmpty removes the folder dir of area if it is empty and no run
+// holds it (hold). unlinkat with AT_REMOVEDIR fails on a folder that is not
+// empty, so whatever another run put there stays, however late it came.
+func removeEmpty(area *os.Root, dir string) error {
+	parent, err := area.OpenFile(filepath.Dir(dir), os.O_RDONLY|syscall.O_DIRECTORY, 0)
+	if err != nil {
+		return err
+	}
+	defer parent.Close()
+	name := filepath.Base(dir)
+	fd, err := unix.Openat(int(parent.Fd()), name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return &fs.PathError{Op: "open", Path: dir, Err: err}
+	}
+	defer unix.Close(fd)
+	if err := unix.Flock(fd, unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		return &fs.PathError{Op: "flock", Path: dir, Err: err}
+	}
+	if err := unix.Unlinkat(int(parent.Fd()), name, unix.AT_REMOVEDIR); err != nil {
+		return &fs.PathError{Op: "rmdir", Path: dir, Err: err}
+	}
+	return nil
 }
 
 func targetError(err error, rel string) error {
