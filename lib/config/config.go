@@ -95,6 +95,9 @@ type Events struct {
 	// TokenFile is a token (a projected service-account token) this
 	// function sends with its own events in mode oidc (EVENT_TOKEN_FILE).
 	TokenFile string
+	// MaxAge is how old a signed event may be when it arrives, in mode
+	// hmac (EVENT_MAX_AGE, default 2h: longer than a broker redelivers).
+	MaxAge time.Duration
 }
 
 // DefaultDatabaseURL is the embedded SQLite used when DATABASE_URL is unset.
@@ -276,6 +279,14 @@ func loadEvents(get func(name, def string) string) (Events, error) {
 	default:
 		return e, fmt.Errorf("EVENT_AUTH: %q is not none, oidc or hmac", e.Auth)
 	}
+	// Shorter than a broker's retry schedule, redeliveries would be
+	// refused; a minute is the least that makes sense at all.
+	maxAge := get("EVENT_MAX_AGE", "2h")
+	d, err := time.ParseDuration(maxAge)
+	if err != nil || d < time.Minute {
+		return e, fmt.Errorf("EVENT_MAX_AGE: %q is not a duration of at least 1m, such as 2h", maxAge)
+	}
+	e.MaxAge = d
 	if file := get("EVENT_HMAC_SECRET_FILE", ""); file != "" {
 		if e.HMACSecret != "" {
 			return e, fmt.Errorf("EVENT_HMAC_SECRET_FILE: give it or EVENT_HMAC_SECRET, not both")

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/ska-telescope/skao-staging-service/lib/eventauth"
 )
 
 // env is a map-backed lookup for Load.
@@ -345,6 +347,13 @@ func TestLoadEvents(t *testing.T) {
 	if c, _ := Load(base(nil).lookup); c.Events.Auth != "none" {
 		t.Errorf("EVENT_AUTH default %q", c.Events.Auth)
 	}
+	// The default is the one the verifier would take for none.
+	if c, _ := Load(base(nil).lookup); c.Events.MaxAge != eventauth.DefaultMaxAge {
+		t.Errorf("EVENT_MAX_AGE default %s, want %s", c.Events.MaxAge, eventauth.DefaultMaxAge)
+	}
+	if c, err := Load(base(env{"EVENT_MAX_AGE": "90m"}).lookup); err != nil || c.Events.MaxAge != 90*time.Minute {
+		t.Errorf("EVENT_MAX_AGE=90m: %s %v", c.Events.MaxAge, err)
+	}
 }
 
 func TestLoadAuthErrors(t *testing.T) {
@@ -363,6 +372,9 @@ func TestLoadAuthErrors(t *testing.T) {
 		{"unknown event auth", base(env{"EVENT_AUTH": "mtls"}), "EVENT_AUTH"},
 		{"secret twice", base(env{"EVENT_HMAC_SECRET": "x", "EVENT_HMAC_SECRET_FILE": "/f"}), "EVENT_HMAC_SECRET_FILE"},
 		{"secret file missing", base(env{"EVENT_HMAC_SECRET_FILE": "/nonexistent/secret"}), "EVENT_HMAC_SECRET_FILE"},
+		{"max age not a duration", base(env{"EVENT_MAX_AGE": "2 hours"}), "EVENT_MAX_AGE"},
+		{"max age too short", base(env{"EVENT_MAX_AGE": "30s"}), "EVENT_MAX_AGE"},
+		{"max age negative", base(env{"EVENT_MAX_AGE": "-2h"}), "EVENT_MAX_AGE"},
 	} {
 		_, err := Load(tc.env.lookup)
 		if err == nil || !strings.Contains(err.Error(), tc.variable) {

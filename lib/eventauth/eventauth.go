@@ -12,7 +12,9 @@
 //   - hmac: for clusters without that feature, a secret shared by sender
 //     and receiver signs the event's attributes and data; the signature
 //     travels in a CloudEvents extension attribute, which a broker passes
-//     on (an Authorization header it does not).
+//     on (an Authorization header it does not). The signed time bounds
+//     when the event is accepted (MaxAge), so a captured one cannot be
+//     sent again later.
 //   - none: nobody is asked anything (the default, as before).
 //
 // Refusals are ErrUnauthenticated (401: no or bad credentials), ErrForbidden
@@ -29,6 +31,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"time"
 
 	"github.com/cloudevents/sdk-go/v2/event"
 
@@ -84,6 +87,13 @@ type Config struct {
 	// HMACSecrets verify signatures (EVENT_HMAC_SECRET, or the file
 	// EVENT_HMAC_SECRET_FILE names; see ParseSecrets); the first one signs.
 	HMACSecrets [][]byte
+	// MaxAge is how old a signed event may be (EVENT_MAX_AGE); 0 is
+	// DefaultMaxAge. Signed events must carry a time, at most MaxAge old
+	// and at most MaxClockSkew ahead.
+	MaxAge time.Duration
+	// Now is the clock signed events' times are checked against; nil is
+	// time.Now.
+	Now func() time.Time
 	// HTTPClient reaches the issuer. Nil: for the in-cluster API server, a
 	// client with the pod's service-account CA and token; otherwise a plain
 	// one.
@@ -140,6 +150,9 @@ func (c Config) check() error {
 		if len(c.HMACSecrets) == 0 {
 			return errors.New("eventauth: hmac needs a secret (EVENT_HMAC_SECRET or EVENT_HMAC_SECRET_FILE)")
 		}
+		if c.MaxAge < 0 {
+			return fmt.Errorf("eventauth: a maximum age of %s for signed events: it must be positive (EVENT_MAX_AGE)", c.MaxAge)
+		}
 		for _, s := range c.HMACSecrets {
 			if len(s) < MinSecretBytes {
 				return fmt.Errorf("eventauth: a secret of %d bytes: at least %d are required", len(s), MinSecretBytes)
@@ -172,6 +185,12 @@ func New(cfg Config) (*Verifier, error) {
 	}
 	if cfg.Mode == ModeHMAC && len(cfg.Senders) == 0 {
 		cfg.Senders = Senders{AnyType: {HMACSubject}}
+	}
+	if cfg.MaxAge == 0 {
+		cfg.MaxAge = DefaultMaxAge
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
 	}
 	if err := cfg.check(); err != nil {
 		return nil, err
@@ -246,6 +265,10 @@ func (v *Verifier) Verify(ctx context.Context, header http.Header, ev *event.Eve
 		return v.verifyToken(ctx, header, ev)
 	case ModeHMAC:
 		if err := verifySignature(ev, v.cfg.HMACSecrets); err != nil {
+			return Sender{}, err
+		}
+		// After the signature: the time checked is the one signed.
+		if err := checkTime(ev, v.cfg.Now(), v.cfg.MaxAge); err != nil {
 			return Sender{}, err
 		}
 		s := Sender{Mode: ModeHMAC, Subject: HMACSubject}

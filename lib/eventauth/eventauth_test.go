@@ -97,13 +97,16 @@ type roundTripFunc func(*http.Request) (*http.Response, error)
 
 func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
 
+// eventTime is when newEvent's events were made.
+var eventTime = time.Date(2026, 3, 14, 15, 9, 26, 535897000, time.UTC)
+
 func newEvent(id, typ string) event.Event {
 	ev := cloudevents.NewEvent()
 	ev.SetID(id)
 	ev.SetSource("/rucio/rse/SITE")
 	ev.SetType(typ)
 	ev.SetSubject("obs/vis.ms")
-	ev.SetTime(time.Date(2026, 3, 14, 15, 9, 26, 535897000, time.UTC))
+	ev.SetTime(eventTime)
 	ev.SetExtension(ExtMethod, "local_copy")
 	ev.SetData(cloudevents.ApplicationJSON, map[string]string{"method": "local_copy", "username": "alice",
 		"local_path_on_storage": "obs/vis.ms", "relative_path": "vis.ms"})
@@ -266,6 +269,7 @@ func TestNewChecksTheConfig(t *testing.T) {
 		{Config{Mode: ModeHMAC}, "EVENT_HMAC_SECRET"},
 		{Config{Mode: ModeHMAC, HMACSecrets: [][]byte{[]byte("short")}}, "at least 32"},
 		{Config{Mode: ModeHMAC, HMACSecrets: [][]byte{secret}, Senders: allow("*=" + trigger)}, "only sender"},
+		{Config{Mode: ModeHMAC, HMACSecrets: [][]byte{secret}, MaxAge: -time.Hour}, "EVENT_MAX_AGE"},
 		{Config{Mode: "jwt"}, "not none, oidc or hmac"},
 	} {
 		v, err := New(tc.cfg)
@@ -278,6 +282,7 @@ func TestNewChecksTheConfig(t *testing.T) {
 			t.Errorf("an error shows the secret: %v", err)
 		case err == nil && tc.cfg.Mode == ModeHMAC:
 			ev := newEvent("x", typeRucio)
+			ev.SetTime(time.Now())
 			if err := Sign(&ev, secret); err != nil {
 				t.Fatal(err)
 			}

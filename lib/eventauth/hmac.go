@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/cloudevents/sdk-go/v2/event"
 	"github.com/cloudevents/sdk-go/v2/types"
@@ -41,8 +42,11 @@ const sigPrefix = "v1="
 // without the whitespace around the value, which an event in structured
 // mode does not keep. Other extensions (those brokers add, tracing) are not
 // signed.
-// Replays are not refused here: the staging service keys each event by its
-// source and id, which are signed.
+// The time is what makes a signed event expire: Verify refuses one without
+// a time, or whose time is not within its window (see checkTime), so an
+// event captured on the network cannot be sent again once a broker would
+// have stopped redelivering it. Within the window the staging service
+// keys each event by its source and id, which are signed too.
 func Canonical(ev *event.Event) ([]byte, error) {
 	var b strings.Builder
 	b.WriteString("skao-staging-event-hmac-v1\n")
@@ -82,10 +86,16 @@ func isJSON(contentType string) bool {
 }
 
 // Sign signs ev with secret (at least MinSecretBytes long), setting its
-// ExtSignature extension. Sign after the last change to the event.
+// ExtSignature extension. An event without a time gets the current time
+// first: receivers refuse signed events without one. Sign after the last
+// change to the event, and just before sending it: its time starts the
+// window in which receivers accept it (MaxAge).
 func Sign(ev *event.Event, secret []byte) error {
 	if len(secret) < MinSecretBytes {
 		return fmt.Errorf("eventauth: a secret of %d bytes: at least %d are required", len(secret), MinSecretBytes)
+	}
+	if ev.Time().IsZero() {
+		ev.SetTime(time.Now())
 	}
 	c, err := Canonical(ev)
 	if err != nil {
@@ -138,3 +148,38 @@ func verifySignature(ev *event.Event, secrets [][]byte) error {
 }
 
 var errBadSignature = errors.New("the signature does not match the event")
+
+// DefaultMaxAge is how old a signed event may be when it arrives
+// (EVENT_MAX_AGE's default). A Knative broker redelivers an event with the
+// time it was signed with; as the deployments set its delivery (5 retries,
+// exponential backoff from 0.5 s, 600 s per attempt) its last attempt
+// starts at most 5 × 600 s + 31 s, about 51 minutes, after the first.
+// Twice that, rounded up, leaves room for a broker's queue and clocks.
+const DefaultMaxAge = 2 * time.Hour
+
+// MaxClockSkew is how far ahead of this replica's clock a signed event's
+// time may be: the sender's clock may run ahead of ours.
+const MaxClockSkew = 5 * time.Minute
+
+// ErrStale is returned by Verify for a signed event, its signature good,
+// whose time is missing, older than MaxAge or more than MaxClockSkew
+// ahead: a replay of a captured event, or a sender whose clock is off.
+var ErrStale = fmt.Errorf("%w: the signed event's time is missing or outside the accepted window", ErrUnauthenticated)
+
+// checkTime accepts ev if its time lies between maxAge before now and
+// MaxClockSkew after it. Redeliveries of an event keep its time, so
+// maxAge must exceed the broker's retry schedule.
+func checkTime(ev *event.Event, now time.Time, maxAge time.Duration) error {
+	t := ev.Time()
+	switch {
+	case t.IsZero():
+		return fmt.Errorf("%w: it has no time", ErrStale)
+	case t.Before(now.Add(-maxAge)):
+		return fmt.Errorf("%w: its time %s is %s old, more than %s (EVENT_MAX_AGE)", ErrStale,
+			types.FormatTime(t), now.Sub(t).Round(time.Second), maxAge)
+	case t.After(now.Add(MaxClockSkew)):
+		return fmt.Errorf("%w: its time %s is %s ahead, more than %s", ErrStale,
+			types.FormatTime(t), t.Sub(now).Round(time.Second), MaxClockSkew)
+	}
+	return nil
+}

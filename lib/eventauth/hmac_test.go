@@ -3,11 +3,13 @@ package eventauth
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/cloudevents/sdk-go/v2/event"
 )
@@ -23,7 +25,8 @@ func hmacVerifier(t *testing.T, senders string, secrets ...[]byte) *Verifier {
 	if err != nil {
 		t.Fatal(err)
 	}
-	v, err := New(Config{Mode: ModeHMAC, HMACSecrets: secrets, Senders: s})
+	// The events of these tests are a minute old (newEvent's time).
+	v, err := New(Config{Mode: ModeHMAC, HMACSecrets: secrets, Senders: s, Now: func() time.Time { return eventTime.Add(time.Minute) }})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -183,4 +186,139 @@ func TestSignRefusesShortSecrets(t *testing.T) {
 	if _, err := New(Config{Mode: ModeHMAC, HMACSecrets: [][]byte{[]byte("short")}, Senders: Senders{"*": {"hmac"}}}); err == nil {
 		t.Fatal("a verifier with a short secret")
 	}
+}
+
+// A signed event is accepted from its time until MaxAge later, and up to
+// MaxClockSkew before it (the sender's clock may run ahead); it must have
+// a time, and the time is signed, so a replay cannot be moved into the
+// window. The signature is checked first: an unsigned or forged event is
+// refused as such whatever its time.
+func TestHMACTimeWindow(t *testing.T) {
+	now := time.Date(2026, 12, 3, 12, 0, 0, 0, time.UTC)
+	maxAge := 90 * time.Minute
+	v, err := New(Config{Mode: ModeHMAC, HMACSecrets: [][]byte{secret}, MaxAge: maxAge, Now: func() time.Time { return now }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	at := func(when time.Time) event.Event {
+		ev := newEvent("w-1", typeRequest)
+		ev.SetTime(when)
+		return signed(t, ev, secret)
+	}
+	for _, tc := range []struct {
+		name   string
+		ev     event.Event
+		stale  bool   // refused as not current
+		reason string // in the error, when refused
+	}{
+		{"fresh", at(now), false, ""},
+		{"a redelivery near the end of the window", at(now.Add(-maxAge + time.Second)), false, ""},
+		{"older than the maximum age", at(now.Add(-maxAge - time.Second)), true, "more than 1h30m0s (EVENT_MAX_AGE)"},
+		{"a day old", at(now.Add(-24 * time.Hour)), true, "24h0m0s old"},
+		{"ahead within the clock skew", at(now.Add(MaxClockSkew - time.Second)), false, ""},
+		{"too far ahead", at(now.Add(MaxClockSkew + time.Second)), true, "ahead, more than 5m0s"},
+		{"without a time", signedAsIs(t, newEvent("w-1", typeRequest), secret), true, "no time"},
+		{"time moved into the window after signing", func() event.Event {
+			ev := at(now.Add(-24 * time.Hour))
+			ev.SetTime(now)
+			return ev
+		}(), false, "does not match"},
+		{"time moved out of the window after signing", func() event.Event {
+			ev := at(now)
+			ev.SetTime(now.Add(-24 * time.Hour))
+			return ev
+		}(), false, "does not match"},
+		{"old and unsigned", func() event.Event {
+			ev := newEvent("w-1", typeRequest)
+			ev.SetTime(now.Add(-24 * time.Hour))
+			return ev
+		}(), false, "no sender credential"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ev := tc.ev.Clone()
+			s, err := v.Verify(context.Background(), http.Header{}, &ev)
+			if tc.reason == "" {
+				if err != nil || s.Subject != HMACSubject {
+					t.Fatalf("refused: %+v %v", s, err)
+				}
+				return
+			}
+			if !errors.Is(err, ErrUnauthenticated) || errors.Is(err, ErrStale) != tc.stale || !strings.Contains(err.Error(), tc.reason) {
+				t.Fatalf("%v, want 401 (stale %v) about %q", err, tc.stale, tc.reason)
+			}
+		})
+	}
+	// Through a receiver, in both modes: the time survives either encoding.
+	url := receiver(t, v)
+	for _, structured := range []bool{false, true} {
+		if status, body := deliver(t, url, at(now.Add(-time.Hour)), structured, ""); status != 200 {
+			t.Errorf("structured=%v, an hour old: %d %s", structured, status, body)
+		}
+		if status, body := deliver(t, url, at(now.Add(-2*time.Hour)), structured, ""); status != 401 || !strings.Contains(body, "outside the accepted window") {
+			t.Errorf("structured=%v, two hours old: %d %s", structured, status, body)
+		}
+	}
+}
+
+// Without MaxAge the window is DefaultMaxAge, which outlasts the
+// deployments' broker retry schedule (5 retries, exponential from 0.5 s,
+// 600 s per attempt: the last starts within 51 minutes).
+func TestHMACDefaultMaxAge(t *testing.T) {
+	now := time.Now()
+	v, err := New(Config{Mode: ModeHMAC, HMACSecrets: [][]byte{secret}, Now: func() time.Time { return now }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	schedule := 5 * 600 * time.Second
+	for i := 1; i <= 5; i++ {
+		schedule += 500 * time.Millisecond << i
+	}
+	if DefaultMaxAge < 2*schedule {
+		t.Fatalf("DefaultMaxAge %s is less than twice the retry schedule %s", DefaultMaxAge, schedule)
+	}
+	for _, tc := range []struct {
+		age time.Duration
+		ok  bool
+	}{{schedule, true}, {DefaultMaxAge - time.Second, true}, {DefaultMaxAge + time.Second, false}} {
+		ev := newEvent("d-1", typeRequest)
+		ev.SetTime(now.Add(-tc.age))
+		ev = signed(t, ev, secret)
+		if _, err := v.Verify(context.Background(), http.Header{}, &ev); (err == nil) != tc.ok {
+			t.Errorf("%s old: %v, want accepted %v", tc.age, err, tc.ok)
+		}
+	}
+}
+
+// Sign gives an event without a time the current one, inside the
+// signature; a time already set is kept.
+func TestSignSetsTime(t *testing.T) {
+	ev := newEvent("s-1", typeRequest)
+	ev.SetTime(time.Time{})
+	before := time.Now()
+	if err := Sign(&ev, secret); err != nil {
+		t.Fatal(err)
+	}
+	if got := ev.Time(); got.Before(before) || got.After(time.Now()) {
+		t.Fatalf("time %s, want the signing time", got)
+	}
+	if err := verifySignature(&ev, [][]byte{secret}); err != nil {
+		t.Fatalf("the time set is not the one signed: %v", err)
+	}
+	kept := newEvent("s-2", typeRequest)
+	if err := Sign(&kept, secret); err != nil || !kept.Time().Equal(eventTime) {
+		t.Fatalf("time %s %v, want %s kept", kept.Time(), err, eventTime)
+	}
+}
+
+// signedAsIs signs ev as it is, without a time when it has none, as a
+// sender with its own signing code could.
+func signedAsIs(t *testing.T, ev event.Event, key []byte) event.Event {
+	t.Helper()
+	ev.SetTime(time.Time{})
+	c, err := Canonical(&ev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ev.SetExtension(ExtSignature, sigPrefix+base64.RawURLEncoding.EncodeToString(mac(key, c)))
+	return ev
 }

@@ -113,6 +113,13 @@ func (rc *Receiver) caller(ctx context.Context, r *http.Request, ev *cloudevents
 			return staging.Caller{}, staging.Errorf(staging.Unauthenticated, "Events must come from an authorized sender (EVENT_AUTH=%s)", rc.Senders.Mode())
 		case errors.Is(err, eventauth.ErrUnavailable):
 			return staging.Caller{}, staging.Wrap(staging.Unavailable, "Cannot check the event's sender: its issuer is unreachable", err)
+		case errors.Is(err, eventauth.ErrStale):
+			// Signed by a holder of the secret, but not now: a replay of
+			// a captured event, or a sender whose clock is off.
+			rc.Logger.WarnContext(ctx, "event refused: not current", "type", ev.Type(), "source", ev.Source(), "id", ev.ID(),
+				"time", ev.Time(), "error", err)
+			return staging.Caller{}, staging.Wrap(staging.Unauthenticated,
+				"The event's time is missing or outside the accepted window (EVENT_MAX_AGE)", err)
 		case errors.Is(err, eventauth.ErrForbidden):
 			rc.Logger.WarnContext(ctx, "event refused", "sender", sender.Subject, "type", ev.Type(), "source", ev.Source())
 			return staging.Caller{}, staging.Wrap(staging.Forbidden, "The event's sender may not send "+ev.Type(), err)

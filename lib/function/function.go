@@ -240,7 +240,7 @@ func (f *Function) credentials() (*events.Credentials, error) {
 // senders checked as EVENT_AUTH says, users as AUTH_MODE says.
 func (f *Function) Receiver() (*events.Receiver, error) {
 	e := f.Config.Events
-	cfg := eventauth.Config{Mode: e.Auth, Issuer: e.Issuer, Audience: e.Audience}
+	cfg := eventauth.Config{Mode: e.Auth, Issuer: e.Issuer, Audience: e.Audience, MaxAge: e.MaxAge}
 	var err error
 	if e.Senders != "" {
 		if cfg.Senders, err = eventauth.ParseSenders(e.Senders); err != nil {
