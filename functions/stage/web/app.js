@@ -52,9 +52,20 @@ function detailOf(answer) {
   return (answer.body && answer.body.detail) || `The service answered HTTP ${answer.status}`;
 }
 
+// visible is text from the service as it is spelled: line breaks, other
+// control characters and the invisible marks that reorder text (U+202E
+// RIGHT-TO-LEFT OVERRIDE shows "rtl\u202egnp.exe" as "rtlexe.png", and
+// turns the rest of its line around) are written as escapes, as the log
+// writes them, so a name can neither pass for another nor garble its row.
+const INVISIBLE = /[\u0000-\u001f\u007f-\u009f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]/g;
+const ESCAPES = { "\n": "\\n", "\r": "\\r", "\t": "\\t" };
+function visible(text) {
+  return String(text).replace(INVISIBLE, (c) => ESCAPES[c] || `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`);
+}
+
 function show(box, kind, text) {
   box.className = `message ${kind}`;
-  box.textContent = text;
+  box.textContent = visible(text);
 }
 
 // labelCells names each cell after its column header, so a narrow screen
@@ -65,9 +76,12 @@ function labelCells(table, row) {
   return row;
 }
 
+// el makes an element; its text and title are shown visible.
 function el(tag, props = {}, ...children) {
   const node = document.createElement(tag);
   Object.assign(node, props);
+  if ("textContent" in props) node.textContent = visible(props.textContent);
+  if ("title" in props) node.title = visible(props.title);
   for (const child of children) node.append(child);
   return node;
 }
@@ -235,7 +249,7 @@ async function browse(path) {
     const answer = await call(`/browse?${new URLSearchParams({ path })}`);
     if (!answer.ok) {
       error.hidden = false;
-      error.textContent = detailOf(answer);
+      error.textContent = visible(detailOf(answer));
       return false;
     }
     error.hidden = true;
@@ -250,7 +264,7 @@ async function browse(path) {
 
 function renderListing(listing) {
   browsePath = listing.path;
-  $("#browse-path").textContent = `/${listing.path}`;
+  $("#browse-path").textContent = visible(`/${listing.path}`);
   $("#browse-up").disabled = listing.path === "";
   $("#browse-truncated").hidden = !listing.truncated;
   const rows = listing.entries.map((e) => {
@@ -261,7 +275,7 @@ function renderListing(listing) {
       : el("span", { textContent: e.name });
     const use = el("button", { type: "button", textContent: "Use", title: `Use ${path} as the source`,
       onclick: () => useSource(path) });
-    use.setAttribute("aria-label", `Use ${path} as the source`);
+    use.setAttribute("aria-label", visible(`Use ${path} as the source`));
     const row = el("tr", {},
       el("td", { className: "path" }, name),
       el("td", { className: "num", textContent: e.type === "directory" ? "" : formatBytes(e.size), title: `${e.size} bytes` }),
@@ -324,7 +338,7 @@ async function refreshHistory() {
   } catch (err) {
     historyETag = "";
     error.hidden = false;
-    error.textContent = `Cannot load the history: ${err.message}`;
+    error.textContent = visible(`Cannot load the history: ${err.message}`);
   }
   historyTimer = setTimeout(refreshHistory, HISTORY_REFRESH_MS);
 }
