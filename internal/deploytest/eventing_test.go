@@ -123,6 +123,7 @@ func checkEventing(t testing.TB, src string, objs []object, fn func(string) stri
 			t.Errorf("%s: %s: delivery timeout %v, want %s", src, what, d.Timeout, want)
 		}
 		ksvc(d.DeadLetterSink.Ref, what+" dead-letter sink")
+		checkMaxAge(t, src, objs, d, what)
 	}
 
 	brokers := byKind(objs, "eventing.knative.dev/v1", "Broker")
@@ -202,6 +203,78 @@ func checkEventing(t testing.TB, src string, objs []object, fn func(string) stri
 		if !slices.Contains(bound, fn(f)) {
 			t.Errorf("%s: SinkBinding %s does not give K_SINK to %s (binds %v)", src, sb.Name, fn(f), bound)
 		}
+	}
+}
+
+// checkMaxAge checks that the functions accept a signed event for longer
+// than d redelivers it: a redelivery keeps the event's time, and one older
+// than EVENT_MAX_AGE is refused (401) as a replay.
+func checkMaxAge(t testing.TB, src string, objs []object, d *deliverySpec, what string) {
+	t.Helper()
+	var maxAges []string
+	for _, o := range byKind(objs, "v1", "ConfigMap") {
+		if v, ok := o.Typed.(*corev1.ConfigMap).Data["EVENT_MAX_AGE"]; ok {
+			maxAges = append(maxAges, v)
+		}
+	}
+	if len(maxAges) == 0 {
+		t.Errorf("%s: no ConfigMap sets EVENT_MAX_AGE", src)
+	}
+	window := redeliveryWindow(d)
+	for _, v := range maxAges {
+		maxAge, err := time.ParseDuration(v)
+		if err != nil || maxAge < window {
+			t.Errorf("%s: EVENT_MAX_AGE %q: %s may redeliver an event %s after its first attempt, and signed events older than EVENT_MAX_AGE are refused", src, v, what, window)
+		}
+	}
+}
+
+// redeliveryWindow is how long after its first attempt d may start the
+// last attempt to deliver an event: each attempt may take the timeout,
+// and the wait before retry n is backoffDelay × n (linear) or × 2^n
+// (exponential), or longer where retryAfterMax lets a Retry-After header
+// (the functions send them with 429) ask for up to that.
+func redeliveryWindow(d *deliverySpec) time.Duration {
+	iso := func(p *string) time.Duration {
+		if p == nil || !isISO8601Duration(*p) {
+			return 0
+		}
+		v, _ := time.ParseDuration(toGoDuration((*p)[2:]))
+		return v
+	}
+	var retries int
+	if d.Retry != nil {
+		retries = int(*d.Retry)
+	}
+	delay, timeout, retryAfter := iso(d.BackoffDelay), iso(d.Timeout), iso(d.RetryAfterMax)
+	var window time.Duration
+	for n := 1; n <= retries; n++ {
+		backoff := delay * time.Duration(n)
+		if d.BackoffPolicy != nil && *d.BackoffPolicy == "exponential" {
+			backoff = delay << n
+		}
+		window += timeout + max(backoff, retryAfter)
+	}
+	return window
+}
+
+// The deployments' delivery (5 retries, exponential from 0.5 s, 600 s per
+// attempt) may start its last attempt 50m31s after the first; with
+// Retry-After honoured up to 10 minutes, 100 minutes.
+func TestRedeliveryWindow(t *testing.T) {
+	str := func(s string) *string { return &s }
+	retries := int32(5)
+	d := deliverySpec{Retry: &retries, BackoffPolicy: str("exponential"), BackoffDelay: str("PT0.5S"), Timeout: str("PT600S")}
+	if got, want := redeliveryWindow(&d), 50*time.Minute+31*time.Second; got != want {
+		t.Errorf("exponential: %s, want %s", got, want)
+	}
+	d.BackoffPolicy = str("linear")
+	if got, want := redeliveryWindow(&d), 50*time.Minute+7500*time.Millisecond; got != want {
+		t.Errorf("linear: %s, want %s", got, want)
+	}
+	d.RetryAfterMax = str("PT600S")
+	if got, want := redeliveryWindow(&d), 100*time.Minute; got != want {
+		t.Errorf("Retry-After up to 10 minutes: %s, want %s", got, want)
 	}
 }
 
