@@ -1,6 +1,8 @@
 package main
 
 import (
+	"fmt"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -71,6 +73,34 @@ func TestWebPageShowsNamesAsText(t *testing.T) {
 	}
 	if got := downloaded("héllo wörld.txt"); string(got) != "x" {
 		t.Fatalf("downloaded %q", got)
+	}
+	p.noErrors(t)
+}
+
+// TestWebPageStagesPickedNames picks files whose names a text field cannot
+// hold as they are (a line break, spaces at the ends) with Use, and stages
+// them: the page sends the listing's exact path.
+func TestWebPageStagesPickedNames(t *testing.T) {
+	s := startStage(t, nil)
+	names := []string{"new\nline.txt", " padded.txt "}
+	for _, name := range names {
+		s.write(t, filepath.Join("odd", name), name)
+	}
+	p := openPage(t, s.URL, 1280, 900)
+	p.set(t, "#username", "alice")
+	p.set(t, "#method", "local_copy")
+	p.wait(t, "the folder's listing", `(() => { const here = document.querySelector("#browse-path").textContent === "/odd";
+		if (!here) document.querySelector('#browse-table tr[data-path="odd"] .link-button')?.click(); return here; })()`)
+	for i, name := range names {
+		eval[any](t, p, fmt.Sprintf(`[...document.querySelectorAll("#browse-table tbody tr")].find(r => r.dataset.path === %q).querySelector("button").click()`, "odd/"+name))
+		target := fmt.Sprintf("picked-%d.txt", i)
+		p.set(t, "#target", target)
+		if kind, text := p.submit(t); kind != "success" {
+			t.Fatalf("%q: answer %s %q", name, kind, text)
+		}
+		if got, err := os.ReadFile(s.userPath("alice", target)); err != nil || string(got) != name {
+			t.Fatalf("%q: staged %q (%v)", name, got, err)
+		}
 	}
 	p.noErrors(t)
 }

@@ -187,13 +187,13 @@ async function submitStage(event) {
   localStorage.setItem("username", username);
   localStorage.setItem("method", method);
   if (chosen().streams) {
-    startDownload(method, username, sourceInput.value.trim());
+    startDownload(method, username, sourcePath());
     return;
   }
   const query = new URLSearchParams({ method, username });
   const headers = { "Content-Type": "application/json" };
   if (asyncInput.checked) headers.Prefer = "respond-async";
-  const data = { local_path_on_storage: sourceInput.value.trim(), relative_path: targetInput.value.trim() };
+  const data = { local_path_on_storage: sourcePath(), relative_path: targetInput.value.trim() };
   // In the body, never in the URL, where proxies' access logs would keep it.
   if (chosen().jupyter_token && tokenInput.value) data.jupyter_token = tokenInput.value;
   const button = $("#submit");
@@ -289,8 +289,19 @@ function renderListing(listing) {
   $("#browse-table tbody").replaceChildren(...rows);
 }
 
+// picked is the source last picked with Use, with what the source field
+// made of it: a field drops line breaks and the form trims spaces, so a
+// name holding them is staged by the listing's exact path while the field
+// still shows it.
+let picked = { path: "", shown: "" };
+
+function sourcePath() {
+  return picked.path && sourceInput.value === picked.shown ? picked.path : sourceInput.value.trim();
+}
+
 function useSource(path) {
   sourceInput.value = path;
+  picked = { path, shown: sourceInput.value };
   if (!targetInput.value) targetInput.value = baseName(path);
   sourceInput.focus();
 }
