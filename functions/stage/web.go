@@ -135,7 +135,8 @@ func (s *staticFiles) dir(prefix, csp string) http.HandlerFunc {
 			name = "docs/index.html"
 		}
 		if strings.HasSuffix(name, ".html") {
-			w.Header().Set("Content-Security-Policy", csp)
+			s.page(name, csp)(w, r) // a page's headers, whatever its path
+			return
 		}
 		s.serve(w, r, name)
 	}

@@ -33,6 +33,7 @@ func TestWebRoutes(t *testing.T) {
 	}{
 		{"/", 200, "text/html; charset=utf-8", "default-src 'self'", `<script type="module" src="/assets/app.js">`},
 		{"/index.html", 200, "text/html; charset=utf-8", "default-src 'self'", `<script type="module" src="/assets/app.js">`},
+		{"/assets/index.html", 200, "text/html; charset=utf-8", "default-src 'self'", `<script type="module" src="/assets/app.js">`},
 		{"/assets/app.js", 200, "text/javascript; charset=utf-8", "", "EventSource"},
 		{"/assets/style.css", 200, "text/css; charset=utf-8", "", "@media"},
 		{"/docs", 200, "text/html; charset=utf-8", "style-src 'self' 'unsafe-inline'", `src="/docs/swagger-ui-bundle.js"`},
@@ -60,6 +61,11 @@ func TestWebRoutes(t *testing.T) {
 				!strings.Contains(w.Body.String(), tt.body) {
 				t.Fatalf("type %q csp %q body %.200q; want %q, %q, %q", h.Get("Content-Type"),
 					h.Get("Content-Security-Policy"), w.Body.String(), tt.contentType, tt.csp, tt.body)
+			}
+			// Every page leaks nothing of its address to what it links to
+			// or loads (a sign-in's code while the page reads it).
+			if strings.HasPrefix(tt.contentType, "text/html") && h.Get("Referrer-Policy") != "no-referrer" {
+				t.Fatalf("Referrer-Policy %q, want no-referrer", h.Get("Referrer-Policy"))
 			}
 			if tt.status == http.StatusOK && tt.path != "/openapi.json" {
 				etag := h.Get("ETag")
