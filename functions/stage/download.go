@@ -133,7 +133,15 @@ func serveDownload(w http.ResponseWriter, r *http.Request, out *staging.Outcome)
 		out.Done(0, nil)
 		return
 	}
-	out.Done(cw.counted, d.WriteTo(r.Context(), cw))
+	if err := d.WriteTo(r.Context(), cw); err != nil {
+		out.Done(cw.counted, err)
+		// The status and part of the tar are out. Ending the response as
+		// usual would hand over a cut archive as a whole one: cut between
+		// two members, a tar reads as complete. Aborting it leaves the
+		// chunked body without its end, which every client reports.
+		panic(http.ErrAbortHandler)
+	}
+	out.Done(cw.counted, nil)
 }
 
 // attachment is the Content-Disposition of a download named name. A name
