@@ -28,8 +28,13 @@ func main() {
 		slog.Error("INGRESS_ROUTES", "error", err)
 		os.Exit(1)
 	}
-	addr := net.JoinHostPort(os.Getenv("HOST"), os.Getenv("PORT"))
-	srv := &http.Server{Addr: addr, Handler: handler(routes), ReadHeaderTimeout: 10 * time.Second}
+	host := os.Getenv("HOST")
+	h := handler(routes)
+	if isLoopback(host) {
+		h = loopbackOnly(h)
+	}
+	addr := net.JoinHostPort(host, os.Getenv("PORT"))
+	srv := &http.Server{Addr: addr, Handler: h, ReadHeaderTimeout: 10 * time.Second}
 	slog.Info("ingress listening", "addr", addr)
 	if err := srv.ListenAndServe(); err != nil {
 		slog.Error("ingress", "error", err)
@@ -71,5 +76,36 @@ func handler(routes []route) http.Handler {
 			}
 		}
 		http.NotFound(w, r)
+	})
+}
+
+// isLoopback says whether host names this machine only: localhost (and
+// names under it, which browsers resolve to loopback themselves) or a
+// loopback address.
+func isLoopback(host string) bool {
+	host = strings.ToLower(strings.TrimSuffix(host, "."))
+	if host == "localhost" || strings.HasSuffix(host, ".localhost") {
+		return true
+	}
+	ip := net.ParseIP(strings.Trim(host, "[]"))
+	return ip != nil && ip.IsLoopback()
+}
+
+// loopbackOnly answers only requests whose Host names this machine, as
+// every client of a loopback listener does. A page of another site whose
+// name its owner points at 127.0.0.1 (DNS rebinding) is same-origin to the
+// browser, and with AUTH_MODE=none could otherwise read the storage and
+// the history and create files through the user's browser.
+func loopbackOnly(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		host := r.Host
+		if name, _, err := net.SplitHostPort(host); err == nil {
+			host = name
+		}
+		if !isLoopback(host) {
+			http.Error(w, fmt.Sprintf("Host %q is not served here: this ingress listens on loopback only", r.Host), http.StatusMisdirectedRequest)
+			return
+		}
+		h.ServeHTTP(w, r)
 	})
 }
