@@ -103,12 +103,65 @@ func Transient(err error) bool {
 var (
 	ErrNotFound  = errors.New("not found")
 	ErrDuplicate = errors.New("duplicate key")
+	// ErrRefused is returned when the database refuses a value as data
+	// (not valid in its column's character set, too long for it, out of
+	// its range): asking again with the same value is refused again.
+	// Match it with errors.Is; *Refusal carries the column.
+	ErrRefused = errors.New("value refused by the database")
 	// ErrLeaseLost is returned when an operation is no longer unfinished and
 	// held by the caller: another replica took it for dead, or it finished.
 	ErrLeaseLost = errors.New("operation not held under this lease")
 )
 
+// Refusal is a value the database refused as data. It matches ErrRefused.
+type Refusal struct {
+	Column string // the column that refused it, "" when the database did not say
+	Reason string // why, in words safe to show: "is too long for its column"
+	Err    error  // the driver's error, for the operator's log
+}
+
+func (r *Refusal) Error() string {
+	if r.Column == "" {
+		return fmt.Sprintf("%v: %v", ErrRefused, r.Err)
+	}
+	return fmt.Sprintf("%v (column %s): %v", ErrRefused, r.Column, r.Err)
+}
+
+func (r *Refusal) Unwrap() error { return r.Err }
+
+func (r *Refusal) Is(target error) bool { return target == ErrRefused }
+
 // DatabaseUnavailable wraps a store failure: nothing is staged without its record.
 func DatabaseUnavailable(err error) *Error {
 	return Wrap(Unavailable, "Database unavailable", err)
+}
+
+// StoreFailure is the failure of a store call: a value the database
+// refused as data (StoreRefused) is no outage and is never a reason to
+// try again; anything else is DatabaseUnavailable.
+func StoreFailure(err error) *Error {
+	if errors.Is(err, ErrRefused) {
+		return StoreRefused(err)
+	}
+	return DatabaseUnavailable(err)
+}
+
+// StoreRefused is the failure of a store that refused a value as data:
+// Invalid, since the request's values are what the store holds and the
+// same request is refused again however often it is sent (Unavailable
+// would have clients and brokers send it forever, and operators look for
+// an outage). The detail names the column and the limit, never the value;
+// the driver's error stays the cause, logged at ERROR (logCause).
+func StoreRefused(err error) *Error {
+	detail := "The database refused a value of this request"
+	var r *Refusal
+	if errors.As(err, &r) {
+		switch {
+		case r.Column != "" && r.Reason != "":
+			detail = fmt.Sprintf("The database refused %s: it %s", r.Column, r.Reason)
+		case r.Column != "":
+			detail = fmt.Sprintf("The database refused %s", r.Column)
+		}
+	}
+	return Wrap(Invalid, detail, err)
 }

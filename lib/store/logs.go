@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"slices"
 	"strings"
 	"time"
@@ -44,9 +45,11 @@ var logInsertColumns = []any{"time", "level", "message", "function", "instance",
 	"operation_id", "username", "trace_id", "span_id", "attributes"}
 
 // logArgs are r's values in logInsertColumns order. Levels above ERROR
-// are stored as ERROR, the highest level the service names.
+// are stored as ERROR, the highest level the service names; levels below
+// what the column holds (SMALLINT) as its lowest, so that no record is
+// refused and takes its batch with it.
 func (s *Store) logArgs(r logging.Record) []any {
-	return []any{s.timeValue(r.Time), int(min(r.Level, slog.LevelError)), clip(r.Message, maxLogMessage), clip(r.Function, 64),
+	return []any{s.timeValue(r.Time), int(max(min(r.Level, slog.LevelError), math.MinInt16)), clip(r.Message, maxLogMessage), clip(r.Function, 64),
 		clip(r.Instance, 255), clip(r.Operation, 64), clip(r.Username, 255), clip(r.TraceID, 32),
 		clip(r.SpanID, 16), attrsText(r.Attrs)}
 }
@@ -72,7 +75,7 @@ func (s *Store) AppendLogs(ctx context.Context, records []logging.Record) error 
 			return fmt.Errorf("append %d log records: build query: %w", len(chunk), err)
 		}
 		if _, err := s.db.ExecContext(ctx, q, args...); err != nil {
-			return fmt.Errorf("append %d log records: %w", len(chunk), err)
+			return fmt.Errorf("append %d log records: %w", len(chunk), s.classify(err))
 		}
 	}
 	return nil
@@ -96,7 +99,7 @@ func (s *Store) appendLogsInTx(ctx context.Context, records []logging.Record) er
 	insert := tx.StmtContext(ctx, st)
 	for _, r := range records {
 		if _, err := insert.ExecContext(ctx, s.logArgs(r)...); err != nil {
-			return fmt.Errorf("append %d log records: %w", len(records), err)
+			return fmt.Errorf("append %d log records: %w", len(records), s.classify(err))
 		}
 	}
 	if err := tx.Commit(); err != nil {
@@ -117,7 +120,7 @@ func (s *Store) QueryLogs(ctx context.Context, q logging.Query) ([]logging.Recor
 	}
 	rows, err := s.db.QueryContext(ctx, query, args...)
 	if err != nil {
-		return nil, fmt.Errorf("query logs: %w", err)
+		return nil, fmt.Errorf("query logs: %w", s.classify(err))
 	}
 	defer rows.Close()
 	out := []logging.Record{}
@@ -195,7 +198,7 @@ func (s *Store) logsQuery(q logging.Query) (*goqu.SelectDataset, bool) {
 		}
 	}
 	if !q.Since.IsZero() {
-		where = append(where, goqu.C("time").Gte(s.timeValue(q.Since)))
+		where = append(where, goqu.C("time").Gte(s.timeValue(clampTime(q.Since))))
 	}
 	ds := s.gq.From(logTable).Prepared(true).Select(logColumns...).Where(where...).Limit(uint(limit))
 	ascending := q.After > 0 || q.Ascending || len(q.IDs) > 0

@@ -40,6 +40,14 @@ const (
 	lockWait      = 60 * time.Second
 )
 
+// sqlMode is every connection's sql_mode, whatever the server's is: in
+// strict mode a value a column cannot hold (too long, not in its
+// character set, out of its range) is refused, never cut short or
+// replaced with "?" as a server configured without it would, and the
+// statements the store builds mean the same on every server (no
+// ANSI_QUOTES, PIPES_AS_CONCAT or NO_BACKSLASH_ESCAPES of its own).
+const sqlMode = "'STRICT_ALL_TABLES,NO_ZERO_IN_DATE,NO_ZERO_DATE,ERROR_FOR_DIVISION_BY_ZERO,NO_ENGINE_SUBSTITUTION'"
+
 // sqlitePragmas tune the embedded database for many small concurrent writes:
 // WAL lets readers run beside the writer, synchronous=NORMAL is durable
 // across application crashes (only a power cut may lose the last commits),
@@ -136,6 +144,16 @@ func mysqlConfig(raw string) (*mysql.Config, error) {
 	if dbName == "" || strings.Contains(dbName, "/") {
 		return nil, errors.New("database URL: mysql URL needs exactly one database name in its path (mysql://user:pass@host:port/db)")
 	}
+	query := u.Query()
+	if query.Has("sql_mode") {
+		return nil, errors.New("database URL: sql_mode is the service's own (strict): remove it from the URL")
+	}
+	for _, p := range []string{"charset", "collation"} {
+		if v := query.Get(p); v != "" && !strings.HasPrefix(v, "utf8mb4") {
+			return nil, fmt.Errorf("database URL: %s %q: the tables hold utf8mb4 text, and another connection character set "+
+				"would change or refuse what they hold (leave it out: utf8mb4 is the default)", p, v)
+		}
+	}
 	dsn := "tcp(" + net.JoinHostPort(u.Hostname(), port) + ")/"
 	if u.RawQuery != "" {
 		dsn += "?" + u.RawQuery
@@ -150,6 +168,10 @@ func mysqlConfig(raw string) (*mysql.Config, error) {
 	cfg.ParseTime = true
 	cfg.Loc = time.UTC         // DATETIME columns hold UTC
 	cfg.ClientFoundRows = true // rows affected = rows matched, as in SQLite
+	if cfg.Params == nil {
+		cfg.Params = map[string]string{}
+	}
+	cfg.Params["sql_mode"] = sqlMode
 	if cfg.Timeout == 0 {
 		cfg.Timeout = 10 * time.Second
 	}

@@ -148,7 +148,7 @@ func (s *Store) getBy(ctx context.Context, column, value string) (*staging.Opera
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, staging.ErrNotFound
 	}
-	return op, err
+	return op, s.classify(err)
 }
 
 // Progress records bytes done and refreshes the heartbeat of a running
@@ -395,7 +395,7 @@ func (s *Store) query(ctx context.Context, what string, ds *goqu.SelectDataset) 
 	}
 	rows, err := st.QueryContext(ctx, args...)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", what, err)
+		return nil, fmt.Errorf("%s: %w", what, s.classify(err))
 	}
 	defer rows.Close()
 	ops := []staging.Operation{}

@@ -14,6 +14,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"regexp"
 	"strings"
 	"sync"
 	"time"
@@ -112,13 +113,78 @@ func isRetryable(err error) bool {
 	return errors.As(err, &me) && (me.Number == 1213 || me.Number == 1205)
 }
 
-// classify makes a unique-key violation match staging.ErrDuplicate while
-// keeping the driver's error.
+// classify makes a unique-key violation match staging.ErrDuplicate, and a
+// value refused as data match staging.ErrRefused (a *staging.Refusal),
+// while keeping the driver's error.
 func (s *Store) classify(err error) error {
-	if err != nil && isDuplicate(err) {
+	if err == nil {
+		return nil
+	}
+	if isDuplicate(err) {
 		return fmt.Errorf("%w: %w", staging.ErrDuplicate, err)
 	}
+	if r := refusal(err); r != nil {
+		return r
+	}
 	return err
+}
+
+// refusedAs says, for each MySQL error that refuses a value as data (its
+// column's character set, length or range), why in words safe to show.
+// In strict mode (see sqlMode) each is an error, not a warning; sending
+// the same value again is refused again, so it is no outage.
+var refusedAs = map[uint16]string{
+	1048: "may not be empty (NULL)",                         // ER_BAD_NULL_ERROR
+	1264: "is out of the column's range",                    // ER_WARN_DATA_OUT_OF_RANGE
+	1265: "was cut short by the column",                     // WARN_DATA_TRUNCATED
+	1292: "is not a time or number the column can hold",     // ER_TRUNCATED_WRONG_VALUE
+	1366: "is not text the column's character set can hold", // ER_TRUNCATED_WRONG_VALUE_FOR_FIELD
+	1406: "is too long for its column",                      // ER_DATA_TOO_LONG
+	4025: "breaks a constraint of its column",               // ER_CONSTRAINT_FAILED
+}
+
+// mysqlColumn finds the column a MySQL message names: "Column 'name'
+// cannot be null", "... for column 'name' at row 1", or "... for column
+// `db`.`table`.`name` at row 1".
+// Compiled on first use: a function started from zero never pays for it.
+var mysqlColumn = sync.OnceValue(func() *regexp.Regexp {
+	return regexp.MustCompile("(?i:column) (?:'([^']+)'|(?:`[^`]*`\\.)*`([^`]+)`)")
+})
+
+// sqliteColumn finds the column of "NOT NULL constraint failed: table.column".
+var sqliteColumn = sync.OnceValue(func() *regexp.Regexp {
+	return regexp.MustCompile(`constraint failed: \w+\.(\w+)`)
+})
+
+// refusal is err as a *staging.Refusal when the database refused a value
+// as data, nil otherwise.
+func refusal(err error) *staging.Refusal {
+	var me *mysql.MySQLError
+	if errors.As(err, &me) {
+		reason, ok := refusedAs[me.Number]
+		if !ok {
+			return nil
+		}
+		r := &staging.Refusal{Reason: reason, Err: err}
+		if m := mysqlColumn().FindStringSubmatch(me.Message); m != nil {
+			r.Column = m[1] + m[2]
+		}
+		return r
+	}
+	var se *sqlite.Error
+	if errors.As(err, &se) {
+		switch se.Code() {
+		case sqlite3.SQLITE_CONSTRAINT_NOTNULL:
+			r := &staging.Refusal{Reason: "may not be empty (NULL)", Err: err}
+			if m := sqliteColumn().FindStringSubmatch(se.Error()); m != nil {
+				r.Column = m[1]
+			}
+			return r
+		case sqlite3.SQLITE_CONSTRAINT_CHECK:
+			return &staging.Refusal{Reason: "breaks a constraint of its column", Err: err}
+		}
+	}
+	return nil
 }
 
 func isDuplicate(err error) bool {
@@ -143,6 +209,26 @@ func (s *Store) timeValue(t time.Time) any {
 	t = t.UTC().Truncate(time.Microsecond)
 	if s.dialect == DialectSQLite {
 		return t.Format(sqliteTime)
+	}
+	return t
+}
+
+// Times a column holds: MySQL's DATETIME ends with the year 9999, and the
+// driver refuses to send a later one (or one before the year 1); SQLite's
+// text would sort a five-digit year before every four-digit one.
+var (
+	firstTime = time.Date(1, 1, 1, 0, 0, 0, 0, time.UTC)
+	lastTime  = time.Date(9999, 12, 31, 23, 59, 59, 999999000, time.UTC)
+)
+
+// clampTime is t within the times a column holds: as a bound of a
+// comparison, it selects the same rows as t would.
+func clampTime(t time.Time) time.Time {
+	switch {
+	case t.Before(firstTime):
+		return firstTime
+	case t.After(lastTime):
+		return lastTime
 	}
 	return t
 }
