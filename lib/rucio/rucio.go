@@ -15,6 +15,7 @@ import (
 	"path"
 	"strconv"
 	"strings"
+	"unicode"
 
 	"github.com/ska-telescope/skao-staging-service/lib/staging"
 )
@@ -33,13 +34,17 @@ func ParseDID(s string) (DID, error) {
 	d := DID{Scope: scope, Name: name}
 	if !ok || !validPart(scope, 25) || !validPart(name, 250) {
 		return DID{}, staging.Errorf(staging.Invalid,
-			"Invalid DID %q: want <scope>:<name> without '/' or '..'", s)
+			"Invalid DID %q: want <scope>:<name> without '/', '..', spaces or control characters", s)
 	}
 	return d, nil
 }
 
+// validPart also refuses spaces and control characters, which Rucio's
+// names never have: MySQL's PAD SPACE collations compare "name " equal to
+// "name", so a transfer of one completed the requests waiting for the other.
 func validPart(s string, max int) bool {
-	return s != "" && len(s) <= max && !strings.ContainsAny(s, "/\\\x00:") && s != "." && !strings.Contains(s, "..")
+	return s != "" && len(s) <= max && !strings.ContainsAny(s, "/\\\x00:") && s != "." && !strings.Contains(s, "..") &&
+		strings.IndexFunc(s, func(r rune) bool { return unicode.IsSpace(r) || unicode.IsControl(r) }) < 0
 }
 
 // DeterministicPath is where a deterministic RSE keeps the DID's replica,

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"path"
+	"strings"
+	"unicode"
 	"unicode/utf8"
 )
 
@@ -30,6 +32,12 @@ func (s *Service) admit(caller Caller, req *Request, opt Options) (Method, error
 	if !utf8.ValidString(req.DID) {
 		return nil, Errorf(Invalid, "did is not valid UTF-8")
 	}
+	// Rucio's names have no spaces, and MySQL's PAD SPACE collations
+	// compare "scope:name " equal to "scope:name": a request for the one
+	// was completed with the other's replica.
+	if strings.IndexFunc(req.DID, blank) >= 0 {
+		return nil, Errorf(Invalid, "did contains a space or a control character")
+	}
 	if len(req.JupyterToken) > MaxToken {
 		return nil, Errorf(Invalid, "jupyter_token is longer than %d bytes", MaxToken)
 	}
@@ -47,6 +55,10 @@ func (s *Service) admit(caller Caller, req *Request, opt Options) (Method, error
 	}
 	return m, nil
 }
+
+// blank reports a space or a control character: never part of a name
+// the store compares (DIDs, users, ids).
+func blank(r rune) bool { return unicode.IsSpace(r) || unicode.IsControl(r) }
 
 // admitShared checks what the items of a batch share: method, user, the
 // caller's right to act for the user, and that the door can deliver what
@@ -92,6 +104,20 @@ func authorize(caller Caller, username string) error {
 		return nil
 	}
 	return Errorf(Forbidden, "User %s may not stage data for user %s", caller.Name, username)
+}
+
+// ReadableName refuses, as Forbidden, a caller's own name that is not a
+// username, before the store is asked for its records. The name comes
+// from a token (the hub's or the identity provider's answer), not from
+// the request: one that is not a username owns nothing here (staging
+// refuses it), and MySQL compares "alice " equal to "alice", whose
+// records it would answer.
+func ReadableName(name string) error {
+	if !ValidUsername(name) {
+		return Errorf(Forbidden, "The token's user name %q is not a valid username (%s): it owns no records here",
+			truncateTo(name, 200), usernamePattern)
+	}
+	return nil
 }
 
 // AuthorizeRead decides whether caller may read what belongs to username
@@ -212,10 +238,13 @@ func (s *Service) Operations(ctx context.Context, caller Caller, f Filter) ([]Op
 		if err := AuthorizeRead(caller, f.Username); err != nil {
 			return nil, err
 		}
+		if err := ReadableName(f.Username); err != nil {
+			return nil, err
+		}
 	}
 	ops, err := s.Store.List(ctx, f)
 	if err != nil {
-		return nil, DatabaseUnavailable(err)
+		return nil, StoreFailure(err)
 	}
 	if ops == nil {
 		ops = []Operation{}
@@ -229,12 +258,17 @@ func (s *Service) Operation(ctx context.Context, caller Caller, id string) (*Ope
 	if caller.Anonymous() {
 		return nil, Errorf(Unauthenticated, "Authentication is required")
 	}
+	if id == "" || !validID(id) {
+		// Not an id any operation has: the store is not asked, since
+		// MySQL would find "<id> " (trailing spaces) as <id>.
+		return nil, Errorf(NotFound, "Operation not found: %s", truncate(id))
+	}
 	op, err := s.Store.Get(ctx, id)
 	if errors.Is(err, ErrNotFound) || (err == nil && AuthorizeRead(caller, op.Username) != nil) {
 		return nil, Errorf(NotFound, "Operation not found: %s", truncate(id))
 	}
 	if err != nil {
-		return nil, DatabaseUnavailable(err)
+		return nil, StoreFailure(err)
 	}
 	return op, nil
 }

@@ -242,6 +242,18 @@ func (r *run) finish(res *Result, runErr error) (*Outcome, error) {
 		}
 	}
 	err := s.record(ctx, op)
+	if errors.Is(err, ErrRefused) {
+		// Not an outage: the same outcome would be refused again. Its
+		// texts are what a run makes up (the request's values were stored
+		// when it began), so the outcome is recorded without them.
+		s.logger().ErrorContext(ctx, "outcome refused by the database: recorded without its texts",
+			"operation", op.ID, "status", op.Status, "error", err)
+		op.Message, op.ErrorReason = "", ""
+		if op.Status == StatusFailed {
+			op.ErrorReason = refusedReason
+		}
+		err = s.record(ctx, op)
+	}
 	took := time.Since(r.start)
 	s.logger().InfoContext(ctx, "staging finished", "operation", op.ID, "method", op.Method, "username", op.Username,
 		"local_path_on_storage", op.LocalPathOnStorage, "relative_path", op.RelativePath,
@@ -259,9 +271,11 @@ func (r *run) finish(res *Result, runErr error) (*Outcome, error) {
 		}
 		return &Outcome{Operation: op}, Errorf(Unavailable,
 			"Operation %s was taken over before it finished: its record stands as %s; try again", op.ID, op.Status)
+	case errors.Is(err, ErrRefused):
+		return &Outcome{Operation: op}, Wrap(Internal, "The outcome could not be recorded: the database refused it", err)
 	case err != nil:
 		s.finishLater(*op)
-		return &Outcome{Operation: op}, DatabaseUnavailable(fmt.Errorf("record outcome of %s: %w", op.ID, err))
+		return &Outcome{Operation: op}, StoreFailure(fmt.Errorf("record outcome of %s: %w", op.ID, err))
 	case runErr != nil:
 		return &Outcome{Operation: op}, runErr
 	}
@@ -275,8 +289,8 @@ func (s *Service) record(ctx context.Context, op *Operation) error {
 		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
 		err = s.Store.Finish(fctx, op, s.instance())
 		cancel()
-		if err == nil || errors.Is(err, ErrLeaseLost) {
-			return err
+		if err == nil || errors.Is(err, ErrLeaseLost) || errors.Is(err, ErrRefused) {
+			return err // a refused value is refused again: no outage to wait out
 		}
 		s.storeFailed()
 		// Never longer apart than a heartbeat: once the store is back, the
@@ -316,9 +330,10 @@ func (s *Service) finishLater(op Operation) {
 }
 
 const (
-	interrupted = "Interrupted: the function stopped before the staging finished"
-	lost        = "Lost: the request was handed on but never picked up"
-	sweepBatch  = 1000 // operations one sweep takes of each sort
+	refusedReason = "The reason of the failure could not be recorded (the database refused it): the service's log has it"
+	interrupted   = "Interrupted: the function stopped before the staging finished"
+	lost          = "Lost: the request was handed on but never picked up"
+	sweepBatch    = 1000 // operations one sweep takes of each sort
 )
 
 // overdue reports whether an unfinished op is taken for dead: running
@@ -459,7 +474,7 @@ func (s *Service) Sweeper(ctx context.Context) {
 func (s *Service) Waiting(ctx context.Context, did string) ([]Operation, error) {
 	ops, err := s.Store.PendingByDID(ctx, did, sweepBatch)
 	if err != nil {
-		return nil, DatabaseUnavailable(err)
+		return nil, StoreFailure(err)
 	}
 	return ops, nil
 }

@@ -3,6 +3,7 @@ package staging
 import (
 	"context"
 	"errors"
+	"strings"
 	"time"
 
 	"github.com/google/uuid"
@@ -83,7 +84,7 @@ func (s *Service) createPending(ctx context.Context, req *Request) (op *Operatio
 				return nil, false, err
 			}
 		}
-		return nil, false, DatabaseUnavailable(err)
+		return nil, false, StoreFailure(err)
 	}
 	return op, false, nil
 }
@@ -103,7 +104,7 @@ func (s *Service) byEventKey(ctx context.Context, req *Request) (*Operation, err
 	case errors.Is(err, ErrNotFound):
 		return nil, err
 	case err != nil:
-		return nil, DatabaseUnavailable(err)
+		return nil, StoreFailure(err)
 	case !op.sameRequest(req):
 		return nil, Errorf(Conflict, "Event %s from %s was delivered before with another request", truncate(req.EventID), truncate(req.EventSource))
 	}
@@ -155,7 +156,7 @@ func (s *Service) roomToWait(ctx context.Context, user string) error {
 	}
 	n, err := s.Store.CountWaiting(ctx, user, most)
 	if err != nil {
-		return DatabaseUnavailable(err)
+		return StoreFailure(err)
 	}
 	if n >= most {
 		e := Errorf(TooMany, "Too many requests waiting for a replica: user %s has %d, the most one user may (MAX_WAITING_PER_USER); try again once some have arrived or expired", user, most)
@@ -199,7 +200,7 @@ func (s *Service) claim(ctx context.Context, op *Operation, lock string) (*Opera
 	}
 	current, err := s.Store.Get(ctx, op.ID)
 	if err != nil {
-		return nil, false, DatabaseUnavailable(err)
+		return nil, false, StoreFailure(err)
 	}
 	return current, !claimed, nil
 }
@@ -222,7 +223,7 @@ func (s *Service) waitForLock(ctx context.Context, lock string, try func() error
 			return nil
 		}
 		if !errors.Is(err, ErrDuplicate) {
-			return DatabaseUnavailable(err)
+			return StoreFailure(err)
 		}
 		if op, err := redelivered(); err == nil {
 			return &replayError{op}
@@ -233,10 +234,10 @@ func (s *Service) waitForLock(ctx context.Context, lock string, try func() error
 		switch {
 		case errors.Is(err, ErrNotFound):
 		case err != nil:
-			return DatabaseUnavailable(err)
+			return StoreFailure(err)
 		case s.overdue(holder):
 			if _, err := s.abandon(ctx, holder); err != nil {
-				return DatabaseUnavailable(err)
+				return StoreFailure(err)
 			}
 		default:
 			select {
@@ -315,7 +316,7 @@ func (s *Service) replay(ctx context.Context, op *Operation) (*Outcome, error) {
 		}
 		if s.overdue(op) {
 			if _, err := s.abandon(ctx, op); err != nil {
-				return nil, DatabaseUnavailable(err)
+				return nil, StoreFailure(err)
 			}
 		} else {
 			select {
@@ -327,7 +328,7 @@ func (s *Service) replay(ctx context.Context, op *Operation) (*Outcome, error) {
 		}
 		next, err := s.Store.Get(ctx, op.ID)
 		if err != nil {
-			return nil, DatabaseUnavailable(err)
+			return nil, StoreFailure(err)
 		}
 		op = next
 	}
@@ -341,6 +342,12 @@ func (s *Service) replay(ctx context.Context, op *Operation) (*Outcome, error) {
 // logCause logs the cause of a failure a client sees only as its detail.
 func (s *Service) logCause(ctx context.Context, opID string, err error) {
 	var e *Error
+	if errors.Is(err, ErrRefused) {
+		// The client is told which value; the operator needs the
+		// driver's words, and to know it is no outage.
+		s.logger().ErrorContext(ctx, "database refused a value", "operation", opID, "error", err)
+		return
+	}
 	if !errors.As(err, &e) {
 		s.logger().ErrorContext(ctx, "internal error", "operation", opID, "error", err)
 	} else if e.Err != nil && e.Kind.Transient() {
@@ -353,8 +360,12 @@ func (s *Service) logCause(ctx context.Context, opID string, err error) {
 func truncate(s string) string { return truncateTo(s, MaxText) }
 
 // truncateTo cuts s to at most n bytes, on a character boundary, marking
-// the cut with "…".
+// the cut with "…". Bytes that are not UTF-8 become U+FFFD: a detail may
+// quote a name found on disk (inside a folder being copied), and MySQL
+// refuses such bytes in a text column, which made the outcome of the run
+// unrecordable.
 func truncateTo(s string, n int) string {
+	s = strings.ToValidUTF8(s, "\uFFFD")
 	if len(s) <= n {
 		return s
 	}

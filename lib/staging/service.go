@@ -261,7 +261,7 @@ func (s *Service) resume(ctx context.Context, caller Caller, m Method, req *Requ
 		return nil, Errorf(NotFound, "Operation not found: %s", req.OperationID)
 	}
 	if err != nil {
-		return nil, DatabaseUnavailable(err)
+		return nil, StoreFailure(err)
 	}
 	if !op.matches(req) {
 		s.logger().WarnContext(ctx, "hand-off refused: it does not match its operation", "operation", op.ID,
@@ -449,7 +449,7 @@ func (s *Service) runRemote(ctx context.Context, caller Caller, m Method, op *Op
 	got, gerr := s.Store.Get(context.WithoutCancel(ctx), op.ID)
 	if gerr != nil {
 		if err == nil {
-			err = DatabaseUnavailable(gerr)
+			err = StoreFailure(gerr)
 		}
 		return &Outcome{Operation: op}, err
 	}
