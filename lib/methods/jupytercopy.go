@@ -311,12 +311,36 @@ func (w *workspace) present(ctx context.Context, entries []entry) (bool, error) 
 		}
 		return false, err
 	}
-	if len(there) != len(entries) {
-		return false, w.conflict()
+	source := make(map[string]bool, len(entries))
+	for _, e := range entries {
+		source[e.rel] = true
+	}
+	for rel := range there {
+		if !source[rel] {
+			return false, w.conflict()
+		}
 	}
 	for _, e := range entries {
 		size, ok := there[e.rel]
-		if !ok || (e.dir && size != -1) || (!e.dir && size != e.size) {
+		if !ok {
+			// Jupyter servers leave names matching their hide_globs
+			// (__pycache__, *.pyc, *.so, *~) out of listings, yet serve
+			// them by name.
+			m, err := w.c.Get(ctx, path.Join(w.rel, e.rel), false)
+			switch {
+			case jupyterhub.StatusOf(err) == http.StatusNotFound:
+				return false, w.conflict()
+			case err != nil:
+				return false, w.contentsError(err, path.Join(w.rel, e.rel))
+			case m.Type == "directory":
+				size = -1
+			case m.Size != nil:
+				size = *m.Size
+			default:
+				size = -2
+			}
+		}
+		if (e.dir && size != -1) || (!e.dir && size != e.size) {
 			return false, w.conflict()
 		}
 	}
