@@ -38,7 +38,21 @@ func New(rawURL string) (*Client, error) {
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.DialContext = (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext
 	tr.ResponseHeaderTimeout = 5 * time.Minute // a chunk is written before the answer
-	return &Client{base: u, http: &http.Client{Transport: tr}}, nil
+	return &Client{base: u, http: &http.Client{Transport: tr, CheckRedirect: sameOrigin}}, nil
+}
+
+// sameOrigin follows a redirect only on the origin of the first request:
+// Go keeps the Authorization header on a redirect to the same host name on
+// any port or scheme, or to a subdomain, which would take a token to
+// another server. Any other redirect is answered as the 3xx it is.
+func sameOrigin(req *http.Request, via []*http.Request) error {
+	if req.URL.Scheme != via[0].URL.Scheme || req.URL.Host != via[0].URL.Host {
+		return http.ErrUseLastResponse
+	}
+	if len(via) >= 10 {
+		return errors.New("stopped after 10 redirects")
+	}
+	return nil
 }
 
 // URL is the hub's public URL.

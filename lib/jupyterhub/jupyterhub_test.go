@@ -164,3 +164,52 @@ func TestTokenScopes(t *testing.T) {
 		t.Error("a token for a service named staging acts here while this service has no name at the hub")
 	}
 }
+
+// A redirect to another origin, even the same host on another port (where Go
+// would keep the Authorization header), is not followed: its answer is the
+// 3xx itself, and the token never arrives there. A redirect on the hub's
+// origin (the hub sends /user/<name>/... of a stopped server to
+// /hub/user/<name>/...) is followed.
+func TestRedirectKeepsTokenOnOrigin(t *testing.T) {
+	var elsewhere atomic.Int64
+	other := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Authorization") != "" {
+			elsewhere.Add(1)
+		}
+		w.Write([]byte(`{"name":"other"}`))
+	}))
+	defer other.Close()
+	hub := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/hub/api/users/away", "/user/away/api/contents/x":
+			http.Redirect(w, r, other.URL+"/steal", http.StatusTemporaryRedirect)
+		case "/hub/api/users/moved":
+			http.Redirect(w, r, "/hub/api/users/here", http.StatusFound)
+		case "/hub/api/users/here":
+			if r.Header.Get("Authorization") != "token secret" {
+				w.WriteHeader(http.StatusForbidden)
+				return
+			}
+			w.Write([]byte(`{"name":"here"}`))
+		default:
+			w.WriteHeader(http.StatusNotFound)
+		}
+	}))
+	defer hub.Close()
+	c, err := New(hub.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.User(context.Background(), "secret", "away"); StatusOf(err) != http.StatusTemporaryRedirect {
+		t.Fatalf("redirect to another origin: error %v, want HTTP 307", err)
+	}
+	if _, err := c.Contents("/user/away/", StaticToken("secret")).Get(context.Background(), "x", false); err == nil {
+		t.Fatal("the contents API followed a redirect to another origin")
+	}
+	if n := elsewhere.Load(); n != 0 {
+		t.Fatalf("the token reached another origin %d times", n)
+	}
+	if u, err := c.User(context.Background(), "secret", "moved"); err != nil || u.Name != "here" {
+		t.Fatalf("redirect on the hub's origin: %v, %v", u, err)
+	}
+}
