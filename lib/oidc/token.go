@@ -6,6 +6,8 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
 	"slices"
 	"strings"
 	"sync"
@@ -143,24 +145,14 @@ func (v *TokenVerifier) discover(ctx context.Context) (*discovered, error) {
 }
 
 func (v *TokenVerifier) fetchDiscovery(ctx context.Context) (*discovered, error) {
-	ctx = gooidc.ClientContext(ctx, v.cfg.HTTPClient)
 	base, expected := v.cfg.IssuerURL, v.cfg.IssuerURL
 	if v.cfg.DiscoveryURL != "" {
-		// go-oidc insists the document's issuer be the URL it was fetched
-		// from; here it is checked below instead.
+		// The document may name another issuer than the URL it is fetched
+		// from (e.g. the in-cluster API server); it is checked below.
 		base = v.cfg.DiscoveryURL
-		ctx = gooidc.InsecureIssuerURLContext(ctx, base)
 	}
-	p, err := gooidc.NewProvider(ctx, base)
+	meta, err := v.getDiscovery(ctx, strings.TrimSuffix(base, "/")+"/.well-known/openid-configuration")
 	if err != nil {
-		return nil, err
-	}
-	var meta struct {
-		Issuer   string `json:"issuer"`
-		JWKSURI  string `json:"jwks_uri"`
-		Userinfo string `json:"userinfo_endpoint"`
-	}
-	if err := p.Claims(&meta); err != nil {
 		return nil, err
 	}
 	if expected == "" {
@@ -191,6 +183,44 @@ func (v *TokenVerifier) fetchDiscovery(ctx context.Context) (*discovered, error)
 		SupportedSigningAlgs: v.cfg.SigningAlgs,
 	})
 	return &discovered{issuer: expected, userinfoURL: meta.Userinfo, verifier: verifier}, nil
+}
+
+// maxDiscovery bounds the discovery document read: real ones are a few KiB,
+// and go-oidc's NewProvider reads any size into memory (and into its error).
+const maxDiscovery = 1 << 20
+
+type discoveryDocument struct {
+	Issuer   string `json:"issuer"`
+	JWKSURI  string `json:"jwks_uri"`
+	Userinfo string `json:"userinfo_endpoint"`
+}
+
+func (v *TokenVerifier) getDiscovery(ctx context.Context, addr string) (*discoveryDocument, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, addr, nil)
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Accept", "application/json")
+	resp, err := v.cfg.HTTPClient.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("%s: %s", addr, resp.Status)
+	}
+	body, err := io.ReadAll(io.LimitReader(resp.Body, maxDiscovery+1))
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", addr, err)
+	}
+	if len(body) > maxDiscovery {
+		return nil, fmt.Errorf("%s: the document is larger than %d bytes", addr, maxDiscovery)
+	}
+	var meta discoveryDocument
+	if err := json.Unmarshal(body, &meta); err != nil {
+		return nil, fmt.Errorf("%s: not a discovery document: %w", addr, err)
+	}
+	return &meta, nil
 }
 
 // Verify checks raw and returns its claims. Its errors are ErrUnavailable
