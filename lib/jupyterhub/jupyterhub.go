@@ -23,9 +23,21 @@ import (
 
 // Client talks to one hub.
 type Client struct {
-	base *url.URL // the hub's public URL, without /hub
-	http *http.Client
+	base    *url.URL // the hub's public URL, without /hub
+	http    *http.Client
+	timeout time.Duration // RequestTimeout
 }
+
+// RequestTimeout bounds one request to the hub or a Jupyter server, its
+// body and its answer included (not the progress stream, which the caller
+// bounds): a hub or a server that stalls (the user's server is the user's
+// own code) would otherwise hold the operation, whose lease is kept alive
+// meanwhile, forever. A chunk of 8 MiB has time to cross a slow link.
+const RequestTimeout = 10 * time.Minute
+
+// ErrTimeout is matched by a request that got no complete answer within
+// RequestTimeout.
+var ErrTimeout = errors.New("no complete answer within " + RequestTimeout.String())
 
 // New returns a client of the hub at rawURL (its public URL, such as
 // https://jupyter.example.org; a trailing /hub or /hub/api is ignored).
@@ -38,7 +50,7 @@ func New(rawURL string) (*Client, error) {
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.DialContext = (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext
 	tr.ResponseHeaderTimeout = 5 * time.Minute // a chunk is written before the answer
-	return &Client{base: u, http: &http.Client{Transport: tr, CheckRedirect: sameOrigin}}, nil
+	return &Client{base: u, http: &http.Client{Transport: tr, CheckRedirect: sameOrigin}, timeout: RequestTimeout}, nil
 }
 
 // sameOrigin follows a redirect only on the origin of the first request:
@@ -431,6 +443,16 @@ const MaxAnswer = 16 << 20
 var ErrTooLarge = errors.New("the answer is larger than 16 MiB")
 
 func (c *Client) roundTrip(req *http.Request, out any, op string) error {
+	ctx, cancel := context.WithTimeout(req.Context(), c.timeout)
+	defer cancel()
+	err := c.exchange(req.WithContext(ctx), out, op)
+	if err != nil && ctx.Err() == context.DeadlineExceeded && req.Context().Err() == nil {
+		return fmt.Errorf("%s: %w", op, ErrTimeout)
+	}
+	return err
+}
+
+func (c *Client) exchange(req *http.Request, out any, op string) error {
 	resp, err := c.send(req)
 	if err != nil {
 		return err

@@ -14,6 +14,7 @@ import (
 	"sync/atomic"
 	"testing"
 	"testing/iotest"
+	"time"
 )
 
 func TestBase64Reader(t *testing.T) {
@@ -211,5 +212,51 @@ func TestRedirectKeepsTokenOnOrigin(t *testing.T) {
 	}
 	if u, err := c.User(context.Background(), "secret", "moved"); err != nil || u.Name != "here" {
 		t.Fatalf("redirect on the hub's origin: %v, %v", u, err)
+	}
+}
+
+// A hub or a server that sends its headers and then stalls: the request
+// fails with ErrTimeout after the client's bound instead of waiting forever.
+func TestStalledAnswer(t *testing.T) {
+	stop := make(chan struct{})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.Write([]byte(`{"name":`))
+		w.(http.Flusher).Flush()
+		select {
+		case <-r.Context().Done():
+		case <-stop:
+		}
+	}))
+	defer srv.Close()
+	defer close(stop)
+	c, err := New(srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.timeout = 200 * time.Millisecond
+	for name, call := range map[string]func() error{
+		"hub": func() error { _, err := c.User(context.Background(), "t", "alice"); return err },
+		"contents": func() error {
+			_, err := c.Contents("/user/alice/", StaticToken("t")).Get(context.Background(), "x", false)
+			return err
+		},
+	} {
+		done := make(chan error, 1)
+		go func() { done <- call() }()
+		select {
+		case err := <-done:
+			if !errors.Is(err, ErrTimeout) || errors.Is(err, context.DeadlineExceeded) {
+				t.Fatalf("%s: error %v, want ErrTimeout", name, err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("%s: still waiting for a stalled answer after 10s", name)
+		}
+	}
+	// The caller's own deadline stays the caller's.
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	if _, err := c.User(ctx, "t", "alice"); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("caller's deadline: error %v", err)
 	}
 }

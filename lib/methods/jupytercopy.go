@@ -529,6 +529,8 @@ func (w *workspace) hubError(err error) error {
 	switch {
 	case errors.Is(err, jupyterhub.ErrUnreachable):
 		return staging.Wrap(staging.Unavailable, "JupyterHub is unreachable at "+w.m.Jupyter.Hub.URL(), err)
+	case errors.Is(err, jupyterhub.ErrTimeout):
+		return staging.Wrap(staging.UpstreamTimeout, "JupyterHub did not answer within "+jupyterhub.RequestTimeout.String(), err)
 	case errors.Is(err, jupyterhub.ErrSpawnFailed):
 		return staging.Wrap(staging.Upstream, fmt.Sprintf("The Jupyter server of %s failed to start", w.user), err)
 	case status == http.StatusNotFound:
@@ -567,6 +569,8 @@ func (w *workspace) contentsError(err error, p string) error {
 	switch {
 	case errors.Is(err, jupyterhub.ErrUnreachable):
 		return staging.Wrap(staging.Unavailable, fmt.Sprintf("The Jupyter server of %s is unreachable", w.user), err)
+	case errors.Is(err, jupyterhub.ErrTimeout):
+		return staging.Wrap(staging.UpstreamTimeout, fmt.Sprintf("The Jupyter server of %s did not answer on %s within %s", w.user, p, jupyterhub.RequestTimeout), err)
 	case errors.Is(err, jupyterhub.ErrTooLarge):
 		return staging.Wrap(staging.Upstream, fmt.Sprintf("The Jupyter server of %s answered more than %d MiB on %s", w.user, jupyterhub.MaxAnswer>>20, p), err)
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):

@@ -472,6 +472,17 @@ func TestContentsErrorStatus(t *testing.T) {
 			t.Errorf("HTTP %d: transient %v", tc.status, tc.kind.Transient())
 		}
 	}
+	// A server that stalls its answer past the client's bound.
+	stalled := fmt.Errorf("GET f.txt: %w", jupyterhub.ErrTimeout)
+	want := "The Jupyter server of alice did not answer on f.txt within " + jupyterhub.RequestTimeout.String()
+	if kind, detail := staging.KindOf(w.contentsError(stalled, "f.txt")); kind != staging.UpstreamTimeout || detail != want {
+		t.Errorf("stalled answer: %s %q, want %s %q", kind, detail, staging.UpstreamTimeout, want)
+	}
+	w.m.Jupyter.Hub, _ = jupyterhub.New("http://hub")
+	want = "JupyterHub did not answer within " + jupyterhub.RequestTimeout.String()
+	if kind, detail := staging.KindOf(w.hubError(stalled)); kind != staging.UpstreamTimeout || detail != want {
+		t.Errorf("stalled hub: %s %q, want %s %q", kind, detail, staging.UpstreamTimeout, want)
+	}
 }
 
 // What the hub answers becomes what the caller sees; a hub down behind its
