@@ -41,6 +41,7 @@ type JupyterHub struct {
 	service string
 	ttl     time.Duration
 	max     int
+	timeout time.Duration // of one question to the hub
 
 	mu     sync.Mutex
 	cache  map[[32]byte]owner
@@ -51,6 +52,12 @@ type JupyterHub struct {
 // the cache does not know is answered 429 here, not passed on to the hub
 // one connection each.
 const maxHubChecks = 32
+
+// hubCheckTimeout bounds one question to the hub: a hub slow to answer
+// costs a 503 after this long, not a request held, with one of the
+// maxHubChecks places, for as long as its client waits (the hub client
+// itself waits minutes for answers, as uploads need).
+const hubCheckTimeout = 10 * time.Second
 
 type owner struct {
 	caller  staging.Caller
@@ -65,8 +72,8 @@ func NewJupyterHub(hub *jupyterhub.Client, service string, ttl time.Duration) *J
 	if ttl <= 0 {
 		ttl = 30 * time.Second
 	}
-	return &JupyterHub{hub: hub, service: service, ttl: ttl, max: 4096, cache: map[[32]byte]owner{},
-		asking: make(chan struct{}, maxHubChecks)}
+	return &JupyterHub{hub: hub, service: service, ttl: ttl, max: 4096, timeout: hubCheckTimeout,
+		cache: map[[32]byte]owner{}, asking: make(chan struct{}, maxHubChecks)}
 }
 
 // Caller is anonymous without a token; a token the hub does not know is
@@ -90,7 +97,9 @@ func (a *JupyterHub) Caller(ctx context.Context, token string) (staging.Caller, 
 	default:
 		return staging.Caller{}, staging.Errorf(staging.TooMany, "Too many tokens being checked with JupyterHub: try again shortly")
 	}
-	u, err := a.hub.Whoami(ctx, token)
+	askCtx, cancel := context.WithTimeout(ctx, a.timeout)
+	defer cancel()
+	u, err := a.hub.Whoami(askCtx, token)
 	if err != nil {
 		switch status := jupyterhub.StatusOf(err); {
 		case status == http.StatusUnauthorized || status == http.StatusForbidden:

@@ -134,3 +134,47 @@ func TestJupyterHubChecksBounded(t *testing.T) {
 		t.Fatalf("the hub was asked %d times", asked.Load())
 	}
 }
+
+// A question to the hub is answered promptly: a hub that starts an answer
+// and never ends it costs a 503 after the check's timeout, not the whole of
+// the client's patience.
+func TestJupyterHubAnswersPromptly(t *testing.T) {
+	hub := testenv.HubFor(t)
+	endless := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.Write([]byte(`{"name":`))
+		w.(http.Flusher).Flush()
+		<-r.Context().Done()
+	}))
+	defer endless.Close()
+	for _, tc := range []struct {
+		name, hubURL, token string
+		status              int
+	}{
+		{"an unknown token", hub.URL, "0123456789abcdef", http.StatusUnauthorized},
+		{"a hub that never finishes its answer", endless.URL, "0123456789abcdef", http.StatusServiceUnavailable},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			client, err := jupyterhub.New(tc.hubURL)
+			if err != nil {
+				t.Fatal(err)
+			}
+			a := NewJupyterHub(client, "staging", 0)
+			a.timeout = 300 * time.Millisecond
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			start := time.Now()
+			_, err = a.Caller(ctx, tc.token)
+			took := time.Since(start)
+			if status, _ := httpx.Status(err); status != tc.status {
+				t.Errorf("status %d (%v), want %d", status, err, tc.status)
+			}
+			if took > 2*time.Second {
+				t.Errorf("answered after %v", took.Round(time.Millisecond))
+			}
+			if err != nil && len(tc.token) > 16 && strings.Contains(err.Error(), tc.token[:16]) {
+				t.Errorf("the error shows the token")
+			}
+		})
+	}
+}
