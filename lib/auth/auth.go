@@ -59,6 +59,12 @@ const maxHubChecks = 32
 // itself waits minutes for answers, as uploads need).
 const hubCheckTimeout = 10 * time.Second
 
+// maxHubToken bounds what is taken for a hub token (the hub's own are a
+// few dozen characters): a longer one is refused here, not sent to the hub
+// in a header it refuses as too large (431), which would read as the hub
+// failing (503).
+const maxHubToken = 4 << 10
+
 type owner struct {
 	caller  staging.Caller
 	expires time.Time
@@ -82,6 +88,9 @@ func NewJupyterHub(hub *jupyterhub.Client, service string, ttl time.Duration) *J
 func (a *JupyterHub) Caller(ctx context.Context, token string) (staging.Caller, error) {
 	if token == "" {
 		return staging.Caller{}, nil
+	}
+	if len(token) > maxHubToken {
+		return staging.Caller{}, staging.Errorf(staging.Unauthenticated, "JupyterHub does not accept the token: it is over %d bytes", maxHubToken)
 	}
 	key := sha256.Sum256([]byte(token))
 	now := time.Now()

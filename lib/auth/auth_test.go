@@ -135,9 +135,11 @@ func TestJupyterHubChecksBounded(t *testing.T) {
 	}
 }
 
-// A question to the hub is answered promptly: a hub that starts an answer
-// and never ends it costs a 503 after the check's timeout, not the whole of
-// the client's patience.
+// A question to the hub is answered promptly, whatever the token or the
+// hub: a token too long to be the hub's is refused without asking (the
+// real hub answers 431 to one over its header limit, which read as the hub
+// failing), and a hub that starts an answer and never ends it costs a 503
+// after the check's timeout, not the whole of the client's patience.
 func TestJupyterHubAnswersPromptly(t *testing.T) {
 	hub := testenv.HubFor(t)
 	endless := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -152,6 +154,8 @@ func TestJupyterHubAnswersPromptly(t *testing.T) {
 		status              int
 	}{
 		{"an unknown token", hub.URL, "0123456789abcdef", http.StatusUnauthorized},
+		{"a token of 64 KiB", hub.URL, strings.Repeat("a", 64<<10), http.StatusUnauthorized},
+		{"a token of 900 KiB", hub.URL, strings.Repeat("a", 900<<10), http.StatusUnauthorized},
 		{"a hub that never finishes its answer", endless.URL, "0123456789abcdef", http.StatusServiceUnavailable},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
