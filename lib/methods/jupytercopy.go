@@ -581,7 +581,7 @@ func (w *workspace) contentsError(err error, p string) error {
 		return staging.Wrap(staging.Forbidden, fmt.Sprintf("The Jupyter server of %s refused to write %s with the token given in jupyter_token", w.user, p), err)
 	case status == http.StatusConflict:
 		return w.conflict()
-	case status == http.StatusInsufficientStorage:
+	case status == http.StatusInsufficientStorage, status == http.StatusInternalServerError && outOfSpace(msg):
 		return staging.Wrap(staging.InsufficientStorage, "No space left in the Jupyter workspace of "+w.user, err)
 	case status == http.StatusTooManyRequests:
 		return staging.Wrap(staging.TooMany, fmt.Sprintf("The Jupyter server of %s is busy (HTTP 429)%s: try again shortly", w.user, msg), err)
@@ -593,6 +593,13 @@ func (w *workspace) contentsError(err error, p string) error {
 		return staging.Wrap(staging.Upstream, fmt.Sprintf("The Jupyter server of %s failed on %s (HTTP %d)%s", w.user, p, status, msg), err)
 	}
 	return staging.Wrap(staging.Upstream, fmt.Sprintf("Upload of %s to the Jupyter server of %s failed", p, w.user), err)
+}
+
+// outOfSpace reports whether a Jupyter server's message tells a full disk
+// or quota: it answers them as any failure to save (500), with Python's
+// error text.
+func outOfSpace(msg string) bool {
+	return strings.Contains(msg, "[Errno 28]") || strings.Contains(msg, "[Errno 122]")
 }
 
 // hidden reports whether a slash-separated path has a hidden element.

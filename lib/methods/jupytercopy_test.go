@@ -472,6 +472,15 @@ func TestContentsErrorStatus(t *testing.T) {
 			t.Errorf("HTTP %d: transient %v", tc.status, tc.kind.Transient())
 		}
 	}
+	// A full disk or quota is answered as any failure to save, with
+	// Python's error text (checked on a full tmpfs).
+	for _, msg := range []string{"Unexpected error while saving file: big.bin [Errno 28] No space left on device",
+		"Unexpected error while saving file: big.bin [Errno 122] Disk quota exceeded"} {
+		err := w.contentsError(&jupyterhub.APIError{Op: "write chunk 2 of big.bin", Status: http.StatusInternalServerError, Message: msg}, "big.bin")
+		if kind, detail := staging.KindOf(err); kind != staging.InsufficientStorage || detail != "No space left in the Jupyter workspace of alice" {
+			t.Errorf("%s: %s %q, want %s", msg, kind, detail, staging.InsufficientStorage)
+		}
+	}
 	// A server that stalls its answer past the client's bound.
 	stalled := fmt.Errorf("GET f.txt: %w", jupyterhub.ErrTimeout)
 	want := "The Jupyter server of alice did not answer on f.txt within " + jupyterhub.RequestTimeout.String()
