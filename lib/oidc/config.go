@@ -122,8 +122,10 @@ type Config struct {
 	KeyRefreshInterval time.Duration
 	// KeyCacheTTL is how long fetched keys are used before being fetched
 	// again (default 1 h, the profile's minimum cache time): a key the
-	// provider withdrew stops verifying after at most this long. When the
-	// provider cannot be reached the keys are used for up to 48 h more.
+	// provider withdrew stops verifying after at most this long and the
+	// fetch it then starts, in the background: requests do not wait for
+	// it. When the provider cannot be reached the keys are used for up to
+	// 48 h more.
 	KeyCacheTTL time.Duration
 	// UserinfoCacheSize bounds the cached userinfo answers (default 4096);
 	// UserinfoCacheTTL is how long one is kept (default 5 min, never beyond

@@ -87,13 +87,20 @@ func (k *keySet) verify(ctx context.Context, st *verifyState, raw string) ([]byt
 }
 
 // key returns the key with the given id, fetching the JWKS when the id is
-// unknown or the keys are older than ttl.
+// unknown, or in the background when the keys are older than ttl.
 func (k *keySet) key(ctx context.Context, kid string) (jose.JSONWebKey, error) {
 	k.mu.Lock()
 	key, ok := k.keys[kid]
 	age := time.Since(k.fetched)
 	k.mu.Unlock()
 	if ok && age < k.ttl {
+		return key, nil
+	}
+	if ok && age < maxStale {
+		// Due, but still good: fetched again in the background, so that
+		// requests do not wait for a provider that is slow or down, nor
+		// for the next fetch unknown key ids allow.
+		k.start(ctx)
 		return key, nil
 	}
 	err := k.refresh(ctx)
@@ -115,18 +122,7 @@ func (k *keySet) key(ctx context.Context, kid string) (jose.JSONWebKey, error) {
 // not sooner than minInterval after the previous fetch. The fetch does not
 // end with a caller's context: the others are waiting for it too.
 func (k *keySet) refresh(ctx context.Context) error {
-	k.mu.Lock()
-	ch := k.inflight
-	if ch == nil {
-		ch = make(chan struct{})
-		k.inflight = ch
-		wait := time.Duration(0)
-		if !k.attempted.IsZero() {
-			wait = k.minInterval - time.Since(k.attempted)
-		}
-		go k.fetch(context.WithoutCancel(ctx), wait, ch)
-	}
-	k.mu.Unlock()
+	ch := k.start(ctx)
 	select {
 	case <-ch:
 	case <-ctx.Done():
@@ -135,6 +131,22 @@ func (k *keySet) refresh(ctx context.Context) error {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	return k.lastErr
+}
+
+// start begins a fetch unless one is under way, and returns the channel
+// closed when it ends.
+func (k *keySet) start(ctx context.Context) chan struct{} {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.inflight == nil {
+		k.inflight = make(chan struct{})
+		wait := time.Duration(0)
+		if !k.attempted.IsZero() {
+			wait = k.minInterval - time.Since(k.attempted)
+		}
+		go k.fetch(context.WithoutCancel(ctx), wait, k.inflight)
+	}
+	return k.inflight
 }
 
 func (k *keySet) fetch(ctx context.Context, wait time.Duration, done chan struct{}) {
