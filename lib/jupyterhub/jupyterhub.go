@@ -50,22 +50,15 @@ func New(rawURL string) (*Client, error) {
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.DialContext = (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext
 	tr.ResponseHeaderTimeout = 5 * time.Minute // a chunk is written before the answer
-	return &Client{base: u, http: &http.Client{Transport: tr, CheckRedirect: sameOrigin}, timeout: RequestTimeout}, nil
+	return &Client{base: u, http: &http.Client{Transport: tr, CheckRedirect: noRedirect}, timeout: RequestTimeout}, nil
 }
 
-// sameOrigin follows a redirect only on the origin of the first request:
-// Go keeps the Authorization header on a redirect to the same host name on
-// any port or scheme, or to a subdomain, which would take a token to
-// another server. Any other redirect is answered as the 3xx it is.
-func sameOrigin(req *http.Request, via []*http.Request) error {
-	if req.URL.Scheme != via[0].URL.Scheme || req.URL.Host != via[0].URL.Host {
-		return http.ErrUseLastResponse
-	}
-	if len(via) >= 10 {
-		return errors.New("stopped after 10 redirects")
-	}
-	return nil
-}
+// noRedirect answers a redirect as the 3xx it is. Go keeps the
+// Authorization header on a redirect to the same host name on any port or
+// scheme, or to a subdomain, which would take a token to another server;
+// and the hub answers for a stopped server with a redirect whose end (a 404
+// page) would read as a missing file.
+func noRedirect(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
 
 // URL is the hub's public URL.
 func (c *Client) URL() string { return c.base.String() }

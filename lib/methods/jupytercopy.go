@@ -579,6 +579,10 @@ func (w *workspace) contentsError(err error, p string) error {
 		return staging.Wrap(staging.Upstream, fmt.Sprintf("The Jupyter server of %s rejected the token minted for it with the service token (JUPYTERHUB_API_TOKEN)", w.user), err)
 	case status == http.StatusUnauthorized || status == http.StatusForbidden:
 		return staging.Wrap(staging.Forbidden, fmt.Sprintf("The Jupyter server of %s refused to write %s with the token given in jupyter_token", w.user, p), err)
+	case status >= 300 && status < 400, status == http.StatusMethodNotAllowed, status == http.StatusFailedDependency:
+		// The hub answers for a stopped server: a redirect (GET), 405
+		// (the methods that write) or 424.
+		return staging.Wrap(staging.Unavailable, fmt.Sprintf("The Jupyter server of %s is not running: it was stopped during the staging", w.user), err)
 	case status == http.StatusConflict:
 		return w.conflict()
 	case status == http.StatusInsufficientStorage, status == http.StatusInternalServerError && outOfSpace(msg):

@@ -472,6 +472,14 @@ func TestContentsErrorStatus(t *testing.T) {
 			t.Errorf("HTTP %d: transient %v", tc.status, tc.kind.Transient())
 		}
 	}
+	// The hub answers for a stopped server (checked on a real hub in
+	// functions/jupyter TestStoppedServerAnswers).
+	for _, status := range []int{http.StatusFound, http.StatusMethodNotAllowed, http.StatusFailedDependency} {
+		err := w.contentsError(&jupyterhub.APIError{Op: "PUT f.txt", Status: status}, "f.txt")
+		if kind, detail := staging.KindOf(err); kind != staging.Unavailable || detail != "The Jupyter server of alice is not running: it was stopped during the staging" {
+			t.Errorf("HTTP %d: %s %q, want %s", status, kind, detail, staging.Unavailable)
+		}
+	}
 	// A full disk or quota is answered as any failure to save, with
 	// Python's error text (checked on a full tmpfs).
 	for _, msg := range []string{"Unexpected error while saving file: big.bin [Errno 28] No space left on device",
