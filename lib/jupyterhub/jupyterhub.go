@@ -60,8 +60,9 @@ func New(rawURL string) (*Client, error) {
 // page) would read as a missing file.
 func noRedirect(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
 
-// URL is the hub's public URL.
-func (c *Client) URL() string { return c.base.String() }
+// URL is the hub's public URL as messages show it: a password it holds
+// (https://user:pass@...) is hidden.
+func (c *Client) URL() string { return c.base.Redacted() }
 
 // APIError is an answer other than 2xx from the hub or a Jupyter server.
 type APIError struct {

@@ -258,3 +258,15 @@ func TestStalledAnswer(t *testing.T) {
 		t.Fatalf("caller's deadline: error %v", err)
 	}
 }
+
+// The hub's URL as messages show it never holds the password a
+// JUPYTERHUB_URL may carry.
+func TestURLHidesPassword(t *testing.T) {
+	c, err := New("https://svc:s3cret@hub.example.org/hub/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := c.URL(); strings.Contains(got, "s3cret") || !strings.Contains(got, "hub.example.org") {
+		t.Fatalf("URL() = %q", got)
+	}
+}
