@@ -187,6 +187,7 @@ var ErrSpawnFailed = errors.New("the Jupyter server failed to start")
 // "url" of the hub's server model), for Contents. token goes to the hub
 // only. ctx bounds the wait.
 func (c *Client) Server(ctx context.Context, token, name string) (string, error) {
+	pause := 100 * time.Millisecond
 	for {
 		u, err := c.User(ctx, token, name)
 		if err != nil {
@@ -208,8 +209,18 @@ func (c *Client) Server(ctx context.Context, token, name string) (string, error)
 				return "", err
 			}
 		}
-		if err := c.waitReady(ctx, token, name); err != nil {
+		ready, err := c.waitReady(ctx, token, name)
+		if err != nil {
 			return "", err
+		}
+		if !ready {
+			// The progress stream ended before the server was ready or
+			// failed: look again, but not in a tight loop against the
+			// hub should it keep ending them.
+			if err := sleep(ctx, pause); err != nil {
+				return "", err
+			}
+			pause = min(2*pause, 2*time.Second)
 		}
 	}
 }
@@ -330,20 +341,20 @@ func (t StaticToken) Token(context.Context) (string, error) { return string(t), 
 
 // waitReady follows the server's progress event stream until it reports
 // ready or failed.
-func (c *Client) waitReady(ctx context.Context, token, name string) error {
+func (c *Client) waitReady(ctx context.Context, token, name string) (ready bool, err error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.hubURL("users", name, "server", "progress"), nil)
 	if err != nil {
-		return err
+		return false, err
 	}
 	req.Header.Set("Authorization", "token "+token)
 	req.Header.Set("Accept", "text/event-stream")
 	resp, err := c.send(req)
 	if err != nil {
-		return err
+		return false, err
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return apiError(resp, "progress of "+name)
+		return false, apiError(resp, "progress of "+name)
 	}
 	sc := bufio.NewScanner(resp.Body)
 	sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
@@ -361,19 +372,19 @@ func (c *Client) waitReady(ctx context.Context, token, name string) error {
 			continue
 		}
 		if ev.Failed {
-			return fmt.Errorf("%w: %s", ErrSpawnFailed, ev.Message)
+			return false, fmt.Errorf("%w: %s", ErrSpawnFailed, ev.Message)
 		}
 		if ev.Ready {
-			return nil
+			return true, nil
 		}
 	}
 	if err := ctx.Err(); err != nil {
-		return err
+		return false, err
 	}
 	if err := sc.Err(); err != nil {
-		return unreachable{err}
+		return false, unreachable{err}
 	}
-	return nil // the stream ended: look at the user model again
+	return false, nil // the stream ended: look at the user model again
 }
 
 func (c *Client) hubURL(parts ...string) string {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/base64"
 	"errors"
+	"fmt"
 	"io"
 	"math/rand/v2"
 	"net/http"
@@ -268,5 +269,39 @@ func TestURLHidesPassword(t *testing.T) {
 	}
 	if got := c.URL(); strings.Contains(got, "s3cret") || !strings.Contains(got, "hub.example.org") {
 		t.Fatalf("URL() = %q", got)
+	}
+}
+
+// A hub whose progress stream keeps ending before the server is ready is
+// asked again after a growing pause, not in a tight loop, until the
+// caller's time is up.
+func TestServerStartDoesNotSpin(t *testing.T) {
+	var asked atomic.Int64
+	hub := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		asked.Add(1)
+		switch {
+		case strings.HasSuffix(r.URL.Path, "/server/progress"):
+			w.Header().Set("Content-Type", "text/event-stream")
+			fmt.Fprint(w, "data: {\"progress\": 50, \"message\": \"starting\"}\n\n") // then ends
+		case strings.HasSuffix(r.URL.Path, "/users/alice"):
+			fmt.Fprint(w, `{"name": "alice", "servers": {"": {"ready": false, "pending": "spawn", "url": "/user/alice/"}}}`)
+		default:
+			http.NotFound(w, r)
+		}
+	}))
+	defer hub.Close()
+	c, err := New(hub.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	if _, err := c.Server(ctx, "token", "alice"); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Server: %v, want the caller's deadline", err)
+	}
+	// 100, 200 and 400 ms of pauses fit in the second: a few rounds of
+	// two requests each, where a tight loop makes thousands.
+	if n := asked.Load(); n > 12 {
+		t.Fatalf("the hub was asked %d times in a second", n)
 	}
 }
