@@ -135,7 +135,7 @@ type SourceResolver interface {
 // authorizeSource decides whether caller may read source, by the path it
 // really leads to: a request cannot step around a capability through a
 // link. A source that does not exist yet (a DID's replica still awaited)
-// is judged by the path it names.
+// is judged by where it would be (resolveScoped).
 func (s *Service) authorizeSource(caller Caller, source string) error {
 	if caller.Reads == nil || source == "" {
 		return nil
@@ -144,17 +144,49 @@ func (s *Service) authorizeSource(caller Caller, source string) error {
 	if s.Sources == nil {
 		return denied
 	}
-	real, isDir, err := s.Sources.Resolve(source)
-	if k, _ := KindOf(err); k == Rejected && !path.IsAbs(source) {
-		real, isDir, err = path.Clean(source), false, nil
-	}
-	if err != nil {
+	real, isDir, err := s.resolveScoped(source)
+	if real == "" {
 		return err
 	}
 	if !caller.Reads.CanRead(real, isDir) {
 		return denied
 	}
-	return nil
+	if k, _ := KindOf(err); k == Rejected {
+		return nil // missing, judged by where it would be: a DID's replica still awaited
+	}
+	return err
+}
+
+// resolveScoped says where p leads for a capability check. A path that
+// cannot be resolved (missing, a link leading out, a folder the service
+// may not read) is judged by where its deepest folder that can be leads,
+// its other elements after it, and returned with its error: the caller
+// checks the scope first, so that what lies outside a caller's scopes,
+// existing or not, is refused alike. A path outside the storage itself,
+// which is nobody's, is returned as "" with its error.
+func (s *Service) resolveScoped(p string) (real string, isDir bool, err error) {
+	real, isDir, err = s.Sources.Resolve(p)
+	if k, _ := KindOf(err); err == nil || (k != Rejected && k != Forbidden) {
+		return real, isDir, err
+	}
+	// Bounded like a request's path, so a long one costs a few lookups.
+	depth := max(s.MaxPathDepth, DefaultMaxPathDepth)
+	rest := ""
+	for dir, i := path.Clean(p), 0; i <= depth; i++ {
+		rest = path.Join(path.Base(dir), rest)
+		parent := path.Dir(dir)
+		if parent == dir {
+			break
+		}
+		dir = parent
+		if r, _, perr := s.Sources.Resolve(dir); perr == nil {
+			if real = path.Join(r, rest); real == ".." || strings.HasPrefix(real, "../") {
+				return "", false, err
+			}
+			return real, false, err
+		}
+	}
+	return "", false, err
 }
 
 // AuthorizeBrowse decides whether caller may list the source folder dir,
@@ -171,14 +203,17 @@ func (s *Service) AuthorizeBrowse(caller Caller, dir string) (func(path string, 
 		return nil, Errorf(Forbidden, "The token does not allow browsing the source storage")
 	}
 	real := "."
+	var err error
 	if dir != "" {
-		var err error
-		if real, _, err = s.Sources.Resolve(dir); err != nil {
+		if real, _, err = s.resolveScoped(dir); real == "" {
 			return nil, err
 		}
 	}
 	if !caller.Reads.CanList(real) {
 		return nil, Errorf(Forbidden, "The token does not allow browsing %s", dir)
+	}
+	if err != nil {
+		return nil, err
 	}
 	return func(p string, isDir bool) bool {
 		if r, d, err := s.Sources.Resolve(p); err == nil {
