@@ -5,9 +5,12 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
+	"github.com/ska-telescope/skao-staging-service/internal/cetest"
 	"github.com/ska-telescope/skao-staging-service/internal/testenv"
+	"github.com/ska-telescope/skao-staging-service/lib/staging"
 )
 
 // A user whose storage.read scopes cover only some folders learns nothing
@@ -74,5 +77,38 @@ func TestScopesHideWhatLiesOutside(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// A user's own event naming an operation (a hand-off) learns nothing of
+// another user's operations: their ids are answered as unknown ones are,
+// whatever their state, and nothing about them reaches the sender's log.
+func TestHandoffsDoNotTellOthersOperations(t *testing.T) {
+	p := idp(t)
+	s := startStage(t, oidcEnv(p, nil))
+	s.write(t, "data/file", "content")
+	alice, bob := login(t, p, "alice"), login(t, p, "bob")
+	finished := s.stageAs(t, bob, "bob", "data/file", "b").Str("id")
+	pending := s.stageAs(t, bob, "bob", "data/file", "later", "Prefer", "respond-async").Str("id")
+	const unknown = "01890a5d-ac96-774b-bcce-b302099a8057"
+	for _, tc := range []struct{ name, id string }{
+		{"unknown", unknown}, {"bob's finished", finished}, {"bob's pending", pending},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ev := cetest.RequestEvent(t, "handoff-"+tc.id, staging.Request{Method: "local_copy", Username: "alice",
+				Source: "data/file", Target: "b", OperationID: tc.id})
+			status, answer := sendRawHeader(t, s.URL+"/", ev, bearer(alice)...)
+			if status != 404 || !strings.Contains(answer, "Operation not found: "+tc.id) {
+				t.Errorf("%d %s, want 404 Operation not found", status, answer)
+			}
+		})
+	}
+	logs := s.Logs()
+	for _, id := range []string{finished, pending} {
+		for _, line := range strings.Split(logs, "\n") {
+			if strings.Contains(line, id) && strings.Contains(line, `"username":"alice"`) {
+				t.Errorf("alice's log names bob's operation: %s", line)
+			}
+		}
 	}
 }

@@ -257,7 +257,9 @@ func (s *Service) handle(ctx context.Context, caller Caller, req *Request, opt O
 // all, nobody would redeliver it, so it fails.
 func (s *Service) resume(ctx context.Context, caller Caller, m Method, req *Request, opt Options, start time.Time) (*Outcome, error) {
 	op, err := s.Store.Get(ctx, req.OperationID)
-	if errors.Is(err, ErrNotFound) {
+	// Another user's operation is not found, as GET /operations/<id>
+	// answers: a user's own event cannot probe ids.
+	if errors.Is(err, ErrNotFound) || (err == nil && AuthorizeRead(caller, op.Username) != nil) {
 		return nil, Errorf(NotFound, "Operation not found: %s", req.OperationID)
 	}
 	if err != nil {

@@ -496,11 +496,13 @@ func TestHandoffCannotBeForged(t *testing.T) {
 	} {
 		forged.OperationID = handoff.OperationID
 		caller := staging.Trusted
+		kind, detail := staging.Forbidden, "Operation "+handoff.OperationID+" is not this request's"
 		if forged.Username == "mallory" {
-			caller = mallory
+			// A user learns nothing of another's operation, not even that it exists.
+			caller, kind, detail = mallory, staging.NotFound, "Operation not found: "+handoff.OperationID
 		}
 		_, err := fx.svc.Handle(context.Background(), caller, forged, staging.Options{})
-		wantKind(t, err, staging.Forbidden, "Operation "+handoff.OperationID+" is not this request's")
+		wantKind(t, err, kind, detail)
 	}
 	// Mallory cannot present alice's own request either.
 	_, err = fx.svc.Handle(context.Background(), mallory, handoff, staging.Options{})
