@@ -2,7 +2,6 @@ package main
 
 import (
 	"net/http"
-	"path"
 
 	"github.com/ska-telescope/skao-staging-service/lib/httpx"
 )
@@ -29,17 +28,10 @@ func (a *api) browse(w http.ResponseWriter, r *http.Request) {
 		httpx.Error(w, err)
 		return
 	}
-	l, err := a.f.Storage.List(dir, maxBrowse)
+	l, err := a.f.Storage.List(dir, maxBrowse, visible)
 	if err != nil {
 		httpx.Error(w, err)
 		return
 	}
-	shown := l.Entries[:0]
-	for _, e := range l.Entries {
-		if visible(path.Join(l.Path, e.Name), e.Type == "directory") {
-			shown = append(shown, e)
-		}
-	}
-	l.Entries = shown
 	httpx.JSON(w, http.StatusOK, l)
 }

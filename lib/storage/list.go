@@ -30,11 +30,13 @@ type Listing struct {
 }
 
 // List lists the directory p of the source storage: its first limit
-// entries by name that staging could use. Links leading out of the storage,
-// broken links, special files and temporary names are left out, since
-// staging them would fail. Memory stays bounded by limit however large the
-// directory is.
-func (s *Storage) List(p string, limit int) (*Listing, error) {
+// entries by name that staging could use and keep (nil: all) lets through.
+// Links leading out of the storage, broken links, special files and
+// temporary names are left out, since staging them would fail. keep is
+// asked before the limit applies, so a caller who may see only some
+// entries sees the first limit of those, wherever they fall among the
+// rest. Memory stays bounded by limit however large the directory is.
+func (s *Storage) List(p string, limit int, keep func(rel string, isDir bool) bool) (*Listing, error) {
 	if strings.ContainsRune(p, 0) || len(p) > staging.MaxPathBytes {
 		return nil, staging.Errorf(staging.Invalid, "path must be a path of at most %d bytes without NUL", staging.MaxPathBytes)
 	}
@@ -66,7 +68,7 @@ func (s *Storage) List(p string, limit int) (*Listing, error) {
 	for {
 		batch, err := dir.ReadDir(limit + 1)
 		for _, e := range batch {
-			if !IsTemp(e.Name()) {
+			if !IsTemp(e.Name()) && (keep == nil || keep(path.Join(filepath.ToSlash(rel), e.Name()), e.IsDir())) {
 				kept = append(kept, e)
 			}
 		}

@@ -74,7 +74,7 @@ func TestList(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(fmt.Sprintf("%.40q", tt.path), func(t *testing.T) {
-			l, err := st.List(tt.path, 1000)
+			l, err := st.List(tt.path, 1000, nil)
 			if tt.status != 0 {
 				status, detail := httpx.Status(err)
 				if status != tt.status || detail == "" || tt.detail != "" && detail != tt.detail {
@@ -94,7 +94,7 @@ func TestList(t *testing.T) {
 	}
 
 	t.Run("sizes and times", func(t *testing.T) {
-		l, err := st.List("obs", 1000)
+		l, err := st.List("obs", 1000, nil)
 		must(t, err)
 		a, sub := l.Entries[0], l.Entries[4]
 		if a.Size != 1 || !a.Modified.Equal(time.Date(2025, 1, 31, 12, 0, 0, 0, time.UTC)) || a.Modified.Location() != time.UTC {
@@ -132,7 +132,7 @@ func TestListBounded(t *testing.T) {
 		{limit: n + 1, first: "f0000", count: n, truncated: false},
 		{limit: n + 5, first: "f0000", count: n, truncated: false},
 	} {
-		l, err := st.List("many", tt.limit)
+		l, err := st.List("many", tt.limit, nil)
 		must(t, err)
 		if len(l.Entries) != tt.count || l.Entries[0].Name != tt.first || l.Truncated != tt.truncated {
 			t.Fatalf("limit %d: %d entries from %q, truncated %v; want %d from %q, truncated %v",
@@ -143,5 +143,40 @@ func TestListBounded(t *testing.T) {
 				t.Fatalf("not sorted at %d: %q, %q", i, l.Entries[i-1].Name, l.Entries[i].Name)
 			}
 		}
+	}
+}
+
+// What keep leaves out does not count against the limit: a caller who may
+// see only some entries of a large folder sees the first limit of those,
+// however many others sort before them.
+func TestListKeepsBeforeTheLimit(t *testing.T) {
+	dir := t.TempDir()
+	src := filepath.Join(dir, "source")
+	must(t, os.MkdirAll(filepath.Join(src, "many"), 0o755))
+	for i := range 300 {
+		must(t, os.WriteFile(filepath.Join(src, "many", fmt.Sprintf("f%04d", i)), nil, 0o644))
+	}
+	st, err := Open(src, filepath.Join(dir, "user_areas"))
+	must(t, err)
+	defer st.Close()
+	var asked []string
+	mine := func(rel string, isDir bool) bool {
+		asked = append(asked, rel)
+		return rel >= "many/f0250" && !isDir
+	}
+	l, err := st.List("many", 10, mine)
+	must(t, err)
+	var names []string
+	for _, e := range l.Entries {
+		names = append(names, e.Name)
+	}
+	if len(names) != 10 || names[0] != "f0250" || names[9] != "f0259" || !l.Truncated {
+		t.Fatalf("entries %v, truncated %v; want f0250 to f0259, truncated", names, l.Truncated)
+	}
+	if len(asked) != 300 || asked[0][:5] != "many/" {
+		t.Fatalf("keep asked %d times, first %q; want once per entry, by its path in the storage", len(asked), asked[0])
+	}
+	if l, err := st.List("many", 100, mine); err != nil || len(l.Entries) != 50 || l.Truncated {
+		t.Fatalf("all of them: %d entries, truncated %v, %v", len(l.Entries), l.Truncated, err)
 	}
 }

@@ -72,8 +72,8 @@ func TestSourcePermissionDenied(t *testing.T) {
 		call func(p string) error
 		path string
 	}{
-		{"list a folder it may not read", func(p string) error { _, err := fx.st.List(p, 10); return err }, "locked"},
-		{"list through a folder it may not enter", func(p string) error { _, err := fx.st.List(p, 10); return err }, "locked/x.txt"},
+		{"list a folder it may not read", func(p string) error { _, err := fx.st.List(p, 10, nil); return err }, "locked"},
+		{"list through a folder it may not enter", func(p string) error { _, err := fx.st.List(p, 10, nil); return err }, "locked/x.txt"},
 		{"source through a folder it may not enter", func(p string) error { _, err := fx.st.Source(p); return err }, "locked/x.txt"},
 		{"resolve through a folder it may not enter", func(p string) error { _, _, err := fx.st.Resolve(p); return err }, "locked/x.txt"},
 	} {
@@ -87,6 +87,6 @@ func TestSourcePermissionDenied(t *testing.T) {
 		t.Errorf("Source(locked): %v", err)
 	}
 	// A file it may not read is still a file: listing it is 400, not a folder.
-	_, err := fx.st.List("unreadable.txt", 10)
+	_, err := fx.st.List("unreadable.txt", 10, nil)
 	wantStatus(t, err, http.StatusBadRequest, "Not a directory: unreadable.txt")
 }
