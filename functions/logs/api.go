@@ -164,6 +164,11 @@ func parse(r *http.Request) (*request, error) {
 		if err != nil {
 			return nil, bad("since must be an RFC 3339 time, such as 2025-01-31T12:00:00Z")
 		}
+		// An offset can carry a four-digit year past 9999 (or before
+		// the year 1) in UTC, which no database holds.
+		if u := t.UTC(); u.Year() < 1 || u.Year() > 9999 {
+			return nil, bad("since must be from 0001-01-01T00:00:00Z to 9999-12-31T23:59:59Z in UTC")
+		}
 		req.query.Since = t
 	}
 	switch f := q.Get("format"); f {
@@ -225,6 +230,10 @@ func (a *api) logs(w http.ResponseWriter, r *http.Request) {
 			req.query.Username = caller.Name
 		}
 		if err := staging.AuthorizeRead(caller, req.query.Username); err != nil {
+			httpx.Error(w, err)
+			return
+		}
+		if err := staging.ReadableName(req.query.Username); err != nil {
 			httpx.Error(w, err)
 			return
 		}
@@ -328,7 +337,7 @@ func (a *api) page(w http.ResponseWriter, r *http.Request, req *request) {
 	if req.after < 0 {
 		var ids []int64
 		if ids, err = a.store.LogIDs(ctx, req.query); err != nil {
-			httpx.Error(w, staging.DatabaseUnavailable(err))
+			httpx.Error(w, staging.StoreFailure(err))
 			return
 		}
 		if more, err = fillIDs(ids); more && err == nil {
@@ -345,7 +354,7 @@ func (a *api) page(w http.ResponseWriter, r *http.Request, req *request) {
 			q.Limit = min(req.query.Limit-count+1, readChunk) // one more tells whether more follow
 			recs, qerr := a.store.QueryLogs(ctx, q)
 			if qerr != nil {
-				err = staging.DatabaseUnavailable(qerr)
+				err = staging.StoreFailure(qerr)
 				break
 			}
 			if more, err = fill(recs); more || err != nil || len(recs) < q.Limit {
@@ -380,7 +389,7 @@ func (a *api) page(w http.ResponseWriter, r *http.Request, req *request) {
 func (a *api) readIDs(ctx context.Context, ids []int64) ([]logging.Record, error) {
 	recs, err := a.store.QueryLogs(ctx, logging.Query{IDs: ids})
 	if err != nil {
-		return nil, staging.DatabaseUnavailable(err)
+		return nil, staging.StoreFailure(err)
 	}
 	at := make(map[int64]int, len(ids))
 	for i, id := range ids {
@@ -434,7 +443,7 @@ func (a *api) follow(w http.ResponseWriter, r *http.Request, req *request, who s
 	var first []int64 // the newest records' ids, read readChunk at a time
 	if resume < 0 {
 		if first, err = a.store.LogIDs(ctx, req.query); err != nil {
-			httpx.Error(w, staging.DatabaseUnavailable(err))
+			httpx.Error(w, staging.StoreFailure(err))
 			return
 		}
 		after = cursor

@@ -87,7 +87,7 @@ func (h *hub) subscribe(ctx context.Context, who string, q logging.Query, after 
 		last, err := h.store.LastLogID(qctx)
 		cancel()
 		if err != nil {
-			return nil, 0, 0, staging.DatabaseUnavailable(err)
+			return nil, 0, 0, staging.StoreFailure(err)
 		}
 		h.t = &tail{floor: last, cursor: last, sent: map[int64]bool{}}
 		h.running = true
