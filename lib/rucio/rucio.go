@@ -27,14 +27,17 @@ type DID struct {
 
 func (d DID) String() string { return d.Scope + ":" + d.Name }
 
-// ParseDID reads "scope:name". Scope and name must be plain names (no
-// slashes, no "..") since they become path elements.
+// ParseDID reads "scope:name". As in Rucio's generic schema
+// (lib/rucio/common/schema/generic.py, SCOPE and NAME), a scope has no '/'
+// and a name may have some ("data/run1/vis.ms"); since both become path
+// elements, none of their elements may be "." or "..", and a name may not
+// end with '/' (no file is there).
 func ParseDID(s string) (DID, error) {
 	scope, name, ok := strings.Cut(s, ":")
 	d := DID{Scope: scope, Name: name}
-	if !ok || !validPart(scope, 25) || !validPart(name, 250) {
+	if !ok || strings.Contains(scope, "/") || strings.HasSuffix(name, "/") || !validPart(scope, 25) || !validPart(name, 250) {
 		return DID{}, staging.Errorf(staging.Invalid,
-			"Invalid DID %q: want <scope>:<name> without '/', '..', spaces or control characters", s)
+			"Invalid DID %q: want <scope>:<name>, a scope without '/', a name not ending with '/', no '.' or '..' between slashes, no spaces or control characters", s)
 	}
 	return d, nil
 }
@@ -43,8 +46,16 @@ func ParseDID(s string) (DID, error) {
 // names never have: MySQL's PAD SPACE collations compare "name " equal to
 // "name", so a transfer of one completed the requests waiting for the other.
 func validPart(s string, max int) bool {
-	return s != "" && len(s) <= max && !strings.ContainsAny(s, "/\\\x00:") && s != "." && !strings.Contains(s, "..") &&
-		strings.IndexFunc(s, func(r rune) bool { return unicode.IsSpace(r) || unicode.IsControl(r) }) < 0
+	if s == "" || len(s) > max || strings.ContainsAny(s, "\\\x00:") ||
+		strings.IndexFunc(s, func(r rune) bool { return unicode.IsSpace(r) || unicode.IsControl(r) }) >= 0 {
+		return false
+	}
+	for _, e := range strings.Split(s, "/") {
+		if e == "." || e == ".." {
+			return false
+		}
+	}
+	return true
 }
 
 // DeterministicPath is where a deterministic RSE keeps the DID's replica,
