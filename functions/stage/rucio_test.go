@@ -1,6 +1,9 @@
 package main
 
 import (
+	"crypto/md5"
+	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"github.com/ska-telescope/skao-staging-service/lib/rucio"
 	"github.com/ska-telescope/skao-staging-service/lib/staging"
@@ -31,6 +34,10 @@ var replicaPaths = map[string]string{
 	"skao:late.dat":       "skao/7e/c6/late.dat",
 	"skao:batch.dat":      "skao/66/3c/batch.dat",
 	"skao:here.dat":       "skao/72/02/here.dat",
+	// Names with '/', which Rucio's generic schema allows; paths from
+	// Rucio's own RSEDeterministicTranslation.__hash run as is.
+	"skao:data/run1/vis.ms": "skao/87/a8/data/run1/vis.ms",
+	"skao:/lsst/raw/x.fits": "skao/ab/ad/lsst/raw/x.fits",
 }
 
 // Checksums of "replica of hello", from Python's zlib and hashlib.
@@ -115,7 +122,15 @@ func (r *rucioStack) stageDID(t *testing.T, user, did, dst string) *testenv.Resp
 	return testenv.Do(t, http.MethodPost, r.URL+"/stage_data?method=local_copy&username="+user, body)
 }
 
-// transferDone is Rucio's message as hermes emits it, nulls included.
+// transferDone is Rucio's message as hermes emits it, nulls included: the
+// envelope of deliver_to_activemq (lib/rucio/daemons/hermes/hermes.py:
+// event_type, payload, created_at) around the payload of
+// add_monitor_message (lib/rucio/core/request.py) with the fields FTS's
+// get_monitor_msg_fields adds (lib/rucio/transfertool/fts3.py, among them
+// "transfer_link" next to Rucio's own null "transfer-link"), in their
+// types: sizes are numbers, the request id 32 lowercase hex digits, dates
+// str(datetime), dst-url the PFN Rucio's xrootd protocol builds (host,
+// port, prefix "//rucio/", the deterministic path).
 func transferDone(id, scope, name, rse, adler string, size int) cloudevents.Event {
 	ev := cloudevents.NewEvent()
 	ev.SetID(id)
@@ -125,17 +140,69 @@ func transferDone(id, scope, name, rse, adler string, size int) cloudevents.Even
 	if adler != "" {
 		adlerJSON = `"` + adler + `"`
 	}
-	data := fmt.Sprintf(`{"event_type": "transfer-done", "created_at": "2026-11-26 10:00:00.000000", "payload": {
-		"activity": "User Subscriptions", "request-id": "%[1]s", "duration": 3, "checksum-adler": %[2]s,
-		"checksum-md5": null, "file-size": %[3]d, "bytes": %[3]d, "guid": null, "previous-request-id": null,
-		"protocol": "root", "scope": "%[4]s", "name": "%[5]s", "dataset": null, "datasetScope": null,
-		"src-type": "DISK", "src-rse": "CERN_DISK", "src-url": "root://eos.cern.ch//eos/%[5]s",
-		"dst-type": "DISK", "dst-rse": "%[6]s", "dst-url": null, "reason": "", "transfer-endpoint": "https://fts:8446",
-		"transfer-id": "t-%[1]s", "transfer-link": null, "created_at": null, "submitted_at": "2026-11-26 09:59:00",
-		"started_at": null, "transferred_at": "2026-11-26 10:00:00", "tool-id": "rucio-conveyor", "account": "jdoe"}}`,
-		id, adlerJSON, size, scope, name, rse)
-	ev.SetData(cloudevents.ApplicationJSON, []byte(data))
+	sum := md5.Sum([]byte(id))
+	requestID := hex.EncodeToString(sum[:])
+	jobID := requestID[:8] + "-" + requestID[8:12] + "-" + requestID[12:16] + "-" + requestID[16:20] + "-" + requestID[20:]
+	host := "root://xrd.site:1094"
+	if rse != "SKAO_SITE" {
+		host = "root://xrd." + strings.ToLower(rse) + ":1094"
+	}
+	dstURL := host + "//rucio/" + rucioHashPath(scope, name)
+	body, err := json.Marshal(map[string]any{
+		"event_type": "transfer-done",
+		"payload": map[string]any{
+			"activity":            "User Subscriptions",
+			"request-id":          requestID,
+			"duration":            3,
+			"checksum-adler":      json.RawMessage(adlerJSON),
+			"checksum-md5":        nil,
+			"file-size":           size,
+			"bytes":               size,
+			"guid":                nil,
+			"previous-request-id": nil,
+			"protocol":            "root",
+			"scope":               scope,
+			"name":                name,
+			"dataset":             nil,
+			"datasetScope":        nil,
+			"src-type":            "DISK",
+			"src-rse":             "CERN_DISK",
+			"src-url":             "root://eos.cern.ch:1094//eos/rucio/" + rucioHashPath(scope, name),
+			"dst-type":            "DISK",
+			"dst-rse":             rse,
+			"dst-url":             dstURL,
+			"reason":              "",
+			"transfer-endpoint":   "https://fts:8446",
+			"transfer-id":         jobID,
+			"transfer-link":       nil,
+			"created_at":          "2026-11-26 09:58:00",
+			"submitted_at":        "2026-11-26 09:59:00",
+			"started_at":          "2026-11-26 09:59:57",
+			"transferred_at":      "2026-11-26 10:00:00",
+			"tool-id":             "rucio-conveyor",
+			"account":             "jdoe",
+			"datatype":            nil,
+			"transfer_link":       "https://fts:8449/fts3/ftsmon/#/job/" + jobID,
+		},
+		"created_at": "2026-11-26 10:00:01.123456",
+	})
+	if err != nil {
+		panic(err)
+	}
+	ev.SetData(cloudevents.ApplicationJSON, body)
 	return ev
+}
+
+// rucioHashPath is Rucio's lfn2pfn "hash" (RSEDeterministicTranslation.__hash
+// in lib/rucio/rse/translation.py), written out as Rucio does, without
+// cleaning the path: a name with a leading '/' gives "scope/ab/cd//name".
+func rucioHashPath(scope, name string) string {
+	sum := md5.Sum([]byte(scope + ":" + name))
+	h := hex.EncodeToString(sum[:])
+	if strings.HasPrefix(scope, "user") || strings.HasPrefix(scope, "group") {
+		scope = strings.ReplaceAll(scope, ".", "/")
+	}
+	return scope + "/" + h[0:2] + "/" + h[2:4] + "/" + name
 }
 
 func sendRaw(t *testing.T, url string, ev cloudevents.Event, structured bool) (int, map[string]any) {
@@ -298,6 +365,31 @@ func TestRucioTransferMustNameTheDIDsReplica(t *testing.T) {
 	}
 	if b, _ := os.ReadFile(r.userPath("alice", "late.dat")); string(b) != helloContent {
 		t.Fatalf("staged %q", b)
+	}
+}
+
+// A DID whose name has '/' in it (as Rucio's generic schema allows, a
+// leading one too) waits, and Rucio's transfer-done, whose dst-url is
+// the PFN Rucio builds for it, completes it with the replica in the
+// deterministic layout.
+func TestRucioDIDNamesWithSlashes(t *testing.T) {
+	r := startRucio(t, nil)
+	for i, did := range []string{"skao:data/run1/vis.ms", "skao:/lsst/raw/x.fits"} {
+		target := fmt.Sprintf("slashes/%d.dat", i)
+		res := r.stageDID(t, "alice", did, target)
+		expect(t, res, 202, "status", "pending")
+		r.placeReplica(t, did, helloContent)
+		scope, name, _ := strings.Cut(did, ":")
+		status, answer := sendRaw(t, r.URL+"/", transferDone(fmt.Sprint("s-", i), scope, name, "SKAO_SITE", helloAdler, len(helloContent)), false)
+		if status != 200 || answer["status"] != "completed" {
+			t.Fatalf("%s: transfer-done: %d %v", did, status, answer)
+		}
+		if op := r.operation(t, res.Str("id")); op["status"] != "success" || op["did"] != did {
+			t.Fatalf("%s: operation %v", did, op)
+		}
+		if b, _ := os.ReadFile(r.userPath("alice", target)); string(b) != helloContent {
+			t.Fatalf("%s: staged %q", did, b)
+		}
 	}
 }
 
