@@ -89,8 +89,10 @@ type TransferDone struct {
 	TransferID    *string `json:"transfer-id"`
 }
 
-// Number accepts a JSON number or a numeric string, as Rucio's messages
-// carry both depending on the version.
+// Number accepts a JSON number, which is what Rucio sends (bytes and
+// file-size are the request's BigInteger bytes column in
+// add_monitor_message, lib/rucio/core/request.py), or a numeric string, as
+// a bridge that re-encodes the message may write it.
 type Number int64
 
 func (n *Number) UnmarshalJSON(b []byte) error {
