@@ -264,6 +264,10 @@ func walkFiles(maxDepth int) int {
 // walkError names the source path of a walk's error: err's path is
 // relative to the tree src.
 func walkError(err error, src string) error {
+	var deep *storage.TooDeepError
+	if errors.As(err, &deep) {
+		return deep.In(src)
+	}
 	var se *staging.Error
 	if errors.As(err, &se) {
 		return err

@@ -159,7 +159,10 @@ func visit(ctx context.Context, f *Folder, e fs.DirEntry, depth, maxDepth int, v
 	switch t := e.Type(); {
 	case t.IsDir():
 		if depth+1 > maxDepth {
-			return staging.Errorf(staging.Rejected, "Source tree is more than %d folders deep at %s", maxDepth, rel)
+			deep := &TooDeepError{Max: maxDepth, Path: rel}
+			r := deep.refusal(rel)
+			r.Err = deep
+			return r
 		}
 		dir, err := openDirAt(f.Dir, e.Name(), rel)
 		if err != nil {
@@ -182,6 +185,25 @@ func visit(ctx context.Context, f *Folder, e fs.DirEntry, depth, maxDepth int, v
 		return nil
 	}
 	return &fs.PathError{Op: "walk", Path: rel, Err: ErrUnsupported}
+}
+
+// TooDeepError is a folder of a walked tree deeper than the walk's limit;
+// Path is relative to the tree's top. Walk returns it as the cause of its
+// refusal, which names Path relative to the top.
+type TooDeepError struct {
+	Max  int
+	Path string
+}
+
+func (e *TooDeepError) Error() string {
+	return fmt.Sprintf("more than %d folders deep at %s", e.Max, e.Path)
+}
+
+// In is the refusal naming the folder under src, the tree's own path.
+func (e *TooDeepError) In(src string) error { return e.refusal(path.Join(src, e.Path)) }
+
+func (e *TooDeepError) refusal(p string) *staging.Error {
+	return staging.Errorf(staging.Rejected, "Source tree is more than %d folders deep at %s", e.Max, p)
 }
 
 // Count walks the tree under top and returns how many folders (the top
