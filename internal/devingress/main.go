@@ -6,6 +6,7 @@ package main
 
 import (
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -14,6 +15,7 @@ import (
 	"os"
 	"sort"
 	"strings"
+	"sync/atomic"
 	"time"
 )
 
@@ -71,13 +73,59 @@ func handler(routes []route) http.Handler {
 		for _, rt := range routes {
 			p := strings.TrimSuffix(rt.prefix, "/")
 			if rt.prefix == "/" || r.URL.Path == p || strings.HasPrefix(r.URL.Path, p+"/") {
-				rt.proxy.ServeHTTP(w, r)
+				serve(rt.proxy, w, r)
 				return
 			}
 		}
 		http.NotFound(w, r)
 	})
 }
+
+// serve proxies r, letting the function's answer out while the client is
+// still sending the body (the function's 408 after READ_TIMEOUT, say):
+// the server cannot write an answer while the proxy is blocked reading a
+// body that does not come, so the body's reads are ended first.
+func serve(proxy http.Handler, w http.ResponseWriter, r *http.Request) {
+	if r.ContentLength == 0 {
+		proxy.ServeHTTP(w, r)
+		return
+	}
+	body := &eofBody{ReadCloser: r.Body}
+	r.Body = body
+	proxy.ServeHTTP(&earlyAnswer{ResponseWriter: w, body: body}, r)
+}
+
+// eofBody notes when its reader reached the end of the body.
+type eofBody struct {
+	io.ReadCloser
+	eof atomic.Bool
+}
+
+func (b *eofBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	if err == io.EOF {
+		b.eof.Store(true)
+	}
+	return n, err
+}
+
+// earlyAnswer ends the reads of a body not read whole before an answer is
+// written; the connection then closes after the answer. Once the body was
+// read whole nothing is changed (the server watches the connection for the
+// client leaving, which a deadline would take for a leave).
+type earlyAnswer struct {
+	http.ResponseWriter
+	body *eofBody
+}
+
+func (w *earlyAnswer) WriteHeader(code int) {
+	if code >= 200 && !w.body.eof.Load() {
+		http.NewResponseController(w.ResponseWriter).SetReadDeadline(time.Now())
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *earlyAnswer) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 // isLoopback says whether host names this machine only: localhost (and
 // names under it, which browsers resolve to loopback themselves) or a
