@@ -121,8 +121,15 @@ func ReadableName(name string) error {
 }
 
 // AuthorizeRead decides whether caller may read what belongs to username
-// (operations, logs, downloads): the same rule as acting for them.
-func AuthorizeRead(caller Caller, username string) error { return authorize(caller, username) }
+// (operations, logs): the same rule as acting for them, refused in words
+// of reading.
+func AuthorizeRead(caller Caller, username string) error {
+	err := authorize(caller, username)
+	if k, _ := KindOf(err); k == Forbidden {
+		return Errorf(Forbidden, "User %s may not read the records of user %s", caller.Name, username)
+	}
+	return err
+}
 
 // SourceResolver says where a source path leads inside the source
 // storage (the storage, through its os.Root).

@@ -1193,3 +1193,31 @@ func TestCompletionFailsARequestRefusedForGood(t *testing.T) {
 		t.Errorf("reason %q", op.ErrorReason)
 	}
 }
+
+// Reads follow the rule of acting for someone, and a refusal says it was
+// a read.
+func TestAuthorizeRead(t *testing.T) {
+	for _, tt := range []struct {
+		name     string
+		caller   staging.Caller
+		username string
+		kind     staging.Kind
+		detail   string
+	}{
+		{"own records", alice, "alice", "", ""},
+		{"an admin, anyone's", staging.Caller{Name: "root", Admin: true}, "alice", "", ""},
+		{"another user's", staging.Caller{Name: "bob"}, "alice", staging.Forbidden, "User bob may not read the records of user alice"},
+		{"anonymous", staging.Caller{}, "alice", staging.Unauthenticated, "Authentication is required"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			err := staging.AuthorizeRead(tt.caller, tt.username)
+			if tt.kind == "" {
+				if err != nil {
+					t.Fatal(err)
+				}
+				return
+			}
+			wantKind(t, err, tt.kind, tt.detail)
+		})
+	}
+}
