@@ -4,16 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"strings"
 	"syscall"
 	"testing"
 
+	"github.com/ska-telescope/skao-staging-service/internal/testenv"
 	"github.com/ska-telescope/skao-staging-service/lib/staging"
 )
 
@@ -54,52 +52,13 @@ func TestTargetErrorPermission(t *testing.T) {
 	}
 }
 
-// asNobodyEnv marks the copy of the test binary that runs as nobody.
-const asNobodyEnv = "SKAO_METHODS_TEST_AS_NOBODY"
-
-// runAsNobody runs the test named name again in a copy of this test binary
-// as uid and gid 65534, where permission bits apply (root passes them),
-// and fails t if it fails. It is for tests run as root.
-func runAsNobody(t *testing.T, name string) {
-	t.Helper()
-	dir, err := os.MkdirTemp("", "methods-nobody-")
-	must(t, err)
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	must(t, os.Chown(dir, 65534, 65534))
-	must(t, os.Chmod(dir, 0o755))
-	// The test binary's own folder is root's alone: run a copy.
-	self, err := os.Executable()
-	must(t, err)
-	in, err := os.Open(self)
-	must(t, err)
-	defer in.Close()
-	bin := filepath.Join(dir, "methods.test")
-	out, err := os.OpenFile(bin, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o755)
-	must(t, err)
-	_, err = io.Copy(out, in)
-	must(t, errors.Join(err, out.Close()))
-	cmd := exec.Command(bin, "-test.run=^"+name+"$", "-test.count=1", "-test.v")
-	cmd.Dir = dir
-	cmd.Env = append(os.Environ(), asNobodyEnv+"=1", "TMPDIR="+dir)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534, Groups: []uint32{}}}
-	output, err := cmd.CombinedOutput()
-	if err != nil || !strings.Contains(string(output), "--- PASS: "+name) {
-		t.Fatalf("%s as uid 65534: %v\n%s", name, err, output)
-	}
-	t.Logf("%s as uid 65534:\n%s", name, output)
-}
-
 // Staging into a folder an earlier staging made read-only (e.g. obs/extra
 // where obs is the staged 0500 folder), by any method that writes there,
 // is a 403 that says so, leaves nothing behind and is not transient. Run
 // as an unprivileged uid: as root, permission bits stop nothing.
 func TestTargetNotWritable(t *testing.T) {
-	if os.Getenv(asNobodyEnv) == "" && os.Geteuid() == 0 {
-		runAsNobody(t, "TestTargetNotWritable")
+	if !testenv.AsNobody(t) {
 		return
-	}
-	if os.Geteuid() == 0 {
-		t.Fatal("running as root, where permission bits stop nothing")
 	}
 	fx := newFixture(t)
 	fx.file(t, "f.txt", "content")

@@ -1,63 +1,21 @@
 package storage
 
 import (
-	"errors"
-	"io"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"strings"
-	"syscall"
 	"testing"
+
+	"github.com/ska-telescope/skao-staging-service/internal/testenv"
 )
-
-// asNobodyEnv marks the copy of the test binary that runs as nobody.
-const asNobodyEnv = "SKAO_STORAGE_TEST_AS_NOBODY"
-
-// runAsNobody runs the test named name again in a copy of this test binary
-// as uid and gid 65534, where permission bits apply (root passes them),
-// and fails t if it fails. It is for tests run as root.
-func runAsNobody(t *testing.T, name string) {
-	t.Helper()
-	dir, err := os.MkdirTemp("", "storage-nobody-")
-	must(t, err)
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	must(t, os.Chown(dir, 65534, 65534))
-	must(t, os.Chmod(dir, 0o755))
-	// The test binary's own folder is root's alone: run a copy.
-	self, err := os.Executable()
-	must(t, err)
-	in, err := os.Open(self)
-	must(t, err)
-	defer in.Close()
-	bin := filepath.Join(dir, "storage.test")
-	out, err := os.OpenFile(bin, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o755)
-	must(t, err)
-	_, err = io.Copy(out, in)
-	must(t, errors.Join(err, out.Close()))
-	cmd := exec.Command(bin, "-test.run=^"+name+"$", "-test.count=1", "-test.v")
-	cmd.Dir = dir
-	cmd.Env = append(os.Environ(), asNobodyEnv+"=1", "TMPDIR="+dir)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534, Groups: []uint32{}}}
-	output, err := cmd.CombinedOutput()
-	if err != nil || !strings.Contains(string(output), "--- PASS: "+name) {
-		t.Fatalf("%s as uid 65534: %v\n%s", name, err, output)
-	}
-	t.Logf("%s as uid 65534:\n%s", name, output)
-}
 
 // A source folder or file the service may not read is refused with 403
 // "Permission denied reading the source", by the listing (GET /browse) as
 // by resolving it for staging: the site's permissions, not a missing path.
 // Run as an unprivileged uid: as root, permission bits stop nothing.
 func TestSourcePermissionDenied(t *testing.T) {
-	if os.Getenv(asNobodyEnv) == "" && os.Geteuid() == 0 {
-		runAsNobody(t, "TestSourcePermissionDenied")
+	if !testenv.AsNobody(t) {
 		return
-	}
-	if os.Geteuid() == 0 {
-		t.Fatal("running as root, where permission bits stop nothing")
 	}
 	fx := newFixture(t)
 	locked := filepath.Join(fx.source, "locked")
