@@ -144,14 +144,18 @@ func mysqlConfig(raw string) (*mysql.Config, error) {
 	if dbName == "" || strings.Contains(dbName, "/") {
 		return nil, errors.New("database URL: mysql URL needs exactly one database name in its path (mysql://user:pass@host:port/db)")
 	}
-	query := u.Query()
-	if query.Has("sql_mode") {
-		return nil, errors.New("database URL: sql_mode is the service's own (strict): remove it from the URL")
-	}
-	for _, p := range []string{"charset", "collation"} {
-		if v := query.Get(p); v != "" && !strings.HasPrefix(v, "utf8mb4") {
-			return nil, fmt.Errorf("database URL: %s %q: the tables hold utf8mb4 text, and another connection character set "+
-				"would change or refuse what they hold (leave it out: utf8mb4 is the default)", p, v)
+	// MySQL's variable names are not case-sensitive: SQL_MODE is sql_mode.
+	for key, values := range u.Query() {
+		switch name := strings.ToLower(key); {
+		case name == "sql_mode":
+			return nil, errors.New("database URL: sql_mode is the service's own (strict): remove it from the URL")
+		case name == "charset" || name == "collation":
+			for _, v := range values {
+				if v != "" && !strings.HasPrefix(strings.ToLower(v), "utf8mb4") {
+					return nil, fmt.Errorf("database URL: %s %q: the tables hold utf8mb4 text, and another connection character set "+
+						"would change or refuse what they hold (leave it out: utf8mb4 is the default)", key, v)
+				}
+			}
 		}
 	}
 	dsn := "tcp(" + net.JoinHostPort(u.Hostname(), port) + ")/"

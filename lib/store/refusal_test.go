@@ -118,7 +118,7 @@ func TestStrictWhateverTheServer(t *testing.T) {
 		t.Fatalf("Create: %v, want a refusal", err)
 	}
 
-	for _, query := range []string{"charset=latin1", "collation=latin1_swedish_ci", "sql_mode=%27%27"} {
+	for _, query := range []string{"charset=latin1", "collation=latin1_swedish_ci", "sql_mode=%27%27", "SQL_MODE=%27%27", "Sql_Mode=ANSI", "CHARSET=latin1"} {
 		if _, err := New("mysql://root@127.0.0.1:" + strconv.Itoa(srv.Port()) + "/test?" + query); err == nil {
 			t.Errorf("New with %s: accepted", query)
 		}
