@@ -17,6 +17,8 @@ import (
 	"strings"
 	"sync/atomic"
 	"time"
+
+	"github.com/ska-telescope/skao-staging-service/lib/server"
 )
 
 type route struct {
@@ -32,8 +34,8 @@ func main() {
 	}
 	host := os.Getenv("HOST")
 	h := handler(routes)
-	if isLoopback(host) {
-		h = loopbackOnly(h)
+	if server.IsLoopback(host) {
+		h = server.LoopbackOnly(h)
 	}
 	addr := net.JoinHostPort(host, os.Getenv("PORT"))
 	srv := &http.Server{Addr: addr, Handler: h, ReadHeaderTimeout: 10 * time.Second}
@@ -126,34 +128,3 @@ func (w *earlyAnswer) WriteHeader(code int) {
 }
 
 func (w *earlyAnswer) Unwrap() http.ResponseWriter { return w.ResponseWriter }
-
-// isLoopback says whether host names this machine only: localhost (and
-// names under it, which browsers resolve to loopback themselves) or a
-// loopback address.
-func isLoopback(host string) bool {
-	host = strings.ToLower(strings.TrimSuffix(host, "."))
-	if host == "localhost" || strings.HasSuffix(host, ".localhost") {
-		return true
-	}
-	ip := net.ParseIP(strings.Trim(host, "[]"))
-	return ip != nil && ip.IsLoopback()
-}
-
-// loopbackOnly answers only requests whose Host names this machine, as
-// every client of a loopback listener does. A page of another site whose
-// name its owner points at 127.0.0.1 (DNS rebinding) is same-origin to the
-// browser, and with AUTH_MODE=none could otherwise read the storage and
-// the history and create files through the user's browser.
-func loopbackOnly(h http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		host := r.Host
-		if name, _, err := net.SplitHostPort(host); err == nil {
-			host = name
-		}
-		if !isLoopback(host) {
-			http.Error(w, fmt.Sprintf("Host %q is not served here: this ingress listens on loopback only", r.Host), http.StatusMisdirectedRequest)
-			return
-		}
-		h.ServeHTTP(w, r)
-	})
-}

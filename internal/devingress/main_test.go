@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/ska-telescope/skao-staging-service/lib/server"
 )
 
 func TestRoutesByLongestPrefix(t *testing.T) {
@@ -48,7 +50,7 @@ func TestRoutesByLongestPrefix(t *testing.T) {
 // On loopback the ingress answers only requests naming this machine: a
 // page whose name was pointed at 127.0.0.1 (DNS rebinding) is refused.
 func TestLoopbackOnly(t *testing.T) {
-	ingress := httptest.NewServer(loopbackOnly(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	ingress := httptest.NewServer(server.LoopbackOnly(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		io.WriteString(w, "served")
 	})))
 	defer ingress.Close()

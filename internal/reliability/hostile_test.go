@@ -318,7 +318,7 @@ func TestSlowClients(t *testing.T) {
 	p := s.start(t, map[string]string{"READ_TIMEOUT": "1s"})
 	addr := strings.TrimPrefix(p.URL, "http://")
 	body := `{"data":{"local_path_on_storage":"obs/a.txt","relative_path":"slow"}}`
-	head := fmt.Sprintf("POST /stage_data?method=local_copy&username=alice HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n", len(body))
+	head := fmt.Sprintf("POST /stage_data?method=local_copy&username=alice HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n", len(body))
 
 	// trickle sends prefix at once, then rest a byte every 100ms, and
 	// returns how long until the server answered or closed, and what it said.
@@ -372,7 +372,7 @@ func TestSlowClients(t *testing.T) {
 		go func() { defer wg.Done(); bodies[i].took, bodies[i].said = trickle(head, body) }()
 		go func() {
 			defer wg.Done()
-			headers[i].took, headers[i].said = trickle("", "GET /operations HTTP/1.1\r\nHost: x\r\nX-Pad: "+strings.Repeat("p", 100)+"\r\n\r\n")
+			headers[i].took, headers[i].said = trickle("", "GET /operations HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Pad: "+strings.Repeat("p", 100)+"\r\n\r\n")
 		}()
 	}
 	// Meanwhile others are served at once.

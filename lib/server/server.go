@@ -14,6 +14,7 @@ import (
 	"net"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -96,8 +97,12 @@ func RunContext(ctx context.Context, o Options) error {
 	}
 	drainer := &handlers.Drainer{Inner: mux, HealthCheck: probe, QuietPeriod: 200 * time.Millisecond}
 
+	var handler http.Handler = noSniff(drainer)
+	if IsLoopback(o.Host) {
+		handler = LoopbackOnly(handler) // make run: each function's own port too, not only the ingress's
+	}
 	srv := &http.Server{
-		Handler:           noSniff(drainer),
+		Handler:           handler,
 		ReadHeaderTimeout: min(10*time.Second, o.ReadTimeout),
 		ReadTimeout:       o.ReadTimeout,
 		IdleTimeout:       2 * time.Minute,
@@ -169,4 +174,35 @@ func crossOriginProtection(h http.Handler) http.Handler {
 		httpx.JSON(w, http.StatusForbidden, httpx.Detail{Detail: "Cross-origin request refused: use the service's own page, or a client that is not a browser"})
 	}))
 	return c.Handler(h)
+}
+
+// IsLoopback says whether host names this machine only: localhost (and
+// names under it, which browsers resolve to loopback themselves) or a
+// loopback address.
+func IsLoopback(host string) bool {
+	host = strings.ToLower(strings.TrimSuffix(host, "."))
+	if host == "localhost" || strings.HasSuffix(host, ".localhost") {
+		return true
+	}
+	ip := net.ParseIP(strings.Trim(host, "[]"))
+	return ip != nil && ip.IsLoopback()
+}
+
+// LoopbackOnly answers only requests whose Host names this machine, as
+// every client of a loopback listener does. A page of another site whose
+// name its owner points at 127.0.0.1 (DNS rebinding) is same-origin to the
+// browser, and with AUTH_MODE=none could otherwise read the storage and
+// the history and create files through the user's browser.
+func LoopbackOnly(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		host := r.Host
+		if name, _, err := net.SplitHostPort(host); err == nil {
+			host = name
+		}
+		if !IsLoopback(host) {
+			http.Error(w, fmt.Sprintf("Host %q is not served here: this service listens on loopback only", r.Host), http.StatusMisdirectedRequest)
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
 }

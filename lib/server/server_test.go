@@ -189,3 +189,42 @@ func TestAnswersAreNosniff(t *testing.T) {
 		}
 	}
 }
+
+// A function listening on loopback (as make run starts each one, beside
+// its ingress) answers only requests whose Host names this machine: a
+// page whose name is pointed at 127.0.0.1 (DNS rebinding) gets 421 on the
+// function's own port as on the ingress's. Listening on every interface,
+// as in a pod, any Host is served.
+func TestLoopbackListenerRefusesOtherHosts(t *testing.T) {
+	for _, tt := range []struct {
+		listen string
+		hosts  map[string]int
+	}{
+		{"127.0.0.1", map[string]int{"127.0.0.1:8001": 200, "localhost:8001": 200, "[::1]:8001": 200,
+			"evil.example:8001": http.StatusMisdirectedRequest, "127.0.0.1.nip.io": http.StatusMisdirectedRequest}},
+		{"", map[string]int{"evil.example:8001": 200, "stage.skao.example": 200}},
+	} {
+		ctx, stop := context.WithCancel(context.Background())
+		addr := make(chan net.Addr, 1)
+		go RunContext(ctx, Options{Host: tt.listen, Port: 0, Logger: slog.Default(), DrainTimeout: 5 * time.Second,
+			Handler:   http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") }),
+			Listening: func(a net.Addr) { addr <- a }})
+		_, port, _ := net.SplitHostPort((<-addr).String())
+		for host, want := range tt.hosts {
+			req, err := http.NewRequest("GET", "http://127.0.0.1:"+port+"/browse", nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			req.Host = host
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != want {
+				t.Errorf("listening on %q, Host %s: %d, want %d", tt.listen, host, resp.StatusCode, want)
+			}
+		}
+		stop()
+	}
+}
