@@ -402,15 +402,8 @@ func sourceError(err error, p string) error {
 		return staging.Wrap(staging.Rejected, "Unsupported link to a directory in the source: "+p, err)
 	case errors.Is(err, storage.ErrUnsupported):
 		return unsupported(p)
-	case storage.IsEscape(err):
-		// p was resolved inside the storage: a link on its way leads out.
-		return storage.LinkOutside(p, err)
-	case errors.Is(err, fs.ErrNotExist), errors.Is(err, syscall.ELOOP), errors.Is(err, syscall.ENAMETOOLONG):
-		return staging.Wrap(staging.Rejected, "Source path does not exist: "+p, err)
-	case errors.Is(err, fs.ErrPermission):
-		return storage.PermissionDenied(p, err)
 	}
-	return staging.Wrap(staging.Internal, "Cannot read the source: "+p, err)
+	return storage.SourceError(err, p)
 }
 
 func copyError(err error, p string) error {

@@ -56,7 +56,7 @@ func (s *Storage) List(p string, limit int, keep func(rel string, isDir bool) bo
 	if err != nil {
 		// Found just now: a folder the service may not read is 403, as
 		// staging it is, not a missing path.
-		return nil, sourceError(err, cmp.Or(p, "."))
+		return nil, SourceError(err, cmp.Or(p, "."))
 	}
 	defer dir.Close()
 

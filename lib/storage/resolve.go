@@ -24,7 +24,7 @@ func (s *Storage) Resolve(p string) (string, bool, error) {
 	}
 	// sourceRel left no ".." in rel: one that climbs above the root here
 	// comes from a link, as does an absolute target.
-	escape := LinkOutside(p, nil)
+	escape := linkOutside(p, nil)
 	var done []string // resolved elements so far
 	todo := strings.Split(filepath.ToSlash(rel), "/")
 	for links := 0; len(todo) > 0; {
@@ -43,7 +43,7 @@ func (s *Storage) Resolve(p string) (string, bool, error) {
 		cur := path.Join(append(done, elem)...)
 		info, err := s.source.Lstat(cur)
 		if err != nil {
-			return "", false, sourceError(err, p)
+			return "", false, SourceError(err, p)
 		}
 		if info.Mode()&fs.ModeSymlink == 0 {
 			done = append(done, elem)
@@ -54,7 +54,7 @@ func (s *Storage) Resolve(p string) (string, bool, error) {
 		}
 		target, err := s.source.Readlink(cur)
 		if err != nil {
-			return "", false, sourceError(err, p)
+			return "", false, SourceError(err, p)
 		}
 		if filepath.IsAbs(target) {
 			return "", false, escape
@@ -70,7 +70,7 @@ func (s *Storage) Resolve(p string) (string, bool, error) {
 		if errors.Is(err, fs.ErrNotExist) {
 			return "", false, staging.Wrap(staging.Rejected, "Source path does not exist: "+p, err)
 		}
-		return "", false, sourceError(err, p)
+		return "", false, SourceError(err, p)
 	}
 	return real, info.IsDir(), nil
 }

@@ -103,7 +103,7 @@ func (s *Storage) Source(p string) (*Source, error) {
 	}
 	info, err := s.source.Stat(rel)
 	if err != nil {
-		return nil, sourceError(err, p)
+		return nil, SourceError(err, p)
 	}
 	// Only files and folders are staged, by every method: a FIFO, a
 	// socket or a device is refused here, before anything opens it.
@@ -192,44 +192,46 @@ func (s *Storage) UserAreaPath(username string) string {
 // TargetRoot is the traversal-safe root of all user areas.
 func (s *Storage) TargetRoot() *os.Root { return s.target }
 
-// LinkOutside is the refusal of a source path p that lies inside the
+// linkOutside is the refusal of a source path p that lies inside the
 // source storage as written but passes through a link leading out of it
 // (an absolute link counts: os.Root cannot tell where it leads). Saying the
 // path itself is outside would send the user looking at what they typed.
-func LinkOutside(p string, err error) error {
+func linkOutside(p string, err error) error {
 	return staging.Wrap(staging.Forbidden, "Source path goes through a link leading outside the source storage: "+p, err)
 }
 
-// PermissionDenied is the refusal of a source path p that the service may
-// not read: the site's permissions, as permanent as a missing path.
-func PermissionDenied(p string, err error) error {
-	return staging.Wrap(staging.Forbidden, "Permission denied reading the source: "+p, err)
-}
-
-// sourceError classifies an os.Root error on the source path p, once
-// sourceRel has found p inside the storage: an escape can then only be a
-// link leading out.
-func sourceError(err error, p string) error {
+// SourceError classifies an error met on the source path p once p is
+// known to lie inside the storage as written (an escape can then only be
+// a link leading out): staging, browsing and every method's walk answer
+// alike. A refusal the service may not read is the site's permissions, as
+// permanent as a missing path.
+func SourceError(err error, p string) error {
 	switch {
 	case IsEscape(err):
-		return LinkOutside(p, err)
+		return linkOutside(p, err)
 	case errors.Is(err, fs.ErrPermission):
-		return PermissionDenied(p, err)
+		return staging.Wrap(staging.Forbidden, "Permission denied reading the source: "+p, err)
+	case missing(err):
+		return staging.Wrap(staging.Rejected, "Source path does not exist: "+p, err)
 	}
-	return classify(err, "Source path does not exist: "+p, "")
+	return staging.Wrap(staging.Internal, "Cannot read the source: "+p, err)
+}
+
+// missing reports an error as permanent as a missing path: a link loop or
+// an overlong name is not a transient failure a broker would redeliver.
+func missing(err error) bool {
+	return errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ENOTDIR) ||
+		errors.Is(err, syscall.ELOOP) || errors.Is(err, syscall.ENAMETOOLONG)
 }
 
 // classify turns an os.Root error into Rejected (missing), Forbidden
 // (escape, permission) or Internal.
-func classify(err error, missing, escape string) error {
+func classify(err error, missingText, escape string) error {
 	switch {
 	case IsEscape(err):
 		return staging.Wrap(staging.Forbidden, escape, err)
-	case errors.Is(err, fs.ErrNotExist), errors.Is(err, syscall.ENOTDIR),
-		errors.Is(err, syscall.ELOOP), errors.Is(err, syscall.ENAMETOOLONG):
-		// A link loop or an overlong name is as permanent as a missing
-		// path: not a transient failure that a broker would redeliver.
-		return staging.Wrap(staging.Rejected, missing, err)
+	case missing(err):
+		return staging.Wrap(staging.Rejected, missingText, err)
 	case errors.Is(err, fs.ErrPermission):
 		return staging.Wrap(staging.Forbidden, "Permission denied", err)
 	}
